@@ -1,0 +1,1 @@
+//! Behaviour, UI and integration tests of the workspace live in `tests/`.

@@ -1,0 +1,393 @@
+//! Expansion: a tracked fn keeps its signature, attributes and body; its new body registers the
+//! operation, starts a call guard, runs the original body in a closure (or an `async move` block),
+//! classifies the value and hands the outcome to the guard. The logic lives in the runtime's
+//! `__private` module, so the expansion stays a few readable lines.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    Attribute, Block, Expr, GenericArgument, ImplItem, Item, ItemImpl, Meta, PathArguments,
+    ReturnType, Signature, Stmt, Type, TypeParamBound,
+};
+
+use crate::parse::{self, Args, Errors};
+use crate::valid::{self, Site};
+
+/// Entry point of `#[track_usage]`.
+pub(crate) fn track_usage(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = parse::args(args, &mut errors);
+    let item = match syn::parse2::<Item>(item.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            errors.at(
+                Span::call_site(),
+                "`#[track_usage]` applies to a fn with a body or to an impl block",
+            );
+            let errors = errors.to_compile_errors();
+            return quote!(#item #errors);
+        }
+    };
+    match item {
+        Item::Fn(mut function) => {
+            valid::function(&args, &function.sig, Site::Fn, &mut errors);
+            if errors.is_empty() {
+                let body = tracked_body(&args, &function.sig, &function.block, None);
+                replace_body(&mut function.block, body);
+            }
+            let errors = errors.to_compile_errors();
+            quote!(#function #errors)
+        }
+        Item::Impl(block) => impl_block(&args, block, errors),
+        other => {
+            valid::unsupported_item(&other, &mut errors);
+            let errors = errors.to_compile_errors();
+            quote!(#other #errors)
+        }
+    }
+}
+
+/// Tracks every method of an impl block; a method's own `#[track_usage(...)]` adds to or overrides
+/// the block's arguments, and `#[track_usage(skip)]` leaves it untracked.
+fn impl_block(args: &Args, mut block: ItemImpl, mut errors: Errors) -> TokenStream {
+    valid::impl_block(args, &mut errors);
+    let block_ok = errors.is_empty();
+    let self_name = type_name(&block.self_ty);
+    for item in &mut block.items {
+        let ImplItem::Fn(method) = item else { continue };
+        let mut method_errors = Errors::default();
+        let mut own = own_args(&mut method.attrs, &mut method_errors);
+        valid::function(&own, &method.sig, Site::AnnotatedImpl, &mut method_errors);
+        if own.skip.get().is_none() && block_ok && method_errors.is_empty() {
+            own.inherit(args);
+            let body = tracked_body(&own, &method.sig, &method.block, self_name.as_deref());
+            replace_body(&mut method.block, body);
+        }
+        merge(&mut errors, method_errors);
+    }
+    let errors = errors.to_compile_errors();
+    quote!(#block #errors)
+}
+
+fn merge(into: &mut Errors, from: Errors) {
+    if let Some(error) = from.into_error() {
+        into.push(error);
+    }
+}
+
+/// Removes a method's `#[track_usage(...)]` attributes and parses their arguments.
+fn own_args(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Args {
+    let mut found: Vec<Attribute> = Vec::new();
+    attrs.retain(|attr| {
+        let ours = attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "track_usage");
+        if ours {
+            found.push(attr.clone());
+        }
+        !ours
+    });
+    let mut tokens = TokenStream::new();
+    for (index, attr) in found.iter().enumerate() {
+        if index > 0 {
+            errors.at(
+                attr.path().span(),
+                "duplicate `#[track_usage]` on this method; merge the arguments into one",
+            );
+            continue;
+        }
+        match &attr.meta {
+            Meta::Path(_) => {}
+            Meta::List(list) => tokens = list.tokens.clone(),
+            Meta::NameValue(pair) => errors.at(
+                pair.eq_token.span,
+                "expected `#[track_usage(...)]` or `#[track_usage]`",
+            ),
+        }
+    }
+    parse::args(tokens, errors)
+}
+
+fn replace_body(block: &mut Block, body: TokenStream) {
+    *block = Block {
+        brace_token: block.brace_token,
+        stmts: vec![Stmt::Expr(Expr::Verbatim(body), None)],
+    };
+}
+
+/// The last path segment of an impl's self type, used in the function path.
+fn type_name(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Path(path) => path.path.segments.last().map(|s| s.ident.unraw().to_string()),
+        _ => None,
+    }
+}
+
+/// What kind of value the fn hands back, which decides how it is timed.
+enum Shape {
+    /// A plain fn: the body runs inside the call.
+    Sync,
+    /// An `async fn`: the body runs when the future is polled.
+    Async,
+    /// A fn returning `impl Future<Output = T>`: construction runs at the call, the future's run
+    /// is timed.
+    ImplFuture { output: Type },
+    /// A fn returning `Pin<Box<dyn Future<Output = T>>>` or `BoxFuture<'_, T>`, as `#[async_trait]`
+    /// writes them.
+    BoxedFuture { output: Type, declared: Type },
+}
+
+fn shape(sig: &Signature) -> Shape {
+    if sig.asyncness.is_some() {
+        return Shape::Async;
+    }
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return Shape::Sync;
+    };
+    if let Some(output) = impl_future_output(ty) {
+        return Shape::ImplFuture { output };
+    }
+    if let Some(output) = boxed_future_output(ty) {
+        return Shape::BoxedFuture {
+            output,
+            declared: (**ty).clone(),
+        };
+    }
+    Shape::Sync
+}
+
+/// `Output = T` from a list of bounds containing `Future<Output = T>`.
+fn future_output<'a>(bounds: impl IntoIterator<Item = &'a TypeParamBound>) -> Option<Type> {
+    bounds.into_iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let segment = bound.path.segments.last()?;
+        if segment.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &segment.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(assoc.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn impl_future_output(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::ImplTrait(imp) => future_output(&imp.bounds),
+        Type::Paren(inner) => impl_future_output(&inner.elem),
+        _ => None,
+    }
+}
+
+fn type_args(ty: &Type, name: &str) -> Option<Vec<GenericArgument>> {
+    let Type::Path(path) = ty else { return None };
+    let segment = path.path.segments.last()?;
+    if segment.ident != name {
+        return None;
+    }
+    match &segment.arguments {
+        PathArguments::AngleBracketed(args) => Some(args.args.iter().cloned().collect()),
+        _ => None,
+    }
+}
+
+fn boxed_future_output(ty: &Type) -> Option<Type> {
+    for alias in ["BoxFuture", "LocalBoxFuture"] {
+        if let Some(args) = type_args(ty, alias) {
+            return args.into_iter().find_map(|arg| match arg {
+                GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            });
+        }
+    }
+    let pinned = type_args(ty, "Pin")?;
+    let Some(GenericArgument::Type(boxed)) = pinned.first() else {
+        return None;
+    };
+    let boxed = type_args(boxed, "Box")?;
+    match boxed.first() {
+        Some(GenericArgument::Type(Type::TraitObject(object))) => future_output(&object.bounds),
+        _ => None,
+    }
+}
+
+/// The return type with each `impl Trait` replaced by `_`, for a `let` annotation that fixes the
+/// type of the body's value (so `?` inside the body knows its error type).
+fn inferable(ty: &Type) -> Type {
+    struct Infer;
+    impl VisitMut for Infer {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if let Type::ImplTrait(_) = ty {
+                *ty = syn::parse_quote!(_);
+            } else {
+                syn::visit_mut::visit_type_mut(self, ty);
+            }
+        }
+    }
+    let mut ty = ty.clone();
+    Infer.visit_type_mut(&mut ty);
+    ty
+}
+
+fn return_type(sig: &Signature) -> Type {
+    match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => inferable(ty),
+    }
+}
+
+/// The new body of a tracked fn.
+fn tracked_body(args: &Args, sig: &Signature, block: &Block, self_name: Option<&str>) -> TokenStream {
+    let krate = match args.krate.get() {
+        Some(path) => path.to_token_stream(),
+        None => quote!(::usage_runtime),
+    };
+    let private = quote!(#krate::__private);
+    let ident = &sig.ident;
+    let fn_name = ident.unraw().to_string();
+    let operation = match args.operation.get() {
+        Some(lit) => lit.value(),
+        None => fn_name.clone(),
+    };
+    let function = match self_name {
+        Some(ty) => format!("{ty}::{fn_name}"),
+        None => fn_name,
+    };
+    let capture_message = args.error_message.get().is_none_or(|flag| flag.value);
+    let registration = quote_spanned! {ident.span()=>
+        static __USAGE_OPERATION: #private::Operation = #private::Operation::new(
+            #operation,
+            ::core::concat!(::core::module_path!(), "::", #function),
+            ::core::file!(),
+            ::core::line!(),
+            #capture_message,
+        );
+        #private::inventory::submit! { #private::Registration(&__USAGE_OPERATION) }
+    };
+    let dims = dimensions(args, &private);
+    let verdict = verdict(args, &private);
+
+    match shape(sig) {
+        Shape::Sync => {
+            let ty = return_type(sig);
+            quote! {
+                #registration
+                let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
+                #[allow(clippy::redundant_closure_call)]
+                let __usage_ret: #ty = (move || #block)();
+                __usage_guard.finish(#verdict);
+                __usage_ret
+            }
+        }
+        Shape::Async => {
+            let ty = return_type(sig);
+            quote! {
+                #registration
+                let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
+                let (__usage_guard, __usage_ret): (#private::CallGuard, #ty) =
+                    #private::Guarded::new(__usage_guard, async move #block).await;
+                __usage_guard.finish(#verdict);
+                __usage_ret
+            }
+        }
+        Shape::ImplFuture { output } => {
+            let output = inferable(&output);
+            let run = timed_future(&private, &output, &verdict);
+            quote! {
+                #registration
+                let __usage_dims = #dims;
+                #[allow(clippy::redundant_closure_call)]
+                let __usage_future = (move || #block)();
+                #run
+            }
+        }
+        Shape::BoxedFuture { output, declared } => {
+            let output = inferable(&output);
+            let run = timed_future(&private, &output, &verdict);
+            quote! {
+                #registration
+                let __usage_dims = #dims;
+                #[allow(clippy::redundant_closure_call)]
+                let __usage_future = (move || -> #declared #block)();
+                ::std::boxed::Box::pin(#run)
+            }
+        }
+    }
+}
+
+/// An `async move` block that times `__usage_future` from its first poll to its completion.
+fn timed_future(private: &TokenStream, output: &Type, verdict: &TokenStream) -> TokenStream {
+    quote! {
+        async move {
+            let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, __usage_dims);
+            let (__usage_guard, __usage_ret): (#private::CallGuard, #output) =
+                #private::Guarded::new(__usage_guard, __usage_future).await;
+            __usage_guard.finish(#verdict);
+            __usage_ret
+        }
+    }
+}
+
+/// `None`, or `Some(Dimensions { .. })` with each declared expression evaluated by reference, so
+/// arguments are read, never moved.
+fn dimensions(args: &Args, private: &TokenStream) -> TokenStream {
+    let none = quote!(::core::option::Option::None);
+    if args.tenant.get().is_none()
+        && args.user.get().is_none()
+        && args.session.get().is_none()
+        && args.fields.get().is_none()
+    {
+        return none;
+    }
+    let convert = |expr: Option<&Expr>, helper: &str| match expr {
+        Some(expr) => {
+            let helper = syn::Ident::new(helper, Span::call_site());
+            quote_spanned!(expr.span()=> #private::#helper(&(#expr)))
+        }
+        None => none.clone(),
+    };
+    let tenant = convert(args.tenant.get(), "tenant");
+    let user = convert(args.user.get(), "id");
+    let session = convert(args.session.get(), "id");
+    let fields = args.fields.get().into_iter().flatten().map(|field| {
+        let key = field.key.unraw().to_string();
+        let value = &field.value;
+        quote_spanned!(value.span()=> (#key, #private::field(&(#value))))
+    });
+    quote! {
+        ::core::option::Option::Some(#private::Dimensions {
+            tenant: #tenant,
+            user: #user,
+            session: #session,
+            fields: #private::fields([#(#fields),*]),
+        })
+    }
+}
+
+/// How the returned value `__usage_ret` is classified.
+fn verdict(args: &Args, private: &TokenStream) -> TokenStream {
+    let natural = quote! {{
+        #[allow(unused_imports)]
+        use #private::{ViaClassify as _, ViaDefault as _, ViaResult as _};
+        (&&&#private::Probe(&__usage_ret)).__usage_verdict()
+    }};
+    if let Some(ok_if) = args.ok_if.get() {
+        let test = quote_spanned!(ok_if.span()=> (#ok_if)(&__usage_ret));
+        quote!(#private::ok_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
+    } else if let Some(error_if) = args.error_if.get() {
+        let test = quote_spanned!(error_if.span()=> (#error_if)(&__usage_ret));
+        quote!(#private::error_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
+    } else {
+        natural
+    }
+}

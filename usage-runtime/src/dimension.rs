@@ -1,0 +1,191 @@
+//! Dimensions: tenant, user, session and extra fields, converted from whatever the handler has.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A value usable as `tenant = expr`: anything string-like, a UUID, an integer id, or an
+/// `Option` of those. An empty string means "no tenant".
+pub trait TenantValue {
+    /// The tenant id, or `None`.
+    fn tenant_value(&self) -> Option<String>;
+}
+
+/// A user or session id given to `user = expr` / `session = expr`.
+///
+/// A string that parses as a UUID is that UUID; any other non-empty string (and any integer) is
+/// mapped deterministically to a UUIDv5 in the tracker's namespace
+/// ([`TrackerBuilder::id_namespace`](crate::TrackerBuilder::id_namespace)), so ids such as
+/// `"user_42"` never make a database reject the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdInput {
+    /// Already a UUID.
+    Uuid(Uuid),
+    /// Any other id, mapped to a UUIDv5 when the record is made.
+    Name(String),
+}
+
+impl IdInput {
+    /// The UUID this id stands for in `namespace`.
+    pub fn resolve(&self, namespace: &Uuid) -> Uuid {
+        match self {
+            IdInput::Uuid(id) => *id,
+            IdInput::Name(name) => Uuid::new_v5(namespace, name.as_bytes()),
+        }
+    }
+
+    fn from_text(text: &str) -> Option<IdInput> {
+        if text.is_empty() {
+            None
+        } else if let Ok(id) = Uuid::try_parse(text) {
+            Some(IdInput::Uuid(id))
+        } else {
+            Some(IdInput::Name(text.to_owned()))
+        }
+    }
+}
+
+/// A value usable as `user = expr` or `session = expr`: a [`Uuid`], anything string-like, an
+/// integer id, or an `Option` of those. Implement it for your own id types.
+pub trait IdValue {
+    /// The id, or `None`.
+    fn id_value(&self) -> Option<IdInput>;
+}
+
+macro_rules! text_impls {
+    ($($ty:ty),*) => {$(
+        impl TenantValue for $ty {
+            fn tenant_value(&self) -> Option<String> {
+                let text: &str = self.as_ref();
+                (!text.is_empty()).then(|| text.to_owned())
+            }
+        }
+
+        impl IdValue for $ty {
+            fn id_value(&self) -> Option<IdInput> {
+                IdInput::from_text(self.as_ref())
+            }
+        }
+    )*};
+}
+
+text_impls!(str, String, Box<str>, Rc<str>, Arc<str>, Cow<'_, str>);
+
+macro_rules! integer_impls {
+    ($($ty:ty),*) => {$(
+        impl TenantValue for $ty {
+            fn tenant_value(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+
+        impl IdValue for $ty {
+            fn id_value(&self) -> Option<IdInput> {
+                Some(IdInput::Name(self.to_string()))
+            }
+        }
+    )*};
+}
+
+integer_impls!(i32, i64, u32, u64, i128, u128, usize);
+
+impl TenantValue for Uuid {
+    fn tenant_value(&self) -> Option<String> {
+        Some(self.hyphenated().to_string())
+    }
+}
+
+impl IdValue for Uuid {
+    fn id_value(&self) -> Option<IdInput> {
+        Some(IdInput::Uuid(*self))
+    }
+}
+
+impl<T: TenantValue + ?Sized> TenantValue for &T {
+    fn tenant_value(&self) -> Option<String> {
+        (**self).tenant_value()
+    }
+}
+
+impl<T: IdValue + ?Sized> IdValue for &T {
+    fn id_value(&self) -> Option<IdInput> {
+        (**self).id_value()
+    }
+}
+
+impl<T: TenantValue> TenantValue for Option<T> {
+    fn tenant_value(&self) -> Option<String> {
+        self.as_ref().and_then(T::tenant_value)
+    }
+}
+
+impl<T: IdValue> IdValue for Option<T> {
+    fn id_value(&self) -> Option<IdInput> {
+        self.as_ref().and_then(T::id_value)
+    }
+}
+
+/// The dimensions declared on one call, evaluated at entry.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Dimensions {
+    pub tenant: Option<String>,
+    pub user: Option<IdInput>,
+    pub session: Option<IdInput>,
+    pub fields: Vec<(&'static str, serde_json::Value)>,
+}
+
+#[doc(hidden)]
+pub fn tenant<T: TenantValue + ?Sized>(value: &T) -> Option<String> {
+    value.tenant_value()
+}
+
+#[doc(hidden)]
+pub fn id<T: IdValue + ?Sized>(value: &T) -> Option<IdInput> {
+    value.id_value()
+}
+
+/// A field's value as JSON. A value whose `Serialize` impl fails is kept as the error text, so the
+/// call is still recorded and the failure is visible in the row.
+#[doc(hidden)]
+pub fn field<T: Serialize + ?Sized>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value)
+        .unwrap_or_else(|error| serde_json::Value::String(format!("<not serializable: {error}>")))
+}
+
+#[doc(hidden)]
+pub fn fields<const N: usize>(
+    fields: [(&'static str, serde_json::Value); N],
+) -> Vec<(&'static str, serde_json::Value)> {
+    Vec::from(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_or_map_deterministically() {
+        let namespace = Uuid::from_u128(7);
+        let uuid = Uuid::from_u128(0x1234);
+        assert_eq!(id(&uuid.to_string()), Some(IdInput::Uuid(uuid)));
+        let mapped = id("user_42").unwrap().resolve(&namespace);
+        assert_eq!(mapped, Uuid::new_v5(&namespace, b"user_42"));
+        assert_eq!(mapped, id(&String::from("user_42")).unwrap().resolve(&namespace));
+        assert_ne!(mapped, id("user_43").unwrap().resolve(&namespace));
+        assert_eq!(id(""), None);
+        assert_eq!(id(&None::<String>), None);
+        assert_eq!(id(&Some(42u64)), Some(IdInput::Name("42".into())));
+    }
+
+    #[test]
+    fn tenants_are_text() {
+        assert_eq!(tenant("acme"), Some("acme".to_owned()));
+        assert_eq!(tenant(&Some(String::from("acme"))), Some("acme".to_owned()));
+        assert_eq!(tenant(""), None);
+        assert_eq!(tenant(&17i64), Some("17".to_owned()));
+    }
+}

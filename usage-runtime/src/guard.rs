@@ -1,0 +1,246 @@
+//! The hot path: a call guard started at entry and finished with the call's verdict.
+//!
+//! Starting reads the monotonic clock and keeps the declared dimensions; finishing reads the clock
+//! again and pushes one [`RawCall`] to the tracker's lock-free queue. A guard dropped unfinished
+//! records `Panic` (when unwinding) or `Cancelled` (its future was dropped). Nothing here does
+//! I/O, reads the wall clock, mints an id or allocates for a call without dimensions or errors.
+
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use crate::call::{ErrorDetails, RawCall};
+use crate::catalog::Operation;
+use crate::classify::Classification;
+use crate::dimension::Dimensions;
+use crate::record::Outcome;
+
+/// The byte limit of recorded error text, set by the installed tracker.
+pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize =
+    AtomicUsize::new(crate::tracker::DEFAULT_ERROR_MESSAGE_LIMIT);
+
+/// Times one call of a tracked fn.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CallGuard {
+    op: &'static Operation,
+    start: quanta::Instant,
+    dims: Option<Box<Dimensions>>,
+    panicked: bool,
+    finished: bool,
+    #[cfg(feature = "testing")]
+    capture: Option<std::sync::Arc<crate::testing::CaptureBuffer>>,
+}
+
+impl CallGuard {
+    /// Starts timing a call.
+    #[inline]
+    pub fn start(op: &'static Operation, dims: Option<Dimensions>) -> Self {
+        CallGuard {
+            op,
+            dims: dims.map(Box::new),
+            panicked: false,
+            finished: false,
+            #[cfg(feature = "testing")]
+            capture: crate::testing::current(),
+            start: quanta::Instant::now(),
+        }
+    }
+
+    /// Ends the call with the verdict on its returned value.
+    #[inline]
+    pub fn finish(mut self, verdict: Classification<'_>) {
+        let end = quanta::Instant::now();
+        self.finished = true;
+        let (outcome, error) = match verdict {
+            Classification::Success => (Outcome::Success, None),
+            Classification::Error {
+                error_type,
+                message,
+            } => (Outcome::Error, Some(self.error_details(error_type, message))),
+        };
+        self.deliver(end, outcome, error);
+    }
+
+    #[cold]
+    fn error_details(&self, error_type: &str, message: Option<&dyn fmt::Display>) -> Box<ErrorDetails> {
+        let message = message
+            .filter(|_| self.op.captures_error_message())
+            .map(|message| limited_text(message, ERROR_MESSAGE_LIMIT.load(Ordering::Relaxed)));
+        Box::new(ErrorDetails {
+            error_type: error_type.to_owned(),
+            message,
+        })
+    }
+
+    fn deliver(&mut self, end: quanta::Instant, outcome: Outcome, error: Option<Box<ErrorDetails>>) {
+        let call = RawCall {
+            op: self.op,
+            start: self.start,
+            duration: end.saturating_duration_since(self.start),
+            outcome,
+            error,
+            dims: self.dims.take(),
+        };
+        #[cfg(feature = "testing")]
+        if let Some(capture) = self.capture.take() {
+            capture.push(call);
+            return;
+        }
+        crate::tracker::submit(call);
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let outcome = if self.panicked || std::thread::panicking() {
+                Outcome::Panic
+            } else {
+                Outcome::Cancelled
+            };
+            self.deliver(quanta::Instant::now(), outcome, None);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Polls a tracked fn's future while owning its guard, so a panic during a poll is recorded
+    /// as `Panic` even though the future itself is dropped later, outside the unwinding.
+    #[doc(hidden)]
+    #[derive(Debug)]
+    pub struct Guarded<F> {
+        guard: Option<CallGuard>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Guarded<F> {
+    /// Wraps `future`, which the guard times.
+    pub fn new(guard: CallGuard, future: F) -> Self {
+        Guarded {
+            guard: Some(guard),
+            future,
+        }
+    }
+}
+
+/// Marks the guard as panicked if a poll unwinds; disarmed when the poll returns.
+struct PanicSentinel<'a>(Option<&'a mut Option<CallGuard>>);
+
+impl<'a> PanicSentinel<'a> {
+    fn disarm(mut self) -> &'a mut Option<CallGuard> {
+        self.0.take().expect("armed sentinel")
+    }
+}
+
+impl Drop for PanicSentinel<'_> {
+    fn drop(&mut self) {
+        if let Some(Some(guard)) = self.0.as_deref_mut() {
+            guard.panicked = true;
+        }
+    }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = (CallGuard, F::Output);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let sentinel = PanicSentinel(Some(this.guard));
+        let poll = this.future.poll(cx);
+        let guard = sentinel.disarm();
+        match poll {
+            Poll::Ready(output) => {
+                let guard = guard.take().expect("`Guarded` polled after completion");
+                Poll::Ready((guard, output))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Formats `{:#}` of `message` into at most `limit` bytes; truncated text ends with `…`.
+pub(crate) fn limited_text(message: &dyn fmt::Display, limit: usize) -> String {
+    struct Limited {
+        text: String,
+        limit: usize,
+        truncated: bool,
+    }
+
+    impl fmt::Write for Limited {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.limit - self.text.len();
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            self.truncated = true;
+            // Stop formatting: the rest would be thrown away.
+            Err(fmt::Error)
+        }
+    }
+
+    const ELLIPSIS: &str = "…";
+    let mut out = Limited {
+        text: String::new(),
+        limit,
+        truncated: false,
+    };
+    let _ = write!(out, "{message:#}");
+    if out.truncated {
+        let mut end = limit.saturating_sub(ELLIPSIS.len()).min(out.text.len());
+        while !out.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.text.truncate(end);
+        if limit >= ELLIPSIS.len() {
+            out.text.push_str(ELLIPSIS);
+        }
+    }
+    out.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limited_text;
+
+    #[test]
+    fn short_text_is_kept_whole() {
+        assert_eq!(limited_text(&"boom", 1024), "boom");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary_with_a_marker() {
+        let text = "é".repeat(1000); // 2000 bytes
+        let cut = limited_text(&text, 1024);
+        assert!(cut.len() <= 1024, "{} bytes", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+        assert_eq!(limited_text(&"abcdef", 3), "…");
+        assert_eq!(limited_text(&"abcdef", 2), "ab");
+    }
+
+    #[test]
+    fn alternate_display_is_used() {
+        struct Chain;
+        impl std::fmt::Display for Chain {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                if f.alternate() {
+                    f.write_str("outer: inner")
+                } else {
+                    f.write_str("outer")
+                }
+            }
+        }
+        assert_eq!(limited_text(&Chain, 100), "outer: inner");
+    }
+}

@@ -1,0 +1,136 @@
+//! The record of one tracked call.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One tracked call, as the sinks store it.
+///
+/// Records are made by the tracker from the calls of `#[track_usage]` fns; `id` is a UUIDv7
+/// assigned once, before the first write attempt, and is the idempotency key of every sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UsageRecord {
+    /// UUIDv7, unique per call; the primary key in every database.
+    pub id: Uuid,
+    /// The operation name: `operation = "..."`, else the fn's name.
+    pub operation: String,
+    /// `module::path::fn_name` of the annotated fn (`module::Type::method` inside an annotated
+    /// impl block).
+    pub function: String,
+    /// The service name from [`TrackerBuilder::service`](crate::TrackerBuilder::service).
+    pub service: String,
+    /// The instance (host) name from [`TrackerBuilder::instance`](crate::TrackerBuilder::instance).
+    pub instance: String,
+    /// Wall-clock start of the call, in UTC, with microsecond precision.
+    pub started_at: DateTime<Utc>,
+    /// How long the call ran, from a monotonic clock (stored in microseconds).
+    #[serde(rename = "duration_us", with = "duration_us")]
+    pub duration: Duration,
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// The error's type name, when the outcome is [`Outcome::Error`].
+    pub error_type: Option<String>,
+    /// The error's alternate `Display` text (`{:#}`), truncated to the configured limit.
+    pub error_message: Option<String>,
+    /// The tenant (organisation) the call was made for.
+    pub tenant_id: Option<String>,
+    /// The user; a non-UUID id is mapped to a UUIDv5 in the tracker's namespace.
+    pub user_id: Option<Uuid>,
+    /// The session; a non-UUID id is mapped to a UUIDv5 in the tracker's namespace.
+    pub session_id: Option<Uuid>,
+    /// Extra attributes declared with `fields(key = expr, ...)`.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How a tracked call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The call returned a value classified as success.
+    Success,
+    /// The call returned an error (`Err`, or a value its [`Classify`](crate::Classify) impl or
+    /// `error_if` / `ok_if` calls an error).
+    Error,
+    /// The call panicked; the panic went on unwinding after the record was made.
+    Panic,
+    /// The call's future was dropped before it completed.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Error,
+        Outcome::Panic,
+        Outcome::Cancelled,
+    ];
+
+    /// The lower-case name stored in databases: `success`, `error`, `panic`, `cancelled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not one of `success`, `error`, `panic`, `cancelled`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown outcome `{0}`; expected success, error, panic or cancelled")]
+pub struct ParseOutcomeError(String);
+
+impl FromStr for Outcome {
+    type Err = ParseOutcomeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+            .ok_or_else(|| ParseOutcomeError(text.to_owned()))
+    }
+}
+
+mod duration_us {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+            assert_eq!(
+                serde_json::to_string(&outcome).unwrap(),
+                format!("\"{outcome}\"")
+            );
+        }
+        assert!("failure".parse::<Outcome>().is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The embedded default: SQLite through sqlx, in WAL mode, one transaction per batch, multi-row
+//! `INSERT ... ON CONFLICT(id) DO NOTHING` statements.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Sqlite};
+
+use super::Sink;
+use crate::error::{redact_url, DbStep, Error};
+use crate::record::UsageRecord;
+
+/// Rows per `INSERT` statement: 14 bound values each stays far below SQLite's 32,766 limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One schema change, applied once and recorded in `usage_schema_migrations`.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "usage_records",
+    sql: r#"
+CREATE TABLE IF NOT EXISTS usage_records (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    operation     TEXT    NOT NULL,
+    function      TEXT    NOT NULL,
+    service       TEXT    NOT NULL,
+    instance      TEXT    NOT NULL,
+    started_at    TEXT    NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    outcome       TEXT    NOT NULL
+                  CHECK (outcome IN ('success', 'error', 'panic', 'cancelled')),
+    error_type    TEXT,
+    error_message TEXT,
+    tenant_id     TEXT,
+    user_id       TEXT,
+    session_id    TEXT,
+    attributes    TEXT    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS usage_records_started_at ON usage_records (started_at);
+CREATE INDEX IF NOT EXISTS usage_records_tenant_started_at
+    ON usage_records (tenant_id, started_at);
+CREATE INDEX IF NOT EXISTS usage_records_operation_started_at
+    ON usage_records (operation, started_at);
+"#,
+}];
+
+/// Writes records to a SQLite database file, creating the file and the schema.
+///
+/// `started_at` is stored as RFC 3339 text in UTC with microseconds (`2026-11-22T23:26:23.123456Z`,
+/// which sorts in time order), ids as hyphenated UUID text, `attributes` as JSON text.
+pub struct SqliteSink {
+    options: SqliteConnectOptions,
+    target: String,
+    pool: Option<SqlitePool>,
+}
+
+impl fmt::Debug for SqliteSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteSink")
+            .field("database", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteSink {
+    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://usage.db` or
+    /// `sqlite:///var/lib/app/usage.db`, and brings its schema up to date.
+    ///
+    /// The connection used for writing is opened later by the tracker's worker, on its own
+    /// runtime, so the sink does not depend on the runtime this is called from.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let target = redact_url(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| Error::InvalidUrl {
+                url: target.clone(),
+                reason: error.to_string(),
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let mut connection = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|error| Error::database(DbStep::Connect, &target, error))?;
+        migrate(&mut connection, &target).await?;
+        let _ = connection.close().await;
+        Ok(SqliteSink {
+            options,
+            target,
+            pool: None,
+        })
+    }
+
+    async fn pool(&mut self) -> Result<SqlitePool, Error> {
+        if let Some(pool) = &self.pool {
+            return Ok(pool.clone());
+        }
+        // One writer: SQLite serialises writes anyway. Kept open so `sqlite::memory:` keeps its
+        // data, and migrated again so a fresh in-memory database has its schema.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+        let mut connection = pool
+            .acquire()
+            .await
+            .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+        migrate(&mut connection, &self.target).await?;
+        drop(connection);
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+}
+
+async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), Error> {
+    let fail = |error: sqlx::Error| Error::database(DbStep::Migrate, target, error);
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS usage_schema_migrations (
+            version     INTEGER NOT NULL PRIMARY KEY,
+            description TEXT    NOT NULL,
+            applied_at  TEXT    NOT NULL
+        )",
+    )
+    .execute(&mut *connection)
+    .await
+    .map_err(fail)?;
+    for migration in MIGRATIONS {
+        let mut tx = connection.begin().await.map_err(fail)?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM usage_schema_migrations WHERE version = ?")
+                .bind(migration.version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        if applied.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO usage_schema_migrations (version, description, applied_at)
+             VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// `started_at` as stored: RFC 3339, UTC, microseconds.
+pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
+    record
+        .started_at
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+impl Sink for SqliteSink {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let pool = self.pool().await?;
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        let mut tx = pool.begin().await.map_err(fail)?;
+        for rows in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_records (id, operation, function, service, instance, \
+                 started_at, duration_us, outcome, error_type, error_message, tenant_id, \
+                 user_id, session_id, attributes) ",
+            );
+            insert.push_values(rows, |mut row, record| {
+                row.push_bind(record.id.hyphenated().to_string())
+                    .push_bind(record.operation.clone())
+                    .push_bind(record.function.clone())
+                    .push_bind(record.service.clone())
+                    .push_bind(record.instance.clone())
+                    .push_bind(timestamp_text(record))
+                    .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
+                    .push_bind(record.outcome.as_str())
+                    .push_bind(record.error_type.clone())
+                    .push_bind(record.error_message.clone())
+                    .push_bind(record.tenant_id.clone())
+                    .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
+                    .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
+                    .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string());
+            });
+            insert.push(" ON CONFLICT (id) DO NOTHING");
+            insert.build().execute(&mut *tx).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Capturing the records of tracked calls inside a test, without installing the process-wide
+//! tracker (so tests running in parallel never clash).
+//!
+//! ```
+//! use usage_runtime::{testing::Capture, track_usage, Outcome};
+//!
+//! #[track_usage(operation = "greet", tenant = "acme")]
+//! fn greet(name: &str) -> String {
+//!     format!("hello {name}")
+//! }
+//!
+//! let capture = Capture::new();
+//! capture.run(|| greet("ada"));
+//! let records = capture.records();
+//! assert_eq!(records[0].operation, "greet");
+//! assert_eq!(records[0].outcome, Outcome::Success);
+//! assert_eq!(records[0].tenant_id.as_deref(), Some("acme"));
+//! ```
+//!
+//! A call is captured when it *starts* inside [`Capture::run`] or a poll of
+//! [`Capture::run_async`]'s future on the same thread; calls on threads or tasks spawned from
+//! there go to the installed tracker as usual.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use uuid::Uuid;
+
+use crate::call::{Anchor, RawCall, RecordContext};
+use crate::record::UsageRecord;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<CaptureBuffer>>> = const { RefCell::new(None) };
+}
+
+/// The capture active on this thread, if any.
+pub(crate) fn current() -> Option<Arc<CaptureBuffer>> {
+    CURRENT.with(|current| current.borrow().clone())
+}
+
+#[derive(Debug)]
+pub(crate) struct CaptureBuffer {
+    context: RecordContext,
+    records: Mutex<Vec<UsageRecord>>,
+}
+
+impl CaptureBuffer {
+    pub(crate) fn push(&self, call: RawCall) {
+        let record = call.into_record(&self.context, &Anchor::now());
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(record);
+    }
+}
+
+/// Collects the records of tracked calls made inside [`run`](Capture::run) or
+/// [`run_async`](Capture::run_async). Records get the service `"test"`, the instance `"test"` and
+/// the default id namespace.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    buffer: Arc<CaptureBuffer>,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Capture {
+    /// An empty capture.
+    pub fn new() -> Self {
+        Self::with_namespace(crate::tracker::DEFAULT_ID_NAMESPACE)
+    }
+
+    /// An empty capture mapping non-UUID ids in `namespace`.
+    pub fn with_namespace(namespace: Uuid) -> Self {
+        Capture {
+            buffer: Arc::new(CaptureBuffer {
+                context: RecordContext {
+                    service: "test".into(),
+                    instance: "test".into(),
+                    namespace,
+                },
+                records: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs `f`, capturing the tracked calls it makes on this thread.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _scope = Scope::enter(&self.buffer);
+        f()
+    }
+
+    /// Wraps `future`: tracked calls it starts while being polled are captured, including ones
+    /// whose futures it drops (cancelled).
+    pub fn run_async<F: Future>(&self, future: F) -> Captured<F> {
+        Captured {
+            buffer: Arc::clone(&self.buffer),
+            future: Some(future),
+        }
+    }
+
+    /// The records captured so far, in the order the calls finished.
+    pub fn records(&self) -> Vec<UsageRecord> {
+        self.buffer
+            .records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Sets the thread's capture, restoring the previous one when dropped.
+struct Scope {
+    previous: Option<Arc<CaptureBuffer>>,
+}
+
+impl Scope {
+    fn enter(buffer: &Arc<CaptureBuffer>) -> Scope {
+        let previous = CURRENT.with(|current| current.replace(Some(Arc::clone(buffer))));
+        Scope { previous }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`Capture::run_async`].
+    #[derive(Debug)]
+    pub struct Captured<F> {
+        buffer: Arc<CaptureBuffer>,
+        #[pin]
+        future: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Captured<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _scope = Scope::enter(this.buffer);
+            this.future.set(None);
+        }
+    }
+}
+
+impl<F: Future> Future for Captured<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let _scope = Scope::enter(this.buffer);
+        let poll = match this.future.as_mut().as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => panic!("`Captured` polled after completion"),
+        };
+        if poll.is_ready() {
+            this.future.set(None);
+        }
+        poll
+    }
+}

@@ -1,0 +1,525 @@
+//! The process-wide tracker: its builder, the queue the hot path pushes to, and the guard that
+//! flushes on drop.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use chrono::{DateTime, Utc};
+use crossbeam_queue::ArrayQueue;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::call::{RawCall, RecordContext};
+use crate::error::Error;
+use crate::sink::{BoxedSink, Sink};
+use crate::worker::{self, Reply, Request};
+
+/// Records per sink write.
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+/// How often the worker writes what has accumulated, when batches do not fill sooner.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Calls held in memory before new ones are dropped (and counted).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// How long dropping the guard (or `shutdown`) may take to write what is left.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of error text kept per record.
+pub const DEFAULT_ERROR_MESSAGE_LIMIT: usize = 1024;
+/// The namespace in which non-UUID user and session ids are mapped to UUIDv5.
+pub const DEFAULT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0e_2c4b_6a1d_4e57_9b3c_d1f2_a0e4_c7b5);
+
+/// The installed tracker, if any. Loaded once per finished call.
+static GLOBAL: ArcSwapOption<Shared> = ArcSwapOption::const_empty();
+/// Serialises `install` so two racing installs cannot both succeed.
+static INSTALL: Mutex<()> = Mutex::new(());
+/// Calls finished while no tracker was installed.
+static WITHOUT_TRACKER: AtomicU64 = AtomicU64::new(0);
+
+/// Entry point: `Tracker::builder()`.
+#[derive(Debug)]
+pub struct Tracker(());
+
+impl Tracker {
+    /// A builder with the `DEFAULT_*` settings and no sink.
+    pub fn builder() -> TrackerBuilder {
+        TrackerBuilder {
+            sink: None,
+            service: None,
+            instance: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            error_message_limit: DEFAULT_ERROR_MESSAGE_LIMIT,
+            id_namespace: DEFAULT_ID_NAMESPACE,
+        }
+    }
+}
+
+/// Configures and installs the process-wide tracker.
+pub struct TrackerBuilder {
+    sink: Option<BoxedSink>,
+    service: Option<String>,
+    instance: Option<String>,
+    batch_size: usize,
+    flush_interval: Duration,
+    queue_capacity: usize,
+    shutdown_timeout: Duration,
+    error_message_limit: usize,
+    id_namespace: Uuid,
+}
+
+impl fmt::Debug for TrackerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackerBuilder")
+            .field("sink", &self.sink)
+            .field("service", &self.service)
+            .field("instance", &self.instance)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("error_message_limit", &self.error_message_limit)
+            .field("id_namespace", &self.id_namespace)
+            .finish()
+    }
+}
+
+impl TrackerBuilder {
+    /// Where records are written. Required.
+    pub fn sink(mut self, sink: impl Sink) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// The service name stored on every record. Default: the executable's file name.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// The instance name stored on every record. Default: the host name.
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
+    /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`]; at least 1 and at most the queue
+    /// capacity.
+    pub fn batch_size(mut self, records: usize) -> Self {
+        self.batch_size = records;
+        self
+    }
+
+    /// The longest a finished call waits before it is written. Default
+    /// [`DEFAULT_FLUSH_INTERVAL`]; must be above zero.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Calls held in memory before new ones are dropped and counted. Default
+    /// [`DEFAULT_QUEUE_CAPACITY`].
+    pub fn queue_capacity(mut self, calls: usize) -> Self {
+        self.queue_capacity = calls;
+        self
+    }
+
+    /// How long dropping the guard or `shutdown()` may spend writing what is left. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Bytes of error text kept per record; longer text is cut on a character boundary and ends
+    /// with `…`. Default [`DEFAULT_ERROR_MESSAGE_LIMIT`].
+    pub fn error_message_limit(mut self, bytes: usize) -> Self {
+        self.error_message_limit = bytes;
+        self
+    }
+
+    /// The namespace in which non-UUID user and session ids become UUIDv5. Default
+    /// [`DEFAULT_ID_NAMESPACE`]; keep it stable, or the same user gets a new id.
+    pub fn id_namespace(mut self, namespace: Uuid) -> Self {
+        self.id_namespace = namespace;
+        self
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
+        }
+        if self.queue_capacity < self.batch_size {
+            return Err(Error::InvalidConfig(format!(
+                "queue_capacity ({}) must be at least batch_size ({})",
+                self.queue_capacity, self.batch_size
+            )));
+        }
+        if self.flush_interval.is_zero() {
+            return Err(Error::InvalidConfig("flush_interval must be above zero".into()));
+        }
+        Ok(())
+    }
+
+    /// Starts the worker and makes this the process-wide tracker.
+    ///
+    /// Fails with [`Error::AlreadyInstalled`] while another tracker is installed; once that one is
+    /// shut down (or its guard dropped), a new one may be installed.
+    pub fn install(self) -> Result<TrackerGuard, Error> {
+        self.check()?;
+        let sink = self.sink.ok_or(Error::NoSink)?;
+        let _install = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if GLOBAL.load().is_some() {
+            return Err(Error::AlreadyInstalled);
+        }
+        // Calibrate the clock now rather than on the first tracked call.
+        let _ = quanta::Instant::now();
+        crate::guard::ERROR_MESSAGE_LIMIT.store(self.error_message_limit, Ordering::Relaxed);
+        let context = RecordContext {
+            service: self.service.unwrap_or_else(default_service).into(),
+            instance: self.instance.unwrap_or_else(default_instance).into(),
+            namespace: self.id_namespace,
+        };
+        let shared = Arc::new(Shared::new(self.queue_capacity, self.batch_size));
+        let (requests, inbox) = mpsc::channel();
+        let worker = worker::spawn(worker::Config {
+            shared: Arc::clone(&shared),
+            sink,
+            context,
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval,
+            inbox,
+        })
+        .map_err(Error::WorkerSpawn)?;
+        let _ = shared.worker.set(worker.thread().clone());
+        GLOBAL.store(Some(Arc::clone(&shared)));
+        Ok(TrackerGuard {
+            shared,
+            requests,
+            worker: Some(worker),
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+fn default_service() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown_service".to_owned())
+}
+
+fn default_instance() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// State shared by the hot path, the worker and the guard.
+pub(crate) struct Shared {
+    pub(crate) queue: ArrayQueue<RawCall>,
+    wake_threshold: usize,
+    wake_pending: AtomicBool,
+    worker: OnceLock<Thread>,
+    pub(crate) counters: Counters,
+    pub(crate) status: Mutex<Status>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) taken: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) dropped_at_shutdown: AtomicU64,
+}
+
+#[derive(Default)]
+pub(crate) struct Status {
+    pub(crate) last_write_at: Option<DateTime<Utc>>,
+    pub(crate) last_error: Option<String>,
+}
+
+impl Shared {
+    fn new(capacity: usize, batch_size: usize) -> Self {
+        Shared {
+            queue: ArrayQueue::new(capacity),
+            wake_threshold: batch_size,
+            wake_pending: AtomicBool::new(false),
+            worker: OnceLock::new(),
+            counters: Counters::default(),
+            status: Mutex::new(Status::default()),
+        }
+    }
+
+    #[inline]
+    fn push(&self, call: RawCall) {
+        if let Err(call) = self.queue.push(call) {
+            self.dropped_full(call);
+            return;
+        }
+        // Wake the worker once a batch is waiting, not per record.
+        if !self.wake_pending.load(Ordering::Relaxed)
+            && self.queue.len() >= self.wake_threshold
+            && !self.wake_pending.swap(true, Ordering::AcqRel)
+        {
+            self.wake_worker();
+        }
+    }
+
+    #[cold]
+    fn dropped_full(&self, call: RawCall) {
+        let dropped = self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                dropped,
+                operation = call.op.name(),
+                "usage queue is full: dropping new records (raise queue_capacity or check the sink)"
+            );
+        }
+    }
+
+    pub(crate) fn wake_worker(&self) {
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+    }
+
+    /// Clears the wake flag; the worker calls this when it wakes.
+    pub(crate) fn take_wake(&self) -> bool {
+        self.wake_pending.swap(false, Ordering::AcqRel)
+    }
+
+    fn health(&self) -> Health {
+        let counters = &self.counters;
+        let queue_depth = self.queue.len();
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        Health {
+            queue_depth,
+            accepted: counters.taken.load(Ordering::Relaxed) + queue_depth as u64,
+            written: counters.written.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            dropped: counters.dropped_queue_full.load(Ordering::Relaxed)
+                + counters.dropped_at_shutdown.load(Ordering::Relaxed),
+            dropped_queue_full: counters.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_at_shutdown: counters.dropped_at_shutdown.load(Ordering::Relaxed),
+            last_write_at: status.last_write_at,
+            last_error: status.last_error.clone(),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Calls pushed after the worker's final drain (a race with shutdown) end here: counted and
+        // reported, never silently gone.
+        let left = self.queue.len() as u64;
+        if left > 0 {
+            WITHOUT_TRACKER.fetch_add(left, Ordering::Relaxed);
+            tracing::error!(
+                records = left,
+                "usage records arrived after the tracker shut down and were not written"
+            );
+        }
+    }
+}
+
+/// Hands a finished call to the installed tracker.
+#[inline]
+pub(crate) fn submit(call: RawCall) {
+    let global = GLOBAL.load();
+    match global.as_deref() {
+        Some(shared) => shared.push(call),
+        None => without_tracker(call),
+    }
+}
+
+#[cold]
+fn without_tracker(call: RawCall) {
+    if WITHOUT_TRACKER.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!(
+            operation = call.op.name(),
+            "a tracked call finished with no usage tracker installed; its record is lost \
+             (install one with usage_runtime::Tracker::builder()...install()). \
+             Further losses are counted in usage_runtime::calls_without_tracker()"
+        );
+    }
+}
+
+/// Tracked calls that finished while no tracker was installed (their records are lost), plus any
+/// that arrived at a tracker after its final drain. Reported once through `tracing::warn!`.
+pub fn calls_without_tracker() -> u64 {
+    WITHOUT_TRACKER.load(Ordering::Relaxed)
+}
+
+/// A snapshot of the tracker's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// Calls waiting in memory.
+    pub queue_depth: usize,
+    /// Calls taken into the queue.
+    pub accepted: u64,
+    /// Records written by the sink.
+    pub written: u64,
+    /// Records whose write failed.
+    pub failed: u64,
+    /// Records dropped, for any cause (the sum of the two counters below).
+    pub dropped: u64,
+    /// Calls dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Records still unwritten when the shutdown deadline passed.
+    pub dropped_at_shutdown: u64,
+    /// When the sink last wrote a batch.
+    pub last_write_at: Option<DateTime<Utc>>,
+    /// The last write error, without secrets.
+    pub last_error: Option<String>,
+}
+
+/// The installed tracker. Dropping it flushes what is queued, bounded by the shutdown timeout,
+/// and uninstalls the tracker.
+pub struct TrackerGuard {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    worker: Option<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl fmt::Debug for TrackerGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackerGuard")
+            .field("health", &self.health())
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackerGuard {
+    /// Writes every call finished before this point; returns once they are written (or failed).
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.send(Request::Flush(Reply::Async(reply)))?;
+        done.await.map_err(|_| Error::WorkerStopped)?
+    }
+
+    /// [`flush`](Self::flush) for synchronous code; blocks this thread (never the worker), so it
+    /// is safe inside any runtime.
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        let (reply, done) = mpsc::sync_channel(1);
+        self.send(Request::Flush(Reply::Blocking(reply)))?;
+        done.recv().map_err(|_| Error::WorkerStopped)?
+    }
+
+    /// Uninstalls the tracker and writes what is left, within the shutdown timeout. Records still
+    /// unwritten at the deadline are counted in `dropped_at_shutdown` and logged.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.begin_shutdown(Reply::Async(reply))?;
+        let result = done.await.map_err(|_| Error::WorkerStopped)?;
+        self.join();
+        result
+    }
+
+    /// The tracker's counters and last error.
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
+    fn send(&self, request: Request) -> Result<(), Error> {
+        self.requests
+            .send(request)
+            .map_err(|_| Error::WorkerStopped)?;
+        self.shared.wake_worker();
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self, reply: Reply) -> Result<(), Error> {
+        uninstall(&self.shared);
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.send(Request::Shutdown { deadline, reply })
+    }
+
+    fn join(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            if worker.join().is_err() {
+                tracing::error!("the usage worker panicked during shutdown");
+            }
+        }
+    }
+}
+
+fn uninstall(shared: &Arc<Shared>) {
+    let _install = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let current = GLOBAL.load();
+    if current
+        .as_ref()
+        .is_some_and(|installed| Arc::ptr_eq(installed, shared))
+    {
+        GLOBAL.store(None);
+    }
+}
+
+impl Drop for TrackerGuard {
+    fn drop(&mut self) {
+        if self.worker.is_none() {
+            return;
+        }
+        let (reply, done) = mpsc::sync_channel(1);
+        if self.begin_shutdown(Reply::Blocking(reply)).is_err() {
+            self.join();
+            return;
+        }
+        // The worker honours the deadline itself; the margin covers its last reply.
+        match done.recv_timeout(self.shutdown_timeout + Duration::from_secs(1)) {
+            Ok(Ok(())) => self.join(),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "usage tracker shut down with unwritten records");
+                self.join();
+            }
+            Err(_) => tracing::error!(
+                timeout = ?self.shutdown_timeout,
+                "usage worker did not finish within the shutdown timeout; detaching it"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_pinned() {
+        let builder = Tracker::builder();
+        assert_eq!(builder.batch_size, 512);
+        assert_eq!(builder.flush_interval, Duration::from_secs(1));
+        assert_eq!(builder.queue_capacity, 65_536);
+        assert_eq!(builder.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(builder.error_message_limit, 1024);
+        assert_eq!(builder.id_namespace, DEFAULT_ID_NAMESPACE);
+        assert!(builder.check().is_ok());
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let sink = crate::sink::MemorySink::new();
+        let err = Tracker::builder().sink(sink.clone()).batch_size(0).install().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("batch_size")), "{err}");
+        let err = Tracker::builder()
+            .sink(sink.clone())
+            .batch_size(100)
+            .queue_capacity(10)
+            .install()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("queue_capacity")), "{err}");
+        let err = Tracker::builder()
+            .sink(sink)
+            .flush_interval(Duration::ZERO)
+            .install()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(matches!(Tracker::builder().install().unwrap_err(), Error::NoSink));
+    }
+}
