@@ -382,10 +382,10 @@ fn verdict(args: &Args, private: &TokenStream) -> TokenStream {
         (&&&#private::Probe(&__usage_ret)).__usage_verdict()
     }};
     if let Some(ok_if) = args.ok_if.get() {
-        let test = quote_spanned!(ok_if.span()=> (#ok_if)(&__usage_ret));
+        let test = quote_spanned!(ok_if.span()=> #private::test(&__usage_ret, #ok_if));
         quote!(#private::ok_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
     } else if let Some(error_if) = args.error_if.get() {
-        let test = quote_spanned!(error_if.span()=> (#error_if)(&__usage_ret));
+        let test = quote_spanned!(error_if.span()=> #private::test(&__usage_ret, #error_if));
         quote!(#private::error_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
     } else {
         natural

@@ -172,6 +172,12 @@ fn error_details<'a>(natural: Classification<'a>, type_name: &'a str) -> Classif
     }
 }
 
+/// Applies an `ok_if` / `error_if` predicate; the bound gives a closure its argument type.
+#[doc(hidden)]
+pub fn test<T: ?Sized>(value: &T, predicate: impl FnOnce(&T) -> bool) -> bool {
+    predicate(value)
+}
+
 #[doc(hidden)]
 pub fn type_name_of_val<T: ?Sized>(_: &T) -> &'static str {
     std::any::type_name::<T>()

@@ -62,7 +62,7 @@ pub use usage_macros::track_usage;
 pub mod __private {
     pub use crate::catalog::{Operation, Registration};
     pub use crate::classify::{
-        error_if, ok_if, type_name_of_val, Probe, ViaClassify, ViaDefault, ViaResult,
+        error_if, ok_if, test, type_name_of_val, Probe, ViaClassify, ViaDefault, ViaResult,
     };
     pub use crate::dimension::{field, fields, id, tenant, Dimensions};
     pub use crate::guard::{CallGuard, Guarded};
