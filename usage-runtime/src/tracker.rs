@@ -225,6 +225,8 @@ pub(crate) struct Shared {
     worker: OnceLock<Thread>,
     pub(crate) counters: Counters,
     pub(crate) status: Mutex<Status>,
+    /// The shutdown deadline, once shutdown has begun; a write in progress gives up at it.
+    pub(crate) shutdown_deadline: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -251,6 +253,7 @@ impl Shared {
             worker: OnceLock::new(),
             counters: Counters::default(),
             status: Mutex::new(Status::default()),
+            shutdown_deadline: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -438,7 +441,8 @@ impl TrackerGuard {
     fn begin_shutdown(&mut self, reply: Reply) -> Result<(), Error> {
         uninstall(&self.shared);
         let deadline = Instant::now() + self.shutdown_timeout;
-        self.send(Request::Shutdown { deadline, reply })
+        self.shared.shutdown_deadline.send_replace(Some(deadline));
+        self.send(Request::Shutdown(reply))
     }
 
     fn join(&mut self) {

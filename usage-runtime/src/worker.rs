@@ -20,8 +20,8 @@ use crate::tracker::Shared;
 pub(crate) enum Request {
     /// Write everything queued, then reply.
     Flush(Reply),
-    /// Write everything queued until `deadline`, reply, and stop.
-    Shutdown { deadline: Instant, reply: Reply },
+    /// Write everything queued until the shutdown deadline, reply, and stop.
+    Shutdown(Reply),
 }
 
 /// Where the worker sends its answer: an async or a blocking waiter.
@@ -59,12 +59,22 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
         .build()?;
     thread::Builder::new()
         .name("usage-worker".into())
-        .spawn(move || Worker { config, runtime }.run())
+        .spawn(move || {
+            Worker {
+                config,
+                runtime,
+                since_shutdown: Drained::default(),
+            }
+            .run()
+        })
 }
 
 struct Worker {
     config: Config,
     runtime: tokio::runtime::Runtime,
+    /// Failures from the moment shutdown began, including a write already in progress then:
+    /// what the shutdown reply reports.
+    since_shutdown: Drained,
 }
 
 /// What one drain achieved.
@@ -75,6 +85,11 @@ struct Drained {
 }
 
 impl Drained {
+    fn add(&mut self, count: u64, reason: &str) {
+        self.failed += count;
+        self.last_error = Some(reason.to_owned());
+    }
+
     fn into_result(self) -> Result<(), Error> {
         match self.last_error {
             None => Ok(()),
@@ -101,7 +116,7 @@ impl Worker {
             while let Ok(request) = self.config.inbox.try_recv() {
                 match request {
                     Request::Flush(reply) => flushes.push(reply),
-                    Request::Shutdown { deadline, reply } => shutdown = Some((deadline, reply)),
+                    Request::Shutdown(reply) => shutdown = Some(reply),
                 }
             }
             let due = Instant::now() >= next_write
@@ -109,8 +124,7 @@ impl Worker {
             if !(due || !flushes.is_empty() || shutdown.is_some()) {
                 continue;
             }
-            let deadline = shutdown.as_ref().map(|(deadline, _)| *deadline);
-            let drained = self.drain(deadline);
+            let drained = self.drain();
             next_write = Instant::now() + interval;
             let failure = drained.last_error.clone();
             let failed = drained.failed;
@@ -123,20 +137,21 @@ impl Worker {
                     }),
                 });
             }
-            if let Some((_, reply)) = shutdown {
-                reply.send(drained.into_result());
+            if let Some(reply) = shutdown {
+                reply.send(std::mem::take(&mut self.since_shutdown).into_result());
                 return;
             }
         }
     }
 
-    /// Writes everything queued, in batches. With a deadline (shutdown), what is left when it
-    /// passes is counted as dropped and logged.
-    fn drain(&mut self, deadline: Option<Instant>) -> Drained {
+    /// Writes everything queued, in batches. Once the shutdown deadline has passed, what is left
+    /// is counted as dropped and logged.
+    fn drain(&mut self) -> Drained {
         let mut drained = Drained::default();
         let anchor = Anchor::now();
         let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_size);
         loop {
+            let deadline = *self.config.shared.shutdown_deadline.borrow();
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 self.drop_rest_at_deadline(&mut drained);
                 return drained;
@@ -154,7 +169,7 @@ impl Worker {
             let shared = Arc::clone(&self.config.shared);
             let counters = &shared.counters;
             counters.taken.fetch_add(count, Ordering::Relaxed);
-            match self.write(&batch, deadline) {
+            match self.write(&batch) {
                 Ok(()) => {
                     counters.written.fetch_add(count, Ordering::Relaxed);
                     self.status(|status| status.last_write_at = Some(Utc::now()));
@@ -164,30 +179,31 @@ impl Worker {
                     let reason = error.to_string();
                     tracing::warn!(records = count, error = %reason, "usage batch write failed");
                     self.status(|status| status.last_error = Some(reason.clone()));
-                    drained.failed += count;
-                    drained.last_error = Some(reason);
+                    if self.config.shared.shutdown_deadline.borrow().is_some() {
+                        self.since_shutdown.add(count, &reason);
+                    }
+                    drained.add(count, &reason);
                 }
             }
             batch.clear();
         }
     }
 
-    fn write(&mut self, batch: &[UsageRecord], deadline: Option<Instant>) -> Result<(), Error> {
+    /// Writes one batch; gives up when the shutdown deadline passes, even if shutdown began
+    /// while the write was in progress.
+    fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let write = self.config.sink.write_dyn(batch);
         self.runtime.block_on(async move {
-            match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    tokio::time::timeout(left, write)
-                        .await
-                        .map_err(|_| Error::Timeout(left))?
-                }
-                None => write.await,
+            tokio::select! {
+                biased;
+                result = write => result,
+                waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
             }
         })
     }
 
-    fn drop_rest_at_deadline(&self, drained: &mut Drained) {
+    fn drop_rest_at_deadline(&mut self, drained: &mut Drained) {
         let mut left = 0u64;
         while self.config.shared.queue.pop().is_some() {
             left += 1;
@@ -202,8 +218,9 @@ impl Worker {
                 records = left,
                 "usage shutdown deadline passed: records were not written"
             );
-            drained.failed += left;
-            drained.last_error = Some(format!("{left} record(s) missed the shutdown deadline"));
+            let reason = format!("{left} record(s) missed the shutdown deadline");
+            self.since_shutdown.add(left, &reason);
+            drained.add(left, &reason);
         }
     }
 
@@ -215,5 +232,20 @@ impl Worker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         update(&mut status);
+    }
+}
+
+/// Resolves when the shutdown deadline passes, with how long it waited from when it was set.
+async fn until_deadline(deadline: &mut tokio::sync::watch::Receiver<Option<Instant>>) -> Duration {
+    loop {
+        let current = *deadline.borrow_and_update();
+        if let Some(at) = current {
+            let waited = at.saturating_duration_since(Instant::now());
+            tokio::time::sleep_until(at.into()).await;
+            return waited;
+        }
+        if deadline.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
