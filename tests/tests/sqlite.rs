@@ -1,0 +1,232 @@
+//! The SQLite sink against real database files.
+#![allow(missing_debug_implementations)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use sqlx::{Connection, Row, SqliteConnection};
+use usage_runtime::sink::{Sink, SqliteSink};
+use usage_runtime::testing::Capture;
+use usage_runtime::{track_usage, DbStep, Error, Tracker};
+use uuid::Uuid;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[track_usage(operation = "chat", tenant = org, user = user, fields(model = "gpt-4o"))]
+async fn chat(org: &str, user: &str, fail: bool) -> Result<u32, String> {
+    if fail {
+        Err("model overloaded".into())
+    } else {
+        Ok(1)
+    }
+}
+
+fn database(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("usage.db").display())
+}
+
+async fn open(url: &str) -> SqliteConnection {
+    SqliteConnection::connect(url).await.unwrap()
+}
+
+#[tokio::test]
+async fn tracked_calls_become_rows() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let sink = SqliteSink::connect(&url).await.unwrap();
+    let guard = Tracker::builder().service("chat-api").sink(sink).install().unwrap();
+    for n in 0..1000u32 {
+        let _ = chat("acme", "user_1", n % 4 == 0).await;
+    }
+    guard.flush().await.unwrap();
+    assert_eq!(guard.health().written, 1000);
+    guard.shutdown().await.unwrap();
+
+    let mut db = open(&url).await;
+    let rows = sqlx::query(
+        "SELECT outcome, COUNT(*) AS calls FROM usage_records GROUP BY outcome ORDER BY outcome",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counts, [("error".to_owned(), 250), ("success".to_owned(), 750)]);
+
+    let row = sqlx::query(
+        "SELECT id, operation, function, service, started_at, duration_us, error_type, \
+         error_message, tenant_id, user_id, session_id, attributes \
+         FROM usage_records WHERE outcome = 'error' LIMIT 1",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let id: String = row.get("id");
+    assert_eq!(Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    assert_eq!(row.get::<String, _>("operation"), "chat");
+    assert_eq!(row.get::<String, _>("function"), "sqlite::chat");
+    assert_eq!(row.get::<String, _>("service"), "chat-api");
+    let started: String = row.get("started_at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&started).is_ok() && started.len() == 27,
+        "{started}"
+    );
+    assert!(row.get::<i64, _>("duration_us") >= 0);
+    assert_eq!(row.get::<String, _>("error_type"), "alloc::string::String");
+    assert_eq!(row.get::<String, _>("error_message"), "model overloaded");
+    assert_eq!(row.get::<String, _>("tenant_id"), "acme");
+    let user: String = row.get("user_id");
+    assert_eq!(
+        Uuid::parse_str(&user).unwrap(),
+        Uuid::new_v5(&usage_runtime::DEFAULT_ID_NAMESPACE, b"user_1")
+    );
+    assert_eq!(row.get::<Option<String>, _>("session_id"), None);
+    let attributes: serde_json::Value =
+        serde_json::from_str(&row.get::<String, _>("attributes")).unwrap();
+    assert_eq!(attributes, serde_json::json!({"model": "gpt-4o"}));
+}
+
+#[tokio::test]
+async fn wal_mode_and_recorded_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    SqliteSink::connect(&url).await.unwrap();
+    // Connecting again applies nothing twice.
+    SqliteSink::connect(&url).await.unwrap();
+    let mut db = open(&url).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM usage_schema_migrations")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1]);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
+         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "usage_records_operation_started_at",
+            "usage_records_started_at",
+            "usage_records_tenant_started_at"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn writing_the_same_batch_twice_leaves_one_row_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let capture = Capture::new();
+    capture
+        .run_async(async {
+            for n in 0..700u32 {
+                let _ = chat("t", "u", n % 2 == 0).await;
+            }
+        })
+        .await;
+    let records = capture.records();
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records[100..200]).await.unwrap();
+    let mut db = open(&url).await;
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT id) FROM usage_records")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (700, 700));
+}
+
+#[tokio::test]
+async fn in_memory_databases_work() {
+    let capture = Capture::new();
+    capture.run_async(chat("t", "u", false)).await.unwrap();
+    let mut sink = SqliteSink::connect("sqlite::memory:").await.unwrap();
+    sink.write(&capture.records()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_named_error() {
+    let err = SqliteSink::connect("sqlite://usage.db?mode=sideways")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(err.to_string().contains("mode=sideways"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unopenable_file_fails_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/usage.db", dir.path().display());
+    let err = SqliteSink::connect(&url).await.unwrap_err();
+    match &err {
+        Error::Database { step, target, .. } => {
+            assert_eq!(*step, DbStep::Connect);
+            assert!(target.ends_with("missing/dir/usage.db"), "{target}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(err.to_string().starts_with("connect failed for sqlite://"), "{err}");
+}
+
+#[tokio::test]
+async fn a_table_with_other_columns_fails_at_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}?mode=rwc", database(&dir));
+    let mut db = open(&url).await;
+    sqlx::query("CREATE TABLE usage_records (id TEXT PRIMARY KEY)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let err = SqliteSink::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Database { step: DbStep::Migrate, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_is_counted_and_named() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let guard = Tracker::builder()
+        .sink(SqliteSink::connect(&url).await.unwrap())
+        .install()
+        .unwrap();
+    chat("t", "u", false).await.unwrap();
+    guard.flush().await.unwrap();
+    // The table disappears under the running tracker.
+    let mut db = open(&url).await;
+    sqlx::query("DROP TABLE usage_records")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        chat("t", "u", false).await.unwrap();
+    }
+    let err = guard.flush().await.unwrap_err();
+    match &err {
+        Error::NotWritten { count, reason } => {
+            assert_eq!(*count, 3);
+            assert!(reason.contains("write failed"), "{reason}");
+            assert!(reason.contains("usage_records"), "{reason}");
+        }
+        other => panic!("expected NotWritten, got {other:?}"),
+    }
+    let health = guard.health();
+    assert_eq!((health.written, health.failed), (1, 3));
+    assert!(health.last_error.unwrap().contains("no such table"));
+}
