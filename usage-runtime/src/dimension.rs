@@ -9,6 +9,11 @@ use uuid::Uuid;
 
 /// A value usable as `tenant = expr`: anything string-like, a UUID, an integer id, or an
 /// `Option` of those. An empty string means "no tenant".
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as `tenant = ...`",
+    label = "expected a string, a UUID, an integer id, or an `Option` of those",
+    note = "implement `usage_runtime::TenantValue` for your own tenant type"
+)]
 pub trait TenantValue {
     /// The tenant id, or `None`.
     fn tenant_value(&self) -> Option<String>;
@@ -50,6 +55,11 @@ impl IdInput {
 
 /// A value usable as `user = expr` or `session = expr`: a [`Uuid`], anything string-like, an
 /// integer id, or an `Option` of those. Implement it for your own id types.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as a user or session id",
+    label = "expected a `Uuid`, a string, an integer id, or an `Option` of those",
+    note = "implement `usage_runtime::IdValue` for your own id type"
+)]
 pub trait IdValue {
     /// The id, or `None`.
     fn id_value(&self) -> Option<IdInput>;
