@@ -1,0 +1,40 @@
+async fn chat(req: ChatRequest) -> ChatResponse {
+    static __USAGE_OPERATION: ::usage_runtime::__private::Operation = ::usage_runtime::__private::Operation::new(
+        "chat",
+        ::core::concat!(::core::module_path!(), "::", "chat"),
+        ::core::file!(),
+        ::core::line!(),
+        true,
+    );
+    ::usage_runtime::__private::inventory::submit! {
+        ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
+    }
+    let __usage_guard = ::usage_runtime::__private::CallGuard::start(
+        &__USAGE_OPERATION,
+        ::core::option::Option::Some(::usage_runtime::__private::Dimensions {
+            tenant: ::usage_runtime::__private::tenant(&(req.org)),
+            user: ::usage_runtime::__private::id(&(req.user)),
+            session: ::core::option::Option::None,
+            fields: ::usage_runtime::__private::fields([
+                ("model", ::usage_runtime::__private::field(&(req.model))),
+            ]),
+        }),
+    );
+    let (
+        __usage_guard,
+        __usage_ret,
+    ): (::usage_runtime::__private::CallGuard, ChatResponse) = ::usage_runtime::__private::Guarded::new(
+            __usage_guard,
+            async move { model::complete(&req).await },
+        )
+        .await;
+    __usage_guard
+        .finish({
+            #[allow(unused_imports)]
+            use ::usage_runtime::__private::{
+                ViaClassify as _, ViaDefault as _, ViaResult as _,
+            };
+            (&&&::usage_runtime::__private::Probe(&__usage_ret)).__usage_verdict()
+        });
+    __usage_ret
+}

@@ -1,0 +1,48 @@
+fn fetch(url: &str) -> impl Future<Output = Result<u16, Error>> + Send + '_ {
+    static __USAGE_OPERATION: ::usage_runtime::__private::Operation = ::usage_runtime::__private::Operation::new(
+        "fetch",
+        ::core::concat!(::core::module_path!(), "::", "fetch"),
+        ::core::file!(),
+        ::core::line!(),
+        true,
+    );
+    ::usage_runtime::__private::inventory::submit! {
+        ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
+    }
+    let __usage_dims = ::core::option::Option::None;
+    #[allow(clippy::redundant_closure_call)]
+    let __usage_future = (move || { async move { client::get(url).await } })();
+    async move {
+        let __usage_guard = ::usage_runtime::__private::CallGuard::start(
+            &__USAGE_OPERATION,
+            __usage_dims,
+        );
+        let (
+            __usage_guard,
+            __usage_ret,
+        ): (::usage_runtime::__private::CallGuard, Result<u16, Error>) = ::usage_runtime::__private::Guarded::new(
+                __usage_guard,
+                __usage_future,
+            )
+            .await;
+        __usage_guard
+            .finish(
+                ::usage_runtime::__private::ok_if(
+                    ::usage_runtime::__private::test(
+                        &__usage_ret,
+                        |r: &Result<u16, Error>| r.is_ok(),
+                    ),
+                    {
+                        #[allow(unused_imports)]
+                        use ::usage_runtime::__private::{
+                            ViaClassify as _, ViaDefault as _, ViaResult as _,
+                        };
+                        (&&&::usage_runtime::__private::Probe(&__usage_ret))
+                            .__usage_verdict()
+                    },
+                    ::usage_runtime::__private::type_name_of_val(&__usage_ret),
+                ),
+            );
+        __usage_ret
+    }
+}
