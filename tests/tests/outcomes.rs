@@ -61,7 +61,10 @@ fn with_alias(fail: bool) -> AppResult<u8> {
 
 #[track_usage(operation = "io")]
 fn with_io_result() -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such model"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no such model",
+    ))
 }
 
 #[track_usage(operation = "boxed_error")]
@@ -99,14 +102,20 @@ fn err_of_any_result_alias_is_an_error_with_type_and_chain() {
     assert_eq!(records[0].error_type, None);
 
     assert_eq!(records[1].outcome, Outcome::Error);
-    assert_eq!(records[1].error_type.as_deref(), Some("outcomes::ChainError"));
+    assert_eq!(
+        records[1].error_type.as_deref(),
+        Some("outcomes::ChainError")
+    );
     assert_eq!(
         records[1].error_message.as_deref(),
         Some("calling the model: connection refused"),
         "the alternate form keeps the chain"
     );
 
-    assert_eq!(records[2].error_type.as_deref(), Some("std::io::error::Error"));
+    assert_eq!(
+        records[2].error_type.as_deref(),
+        Some("std::io::error::Error")
+    );
     assert_eq!(records[2].error_message.as_deref(), Some("no such model"));
 
     assert_eq!(records[3].outcome, Outcome::Error);
@@ -120,11 +129,20 @@ fn error_without_display_and_error_text_turned_off() {
         quiet_error().unwrap_err();
     });
     assert_eq!(records[0].outcome, Outcome::Error);
-    assert_eq!(records[0].error_type.as_deref(), Some("outcomes::NotDisplay"));
+    assert_eq!(
+        records[0].error_type.as_deref(),
+        Some("outcomes::NotDisplay")
+    );
     assert_eq!(records[0].error_message, None);
     assert_eq!(records[1].outcome, Outcome::Error);
-    assert_eq!(records[1].error_type.as_deref(), Some("outcomes::ChainError"));
-    assert_eq!(records[1].error_message, None, "error_message = false must keep text out");
+    assert_eq!(
+        records[1].error_type.as_deref(),
+        Some("outcomes::ChainError")
+    );
+    assert_eq!(
+        records[1].error_message, None,
+        "error_message = false must keep text out"
+    );
 }
 
 #[test]
@@ -205,7 +223,10 @@ fn ok_if_and_error_if_override_the_classification() {
         signed(-1);
         signed(1);
     });
-    let outcomes: Vec<_> = records.iter().map(|r| (r.operation.as_str(), r.outcome)).collect();
+    let outcomes: Vec<_> = records
+        .iter()
+        .map(|r| (r.operation.as_str(), r.outcome))
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -277,7 +298,11 @@ fn a_dropped_future_is_cancelled_with_its_duration() {
     let records = capture.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Cancelled);
-    assert!(records[0].duration >= Duration::from_millis(30), "{:?}", records[0].duration);
+    assert!(
+        records[0].duration >= Duration::from_millis(30),
+        "{:?}",
+        records[0].duration
+    );
     assert!(records[0].duration < Duration::from_secs(60));
 }
 
@@ -340,17 +365,27 @@ fn dimensions_convert_without_moving_arguments() {
     assert_eq!(first.tenant_id.as_deref(), Some("acme"));
     assert_eq!(
         first.user_id,
-        Some(Uuid::new_v5(&usage_runtime::DEFAULT_ID_NAMESPACE, b"user_42")),
+        Some(Uuid::new_v5(
+            &usage_runtime::DEFAULT_ID_NAMESPACE,
+            b"user_42"
+        )),
         "a non-UUID id maps to UUIDv5 in the namespace"
     );
     assert_eq!(first.session_id, Some(session));
     assert_eq!(first.attributes["model"], "gpt-4o");
-    assert_eq!(first.attributes["plan"], serde_json::json!({"tier": "pro", "seats": 3}));
+    assert_eq!(
+        first.attributes["plan"],
+        serde_json::json!({"tier": "pro", "seats": 3})
+    );
     assert_eq!(first.attributes["turns"], 4);
 
     let second = &records[1];
     assert_eq!(second.tenant_id, None);
-    assert_eq!(second.user_id, Some(real_user), "a UUID string is that UUID");
+    assert_eq!(
+        second.user_id,
+        Some(real_user),
+        "a UUID string is that UUID"
+    );
     assert_eq!(second.session_id, None);
 }
 
@@ -389,7 +424,11 @@ fn records_carry_time_and_unique_v7_ids() {
     for record in &records {
         let slack = chrono::Duration::milliseconds(5);
         assert!(record.started_at >= before - slack && record.started_at <= after + slack);
-        assert_eq!(record.started_at.timestamp_subsec_nanos() % 1000, 0, "microseconds");
+        assert_eq!(
+            record.started_at.timestamp_subsec_nanos() % 1000,
+            0,
+            "microseconds"
+        );
     }
 }
 
@@ -398,15 +437,26 @@ fn records_carry_time_and_unique_v7_ids() {
 #[test]
 fn every_annotated_fn_is_in_the_catalog() {
     let ops = usage_runtime::operations();
-    let chat = ops.iter().find(|op| op.name() == "chat").expect("chat registered");
+    let chat = ops
+        .iter()
+        .find(|op| op.name() == "chat")
+        .expect("chat registered");
     assert_eq!(chat.function(), "outcomes::chat");
     assert!(chat.file().ends_with("outcomes.rs"), "{}", chat.file());
     let source = include_str!("outcomes.rs");
     let line = source.lines().nth(chat.line() as usize - 1).unwrap();
-    assert!(line.contains("fn chat("), "line {} is {line:?}", chat.line());
+    assert!(
+        line.contains("fn chat("),
+        "line {} is {line:?}",
+        chat.line()
+    );
     // Registered even though never called.
     assert!(ops.iter().any(|op| op.name() == "never_called"));
-    assert!(!ops.iter().find(|op| op.name() == "quiet").unwrap().captures_error_message());
+    assert!(!ops
+        .iter()
+        .find(|op| op.name() == "quiet")
+        .unwrap()
+        .captures_error_message());
 }
 
 #[track_usage(operation = "never_called")]

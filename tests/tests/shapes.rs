@@ -145,7 +145,10 @@ impl Service {
 fn methods_of_every_receiver_kind() {
     let (tenant, record) = capture_sync(|| Service::new().by_value());
     assert_eq!(tenant, "svc-tenant");
-    assert_eq!((record.operation.as_str(), record.outcome), ("by_value", Outcome::Success));
+    assert_eq!(
+        (record.operation.as_str(), record.outcome),
+        ("by_value", Outcome::Success)
+    );
     assert_eq!(record.tenant_id.as_deref(), Some("svc-tenant"));
 
     let service = Service::new();
@@ -217,7 +220,10 @@ fn trait_impls_and_native_async_fn_in_traits() {
 
     let (shout, record) = capture_async(assert_send(English.shout("ada")));
     assert_eq!(shout, "HELLO ADA");
-    assert_eq!((record.operation.as_str(), record.outcome), ("shout", Outcome::Success));
+    assert_eq!(
+        (record.operation.as_str(), record.outcome),
+        ("shout", Outcome::Success)
+    );
 
     let (whisper, record) = capture_async(English.whisper("ada"));
     assert_eq!(whisper, "hello ada...");
@@ -322,7 +328,9 @@ fn returns_box_future_alias(n: u32) -> futures::future::BoxFuture<'static, u32> 
 }
 
 /// Builds the future, waits, then polls it: the record must time the run only.
-fn run_later<F: Future>(build: impl FnOnce() -> F) -> (F::Output, UsageRecord, chrono::DateTime<chrono::Utc>) {
+fn run_later<F: Future>(
+    build: impl FnOnce() -> F,
+) -> (F::Output, UsageRecord, chrono::DateTime<chrono::Utc>) {
     let capture = Capture::new();
     let runtime = runtime();
     let future = capture.run(build);
@@ -336,8 +344,15 @@ fn run_later<F: Future>(build: impl FnOnce() -> F) -> (F::Output, UsageRecord, c
 fn returned_futures_are_timed_from_first_poll() {
     let (value, record, polled_at) = run_later(|| returns_impl_future(20));
     assert_eq!(value, Ok(20));
-    assert_eq!((record.operation.as_str(), record.outcome), ("impl_future", Outcome::Success));
-    assert!(record.duration >= Duration::from_millis(20), "{:?}", record.duration);
+    assert_eq!(
+        (record.operation.as_str(), record.outcome),
+        ("impl_future", Outcome::Success)
+    );
+    assert!(
+        record.duration >= Duration::from_millis(20),
+        "{:?}",
+        record.duration
+    );
     // Construction happened 50 ms before the first poll; the start is the poll.
     assert!(
         record.started_at >= polled_at - chrono::Duration::milliseconds(10),
@@ -349,7 +364,13 @@ fn returned_futures_are_timed_from_first_poll() {
     let (value, record, polled_at) = run_later(|| returns_boxed_future("user-9", 20));
     assert_eq!(value, Ok("user-9"));
     assert_eq!(record.operation, "boxed_future");
-    assert_eq!(record.user_id, Some(Uuid::new_v5(&usage_runtime::DEFAULT_ID_NAMESPACE, b"user-9")));
+    assert_eq!(
+        record.user_id,
+        Some(Uuid::new_v5(
+            &usage_runtime::DEFAULT_ID_NAMESPACE,
+            b"user-9"
+        ))
+    );
     assert!(record.duration >= Duration::from_millis(20));
     assert!(record.started_at >= polled_at - chrono::Duration::milliseconds(10));
 
@@ -379,7 +400,11 @@ fn impl_trait_args(values: impl IntoIterator<Item = u32>) -> impl Iterator<Item 
 
 #[track_usage(operation = "result_impl_iter")]
 fn result_impl_iterator(limit: u32) -> Result<impl Iterator<Item = u32>, AppError> {
-    let limit: u32 = if limit > 100 { Err(AppError("too many"))? } else { limit };
+    let limit: u32 = if limit > 100 {
+        Err(AppError("too many"))?
+    } else {
+        limit
+    };
     Ok(0..limit)
 }
 

@@ -1,5 +1,7 @@
 //! The SQLite sink against real database files.
 #![allow(missing_debug_implementations)]
+// `serial()` holds a std lock for a whole test, each on its own runtime: nothing else awaits it.
+#![allow(clippy::await_holding_lock)]
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -37,7 +39,11 @@ async fn tracked_calls_become_rows() {
     let dir = tempfile::tempdir().unwrap();
     let url = database(&dir);
     let sink = SqliteSink::connect(&url).await.unwrap();
-    let guard = Tracker::builder().service("chat-api").sink(sink).install().unwrap();
+    let guard = Tracker::builder()
+        .service("chat-api")
+        .sink(sink)
+        .install()
+        .unwrap();
     for n in 0..1000u32 {
         let _ = chat("acme", "user_1", n % 4 == 0).await;
     }
@@ -53,7 +59,10 @@ async fn tracked_calls_become_rows() {
     .await
     .unwrap();
     let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(counts, [("error".to_owned(), 250), ("success".to_owned(), 750)]);
+    assert_eq!(
+        counts,
+        [("error".to_owned(), 250), ("success".to_owned(), 750)]
+    );
 
     let row = sqlx::query(
         "SELECT id, operation, function, service, started_at, duration_us, error_type, \
@@ -178,7 +187,10 @@ async fn an_unopenable_file_fails_at_connect() {
         }
         other => panic!("expected a connect error, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("connect failed for sqlite://"), "{err}");
+    assert!(
+        err.to_string().starts_with("connect failed for sqlite://"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +204,13 @@ async fn a_table_with_other_columns_fails_at_migrate() {
         .unwrap();
     let err = SqliteSink::connect(&url).await.unwrap_err();
     assert!(
-        matches!(err, Error::Database { step: DbStep::Migrate, .. }),
+        matches!(
+            err,
+            Error::Database {
+                step: DbStep::Migrate,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }

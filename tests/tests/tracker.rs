@@ -2,6 +2,8 @@
 //! and from plain `main`, overflow accounting and calls with no tracker. Tests here install the
 //! global tracker, so they take turns through `serial()`.
 #![allow(missing_debug_implementations)]
+// `serial()` holds a std lock for a whole test, each on its own runtime: nothing else awaits it.
+#![allow(clippy::await_holding_lock)]
 
 use std::future::Future;
 use std::sync::mpsc;
@@ -56,10 +58,26 @@ fn plain_main_install_use_flush_and_drop() {
     guard.flush_blocking().unwrap();
     let records = sink.records();
     assert_eq!(records.len(), 1000);
-    assert_eq!(records.iter().filter(|r| r.outcome == Outcome::Error).count(), 100);
-    assert!(records.iter().all(|r| r.service == "plain" && r.instance == "host-1"));
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Error)
+            .count(),
+        100
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.service == "plain" && r.instance == "host-1"));
     let health = guard.health();
-    assert_eq!((health.accepted, health.written, health.failed, health.dropped), (1000, 1000, 0, 0));
+    assert_eq!(
+        (
+            health.accepted,
+            health.written,
+            health.failed,
+            health.dropped
+        ),
+        (1000, 1000, 0, 0)
+    );
     assert!(health.last_write_at.is_some());
 
     for n in 0..10 {
@@ -132,7 +150,10 @@ fn guard_dropped_inside_a_multi_thread_runtime() {
 #[test]
 fn a_second_install_is_an_error_until_the_first_is_shut_down() {
     let _serial = serial();
-    let first = Tracker::builder().sink(MemorySink::new()).install().unwrap();
+    let first = Tracker::builder()
+        .sink(MemorySink::new())
+        .install()
+        .unwrap();
     let second = Tracker::builder().sink(MemorySink::new()).install();
     assert!(matches!(second, Err(Error::AlreadyInstalled)), "{second:?}");
     drop(first);
@@ -259,8 +280,15 @@ fn a_full_queue_drops_new_calls_and_counts_every_one() {
     guard.flush_blocking().unwrap();
     let health = guard.health();
     assert_eq!(sink.records.records().len(), 20);
-    assert_eq!((health.accepted, health.written, health.dropped), (20, 20, 90));
-    assert_eq!(health.written + health.dropped, 110, "every call accounted for");
+    assert_eq!(
+        (health.accepted, health.written, health.dropped),
+        (20, 20, 90)
+    );
+    assert_eq!(
+        health.written + health.dropped,
+        110,
+        "every call accounted for"
+    );
 }
 
 /// Never finishes a write.
@@ -326,11 +354,22 @@ fn dropping_the_guard_is_bounded_even_when_a_write_hangs() {
 #[test]
 fn health_serializes_without_secrets() {
     let _serial = serial();
-    let guard = Tracker::builder().sink(MemorySink::new()).install().unwrap();
+    let guard = Tracker::builder()
+        .sink(MemorySink::new())
+        .install()
+        .unwrap();
     let _ = work(1);
     guard.flush_blocking().unwrap();
     let json = serde_json::to_value(guard.health()).unwrap();
-    for key in ["queue_depth", "accepted", "written", "failed", "dropped", "last_write_at", "last_error"] {
+    for key in [
+        "queue_depth",
+        "accepted",
+        "written",
+        "failed",
+        "dropped",
+        "last_write_at",
+        "last_error",
+    ] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     assert_eq!(json["written"], 1);

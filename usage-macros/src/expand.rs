@@ -123,7 +123,11 @@ fn replace_body(block: &mut Block, body: TokenStream) {
 /// The last path segment of an impl's self type, used in the function path.
 fn type_name(ty: &Type) -> Option<String> {
     match ty {
-        Type::Path(path) => path.path.segments.last().map(|s| s.ident.unraw().to_string()),
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.unraw().to_string()),
         _ => None,
     }
 }
@@ -136,10 +140,13 @@ enum Shape {
     Async,
     /// A fn returning `impl Future<Output = T>`: construction runs at the call, the future's run
     /// is timed.
-    ImplFuture { output: Type },
+    ImplFuture { output: Box<Type> },
     /// A fn returning `Pin<Box<dyn Future<Output = T>>>` or `BoxFuture<'_, T>`, as `#[async_trait]`
     /// writes them.
-    BoxedFuture { output: Type, declared: Type },
+    BoxedFuture {
+        output: Box<Type>,
+        declared: Box<Type>,
+    },
 }
 
 fn shape(sig: &Signature) -> Shape {
@@ -150,12 +157,14 @@ fn shape(sig: &Signature) -> Shape {
         return Shape::Sync;
     };
     if let Some(output) = impl_future_output(ty) {
-        return Shape::ImplFuture { output };
+        return Shape::ImplFuture {
+            output: Box::new(output),
+        };
     }
     if let Some(output) = boxed_future_output(ty) {
         return Shape::BoxedFuture {
-            output,
-            declared: (**ty).clone(),
+            output: Box::new(output),
+            declared: ty.clone(),
         };
     }
     Shape::Sync
@@ -247,7 +256,12 @@ fn return_type(sig: &Signature) -> Type {
 }
 
 /// The new body of a tracked fn.
-fn tracked_body(args: &Args, sig: &Signature, block: &Block, self_name: Option<&str>) -> TokenStream {
+fn tracked_body(
+    args: &Args,
+    sig: &Signature,
+    block: &Block,
+    self_name: Option<&str>,
+) -> TokenStream {
     let krate = match args.krate.get() {
         Some(path) => path.to_token_stream(),
         None => quote!(::usage_runtime),

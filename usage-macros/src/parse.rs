@@ -87,7 +87,10 @@ impl<T> Attr<T> {
     /// Sets the value, or reports a duplicate at the second key.
     fn set(&mut self, key: &Ident, value: T, errors: &mut Errors) {
         if self.value.is_some() {
-            errors.at(key.span(), format_args!("duplicate argument `{}`", self.name));
+            errors.at(
+                key.span(),
+                format_args!("duplicate argument `{}`", self.name),
+            );
         } else {
             self.value = Some((key.span(), value));
         }
@@ -223,15 +226,17 @@ pub(crate) fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
                     }
                 }
             }
-            "tenant" => expr_value(&key, value, errors, |expr, e| args.tenant.set(&key, expr, e)),
+            "tenant" => expr_value(&key, value, errors, |expr, e| {
+                args.tenant.set(&key, expr, e)
+            }),
             "user" => expr_value(&key, value, errors, |expr, e| args.user.set(&key, expr, e)),
-            "session" => {
-                expr_value(&key, value, errors, |expr, e| args.session.set(&key, expr, e))
-            }
+            "session" => expr_value(&key, value, errors, |expr, e| {
+                args.session.set(&key, expr, e)
+            }),
             "ok_if" => expr_value(&key, value, errors, |expr, e| args.ok_if.set(&key, expr, e)),
-            "error_if" => {
-                expr_value(&key, value, errors, |expr, e| args.error_if.set(&key, expr, e))
-            }
+            "error_if" => expr_value(&key, value, errors, |expr, e| {
+                args.error_if.set(&key, expr, e)
+            }),
             "fields" => match value {
                 RawValue::List(_, tokens) => {
                     if let Some(fields) = fields(tokens, errors) {

@@ -67,7 +67,10 @@ fn expansions_match_snapshots() {
             std::fs::write(&expected_path, &actual).unwrap();
         } else {
             let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-                panic!("missing {}; run with USAGE_BLESS=1", expected_path.display())
+                panic!(
+                    "missing {}; run with USAGE_BLESS=1",
+                    expected_path.display()
+                )
             });
             assert_eq!(
                 actual, expected,
@@ -76,5 +79,8 @@ fn expansions_match_snapshots() {
         }
         checked += 1;
     }
-    assert!(checked >= 4, "expected at least 4 snapshot inputs, found {checked}");
+    assert!(
+        checked >= 4,
+        "expected at least 4 snapshot inputs, found {checked}"
+    );
 }

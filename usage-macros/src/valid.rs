@@ -102,6 +102,9 @@ fn skip_alone(args: &Args, errors: &mut Errors) {
         args.krate.span(),
     ];
     for span in others.into_iter().flatten() {
-        errors.at(span, "a skipped method is not tracked; remove this argument or `skip`");
+        errors.at(
+            span,
+            "a skipped method is not tracked; remove this argument or `skip`",
+        );
     }
 }

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(id(&uuid.to_string()), Some(IdInput::Uuid(uuid)));
         let mapped = id("user_42").unwrap().resolve(&namespace);
         assert_eq!(mapped, Uuid::new_v5(&namespace, b"user_42"));
-        assert_eq!(mapped, id(&String::from("user_42")).unwrap().resolve(&namespace));
+        assert_eq!(
+            mapped,
+            id(&String::from("user_42")).unwrap().resolve(&namespace)
+        );
         assert_ne!(mapped, id("user_43").unwrap().resolve(&namespace));
         assert_eq!(id(""), None);
         assert_eq!(id(&None::<String>), None);

@@ -93,11 +93,7 @@ impl fmt::Display for DbStep {
 }
 
 impl Error {
-    pub(crate) fn database(
-        step: DbStep,
-        target: &str,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub(crate) fn database(step: DbStep, target: &str, source: impl Into<BoxError>) -> Self {
         Error::Database {
             step,
             target: target.to_owned(),
@@ -146,9 +142,16 @@ pub fn redact_url(url: &str) -> String {
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "passwd", "pwd", "secret", "token", "sslpassword"]
-        .iter()
-        .any(|secret| key == *secret)
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "sslpassword",
+    ]
+    .iter()
+    .any(|secret| key == *secret)
 }
 
 #[cfg(test)]
@@ -162,8 +165,14 @@ mod tests {
             ("sqlite::memory:", "sqlite::memory:"),
             ("postgres://u@h/db", "postgres://u@h/db"),
             ("postgres://u:p%40ss@h:1/db", "postgres://u:***@h:1/db"),
-            ("mysql://root:s3cr3t@127.0.0.1", "mysql://root:***@127.0.0.1"),
-            ("postgres://h/db?password=abc&x=1", "postgres://h/db?password=***&x=1"),
+            (
+                "mysql://root:s3cr3t@127.0.0.1",
+                "mysql://root:***@127.0.0.1",
+            ),
+            (
+                "postgres://h/db?password=abc&x=1",
+                "postgres://h/db?password=***&x=1",
+            ),
             ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
         ] {
             assert_eq!(redact_url(url), expected);

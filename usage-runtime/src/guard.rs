@@ -59,13 +59,20 @@ impl CallGuard {
             Classification::Error {
                 error_type,
                 message,
-            } => (Outcome::Error, Some(self.error_details(error_type, message))),
+            } => (
+                Outcome::Error,
+                Some(self.error_details(error_type, message)),
+            ),
         };
         self.deliver(end, outcome, error);
     }
 
     #[cold]
-    fn error_details(&self, error_type: &str, message: Option<&dyn fmt::Display>) -> Box<ErrorDetails> {
+    fn error_details(
+        &self,
+        error_type: &str,
+        message: Option<&dyn fmt::Display>,
+    ) -> Box<ErrorDetails> {
         let message = message
             .filter(|_| self.op.captures_error_message())
             .map(|message| limited_text(message, ERROR_MESSAGE_LIMIT.load(Ordering::Relaxed)));
@@ -75,7 +82,12 @@ impl CallGuard {
         })
     }
 
-    fn deliver(&mut self, end: quanta::Instant, outcome: Outcome, error: Option<Box<ErrorDetails>>) {
+    fn deliver(
+        &mut self,
+        end: quanta::Instant,
+        outcome: Outcome,
+        error: Option<Box<ErrorDetails>>,
+    ) {
         let call = RawCall {
             op: self.op,
             start: self.start,
@@ -196,15 +208,14 @@ pub(crate) fn limited_text(message: &dyn fmt::Display, limit: usize) -> String {
         truncated: false,
     };
     let _ = write!(out, "{message:#}");
-    if out.truncated {
-        let mut end = limit.saturating_sub(ELLIPSIS.len()).min(out.text.len());
+    // Below the marker's own size, the plain prefix is all that fits.
+    if out.truncated && limit >= ELLIPSIS.len() {
+        let mut end = (limit - ELLIPSIS.len()).min(out.text.len());
         while !out.text.is_char_boundary(end) {
             end -= 1;
         }
         out.text.truncate(end);
-        if limit >= ELLIPSIS.len() {
-            out.text.push_str(ELLIPSIS);
-        }
+        out.text.push_str(ELLIPSIS);
     }
     out.text
 }

@@ -160,7 +160,9 @@ impl TrackerBuilder {
             )));
         }
         if self.flush_interval.is_zero() {
-            return Err(Error::InvalidConfig("flush_interval must be above zero".into()));
+            return Err(Error::InvalidConfig(
+                "flush_interval must be above zero".into(),
+            ));
         }
         Ok(())
     }
@@ -172,7 +174,9 @@ impl TrackerBuilder {
     pub fn install(self) -> Result<TrackerGuard, Error> {
         self.check()?;
         let sink = self.sink.ok_or(Error::NoSink)?;
-        let _install = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _install = INSTALL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if GLOBAL.load().is_some() {
             return Err(Error::AlreadyInstalled);
         }
@@ -209,7 +213,10 @@ impl TrackerBuilder {
 fn default_service() -> String {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .and_then(|exe| {
+            exe.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "unknown_service".to_owned())
 }
 
@@ -274,7 +281,11 @@ impl Shared {
 
     #[cold]
     fn dropped_full(&self, call: RawCall) {
-        let dropped = self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+        let dropped = self
+            .counters
+            .dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if dropped.is_power_of_two() {
             tracing::warn!(
                 dropped,
@@ -455,7 +466,9 @@ impl TrackerGuard {
 }
 
 fn uninstall(shared: &Arc<Shared>) {
-    let _install = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _install = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let current = GLOBAL.load();
     if current
         .as_ref()
@@ -509,21 +522,34 @@ mod tests {
     #[test]
     fn invalid_settings_are_named() {
         let sink = crate::sink::MemorySink::new();
-        let err = Tracker::builder().sink(sink.clone()).batch_size(0).install().unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("batch_size")), "{err}");
+        let err = Tracker::builder()
+            .sink(sink.clone())
+            .batch_size(0)
+            .install()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig(ref m) if m.contains("batch_size")),
+            "{err}"
+        );
         let err = Tracker::builder()
             .sink(sink.clone())
             .batch_size(100)
             .queue_capacity(10)
             .install()
             .unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("queue_capacity")), "{err}");
+        assert!(
+            matches!(err, Error::InvalidConfig(ref m) if m.contains("queue_capacity")),
+            "{err}"
+        );
         let err = Tracker::builder()
             .sink(sink)
             .flush_interval(Duration::ZERO)
             .install()
             .unwrap_err();
         assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
-        assert!(matches!(Tracker::builder().install().unwrap_err(), Error::NoSink));
+        assert!(matches!(
+            Tracker::builder().install().unwrap_err(),
+            Error::NoSink
+        ));
     }
 }
