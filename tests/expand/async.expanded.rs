@@ -15,6 +15,7 @@ async fn chat(req: ChatRequest) -> ChatResponse {
             tenant: ::usage_runtime::__private::tenant(&(req.org)),
             user: ::usage_runtime::__private::id(&(req.user)),
             session: ::core::option::Option::None,
+            model: ::core::option::Option::None,
             fields: ::usage_runtime::__private::fields([
                 ("model", ::usage_runtime::__private::field(&(req.model))),
             ]),
@@ -25,16 +26,16 @@ async fn chat(req: ChatRequest) -> ChatResponse {
         __usage_ret,
     ): (::usage_runtime::__private::CallGuard, ChatResponse) = ::usage_runtime::__private::Guarded::new(
             __usage_guard,
-            async move { model::complete(&req).await },
+            async move {
+                ::usage_runtime::__private::return_edge!(ChatResponse);
+                { model::complete(&req).await }
+            },
         )
         .await;
     __usage_guard
-        .finish({
-            #[allow(unused_imports)]
-            use ::usage_runtime::__private::{
-                ViaClassify as _, ViaDefault as _, ViaResult as _,
-            };
-            (&&&::usage_runtime::__private::Probe(&__usage_ret)).__usage_verdict()
-        });
+        .finish(
+            ::usage_runtime::__private::verdict!(& __usage_ret),
+            ::usage_runtime::__private::report!(& __usage_ret),
+        );
     __usage_ret
 }

@@ -10,8 +10,10 @@ fn fetch(url: &str) -> impl Future<Output = Result<u16, Error>> + Send + '_ {
         ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
     }
     let __usage_dims = ::core::option::Option::None;
-    #[allow(clippy::redundant_closure_call)]
-    let __usage_future = (move || { async move { client::get(url).await } })();
+    let __usage_future = ::usage_runtime::__private::call(move || {
+        ::usage_runtime::__private::return_edge!(_);
+        { async move { client::get(url).await } }
+    });
     async move {
         let __usage_guard = ::usage_runtime::__private::CallGuard::start(
             &__USAGE_OPERATION,
@@ -32,16 +34,10 @@ fn fetch(url: &str) -> impl Future<Output = Result<u16, Error>> + Send + '_ {
                         &__usage_ret,
                         |r: &Result<u16, Error>| r.is_ok(),
                     ),
-                    {
-                        #[allow(unused_imports)]
-                        use ::usage_runtime::__private::{
-                            ViaClassify as _, ViaDefault as _, ViaResult as _,
-                        };
-                        (&&&::usage_runtime::__private::Probe(&__usage_ret))
-                            .__usage_verdict()
-                    },
+                    ::usage_runtime::__private::verdict!(& __usage_ret),
                     ::usage_runtime::__private::type_name_of_val(&__usage_ret),
                 ),
+                ::usage_runtime::__private::report!(& __usage_ret),
             );
         __usage_ret
     }

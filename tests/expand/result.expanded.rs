@@ -9,22 +9,22 @@ fn embed(text: &str) -> Result<Vec<f32>, EmbedError> {
     ::my_usage::__private::inventory::submit! {
         ::my_usage::__private::Registration(& __USAGE_OPERATION)
     }
-    let __usage_guard = ::my_usage::__private::CallGuard::start(
+    let mut __usage_guard = ::my_usage::__private::CallGuard::start(
         &__USAGE_OPERATION,
         ::core::option::Option::None,
     );
-    #[allow(clippy::redundant_closure_call)]
-    let __usage_ret: Result<Vec<f32>, EmbedError> = (move || {
-        let tokens = tokenize(text)?;
-        Ok(model::embed(&tokens))
-    })();
-    __usage_guard
-        .finish({
-            #[allow(unused_imports)]
-            use ::my_usage::__private::{
-                ViaClassify as _, ViaDefault as _, ViaResult as _,
-            };
-            (&&&::my_usage::__private::Probe(&__usage_ret)).__usage_verdict()
+    let __usage_ret: Result<Vec<f32>, EmbedError> = __usage_guard
+        .run(move || {
+            ::my_usage::__private::return_edge!(Result < Vec < f32 >, EmbedError >);
+            {
+                let tokens = tokenize(text)?;
+                Ok(model::embed(&tokens))
+            }
         });
+    __usage_guard
+        .finish(
+            ::my_usage::__private::verdict!(& __usage_ret),
+            ::my_usage::__private::report!(& __usage_ret),
+        );
     __usage_ret
 }

@@ -612,3 +612,102 @@ fn impl_block_tracks_every_method_but_skipped_ones() {
     assert_eq!(records[1].attributes["id"], 0);
     assert_eq!(records[0].function, "shapes::Repo::find");
 }
+
+// ---------------------------------------------------------------- coercions and borrowing
+
+#[derive(Debug)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+type DynResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[track_usage(operation = "coerce_sync")]
+fn coerce_sync(fail: u8) -> DynResult<u8> {
+    if fail == 1 {
+        return Err(Box::new(Boom));
+    }
+    let parsed: u8 =
+        "x".parse()
+            .map_err(|_| Boom)
+            .or_else(|e| if fail == 2 { Err(e) } else { Ok(0) })?;
+    Ok(parsed)
+}
+
+#[track_usage(operation = "coerce_async")]
+async fn coerce_async(fail: u8) -> DynResult<u8> {
+    if fail == 1 {
+        return Err(Box::new(Boom));
+    }
+    tokio::task::yield_now().await;
+    let value: u8 = "7".parse()?;
+    Ok(value)
+}
+
+#[test]
+fn returns_coerce_to_the_declared_type() {
+    let (value, record) = capture_sync(|| coerce_sync(1));
+    assert_eq!(value.unwrap_err().to_string(), "boom");
+    assert_eq!(record.outcome, Outcome::Error);
+    let (value, _) = capture_sync(|| coerce_sync(2));
+    assert!(value.is_err());
+    let (value, record) = capture_async(coerce_async(1));
+    assert_eq!(value.unwrap_err().to_string(), "boom");
+    assert_eq!(record.error_message.as_deref(), Some("boom"));
+    let (value, record) = capture_async(coerce_async(0));
+    assert_eq!(value.unwrap(), 7);
+    assert_eq!(record.outcome, Outcome::Success);
+}
+
+struct Connection {
+    rows: Vec<u32>,
+}
+
+impl Connection {
+    #[track_usage(operation = "next_row")]
+    fn next_row(&mut self) -> impl Future<Output = Option<u32>> + '_ {
+        async move { self.rows.pop() }
+    }
+
+    #[track_usage(operation = "unpin_future")]
+    fn unpin_future(&self) -> impl Future<Output = usize> + Unpin + '_ {
+        std::future::ready(self.rows.len())
+    }
+}
+
+#[test]
+fn returned_futures_may_borrow_mut_self_and_stay_unpin() {
+    let mut connection = Connection { rows: vec![1, 2] };
+    let (row, record) = capture_async(connection.next_row());
+    assert_eq!(row, Some(2));
+    assert_eq!(record.operation, "next_row");
+    fn assert_unpin<T: Unpin>(value: T) -> T {
+        value
+    }
+    let (len, record) = capture_async(assert_unpin(connection.unpin_future()));
+    assert_eq!(len, 1);
+    assert_eq!(record.operation, "unpin_future");
+}
+
+#[track_usage(operation = "never_returns")]
+fn never_returns(message: &str) -> ! {
+    panic!("{message}")
+}
+
+#[test]
+fn a_fn_returning_never_records_its_panic() {
+    let capture = Capture::new();
+    let caught = capture.run(|| std::panic::catch_unwind(|| never_returns("gone")));
+    assert!(caught.is_err());
+    let record = one(&capture);
+    assert_eq!(
+        (record.operation.as_str(), record.outcome),
+        ("never_returns", Outcome::Panic)
+    );
+}

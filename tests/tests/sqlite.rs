@@ -114,7 +114,7 @@ async fn wal_mode_and_recorded_migrations() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -125,6 +125,7 @@ async fn wal_mode_and_recorded_migrations() {
     assert_eq!(
         indexes,
         [
+            "usage_records_model_started_at",
             "usage_records_operation_started_at",
             "usage_records_started_at",
             "usage_records_tenant_started_at"
@@ -247,4 +248,8 @@ async fn a_failed_write_is_counted_and_named() {
     let health = guard.health();
     assert_eq!((health.written, health.failed), (1, 3));
     assert!(health.last_error.unwrap().contains("no such table"));
+    // Every later failure is counted too, never silently skipped.
+    chat("t", "u", false).await.unwrap();
+    assert!(guard.flush().await.is_err());
+    assert_eq!(guard.health().failed, 4);
 }

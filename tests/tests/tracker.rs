@@ -383,3 +383,47 @@ fn _assert_send_future<F: Future + Send>(_: F) {}
 fn tracked_futures_stay_send() {
     _assert_send_future(async_work(1));
 }
+
+/// Panics on its first write, then writes normally.
+#[derive(Debug, Clone, Default)]
+struct PanicsOnce {
+    panicked: Arc<Mutex<bool>>,
+    records: MemorySink,
+}
+
+impl Sink for PanicsOnce {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let first = !std::mem::replace(&mut *self.panicked.lock().unwrap(), true);
+        if first {
+            panic!("sink bug");
+        }
+        self.records.write(batch).await
+    }
+}
+
+#[test]
+fn a_panicking_sink_fails_its_batch_not_the_worker() {
+    let _serial = serial();
+    let sink = PanicsOnce::default();
+    let guard = Tracker::builder().sink(sink.clone()).install().unwrap();
+    for n in 0..3 {
+        let _ = work(n);
+    }
+    match guard.flush_blocking() {
+        Err(Error::NotWritten { count, reason }) => {
+            assert_eq!(count, 3);
+            assert!(
+                reason.contains("panicked") && reason.contains("sink bug"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected NotWritten, got {other:?}"),
+    }
+    for n in 0..4 {
+        let _ = work(n);
+    }
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!((health.accepted, health.written, health.failed), (7, 4, 3));
+    assert_eq!(sink.records.records().len(), 4);
+}

@@ -33,7 +33,8 @@ pub(crate) fn track_usage(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     match item {
         Item::Fn(mut function) => {
-            valid::function(&args, &function.sig, Site::Fn, &mut errors);
+            let returns_stream = stream_kind(&function.sig).is_some();
+            valid::function(&args, &function.sig, Site::Fn, returns_stream, &mut errors);
             if errors.is_empty() {
                 let body = tracked_body(&args, &function.sig, &function.block, None);
                 replace_body(&mut function.block, body);
@@ -60,7 +61,14 @@ fn impl_block(args: &Args, mut block: ItemImpl, mut errors: Errors) -> TokenStre
         let ImplItem::Fn(method) = item else { continue };
         let mut method_errors = Errors::default();
         let mut own = own_args(&mut method.attrs, &mut method_errors);
-        valid::function(&own, &method.sig, Site::AnnotatedImpl, &mut method_errors);
+        let returns_stream = stream_kind(&method.sig).is_some();
+        valid::function(
+            &own,
+            &method.sig,
+            Site::AnnotatedImpl,
+            returns_stream,
+            &mut method_errors,
+        );
         if own.skip.get().is_none() && block_ok && method_errors.is_empty() {
             own.inherit(args);
             let body = tracked_body(&own, &method.sig, &method.block, self_name.as_deref());
@@ -136,35 +144,89 @@ fn type_name(ty: &Type) -> Option<String> {
 enum Shape {
     /// A plain fn: the body runs inside the call.
     Sync,
+    /// A plain fn returning `!`: it can only end by panicking.
+    Never,
     /// An `async fn`: the body runs when the future is polled.
     Async,
     /// A fn returning `impl Future<Output = T>`: construction runs at the call, the future's run
-    /// is timed.
-    ImplFuture { output: Box<Type> },
+    /// is timed. With an `Unpin` bound, the tracked future is boxed to keep that promise.
+    ImplFuture { output: Box<Type>, unpin: bool },
     /// A fn returning `Pin<Box<dyn Future<Output = T>>>` or `BoxFuture<'_, T>`, as `#[async_trait]`
     /// writes them.
-    BoxedFuture {
-        output: Box<Type>,
-        declared: Box<Type>,
-    },
+    BoxedFuture { output: Box<Type> },
+    /// `#[track_usage(stream)]` on a fn returning a stream: timed until the stream ends.
+    Stream(StreamKind),
 }
 
-fn shape(sig: &Signature) -> Shape {
+/// How a returned stream is written.
+#[derive(Clone, Copy)]
+pub(crate) enum StreamKind {
+    /// `impl Stream<Item = T>`: the tracked stream is returned as is.
+    Impl,
+    /// `Pin<Box<dyn Stream<Item = T>>>` or `BoxStream<'_, T>`: the tracked stream is boxed.
+    Boxed,
+}
+
+/// Whether the fn returns a stream, and how.
+pub(crate) fn stream_kind(sig: &Signature) -> Option<StreamKind> {
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return None;
+    };
+    let is_stream = |bounds: &syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>| {
+        bounds.iter().any(|bound| {
+            matches!(bound, TypeParamBound::Trait(t)
+                if t.path.segments.last().is_some_and(|s| s.ident == "Stream"))
+        })
+    };
+    match &**ty {
+        Type::ImplTrait(imp) if is_stream(&imp.bounds) => return Some(StreamKind::Impl),
+        _ => {}
+    }
+    for alias in ["BoxStream", "LocalBoxStream"] {
+        if type_args(ty, alias).is_some() {
+            return Some(StreamKind::Boxed);
+        }
+    }
+    let pinned = type_args(ty, "Pin")?;
+    let Some(GenericArgument::Type(boxed)) = pinned.first() else {
+        return None;
+    };
+    match type_args(boxed, "Box")?.first() {
+        Some(GenericArgument::Type(Type::TraitObject(object))) if is_stream(&object.bounds) => {
+            Some(StreamKind::Boxed)
+        }
+        _ => None,
+    }
+}
+
+fn shape(args: &Args, sig: &Signature) -> Shape {
+    if args.stream.get().is_some() {
+        if let Some(kind) = stream_kind(sig) {
+            return Shape::Stream(kind);
+        }
+    }
     if sig.asyncness.is_some() {
         return Shape::Async;
     }
     let ReturnType::Type(_, ty) = &sig.output else {
         return Shape::Sync;
     };
+    if let Type::Never(_) = &**ty {
+        return Shape::Never;
+    }
     if let Some(output) = impl_future_output(ty) {
+        let unpin = matches!(&**ty, Type::ImplTrait(imp) if imp.bounds.iter().any(|bound| {
+            matches!(bound, TypeParamBound::Trait(t)
+                if t.path.segments.last().is_some_and(|s| s.ident == "Unpin"))
+        }));
         return Shape::ImplFuture {
             output: Box::new(output),
+            unpin,
         };
     }
     if let Some(output) = boxed_future_output(ty) {
         return Shape::BoxedFuture {
             output: Box::new(output),
-            declared: ty.clone(),
         };
     }
     Shape::Sync
@@ -248,6 +310,17 @@ fn inferable(ty: &Type) -> Type {
     ty
 }
 
+/// tracing-attributes' fake return edge (`return_edge!` in the runtime): an unreachable `return`
+/// of the declared type placed first in the body, so the closure or `async` block it now runs in
+/// takes that return type before the user's own `return`s and `?`s are checked, and they coerce
+/// to it (`Box<dyn Error>`, trait objects) as they did in the fn.
+fn with_return_edge(private: &TokenStream, ty: &Type, block: &Block) -> TokenStream {
+    quote! {{
+        #private::return_edge!(#ty);
+        #block
+    }}
+}
+
 fn return_type(sig: &Signature) -> Type {
     match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
@@ -289,20 +362,33 @@ fn tracked_body(
         #private::inventory::submit! { #private::Registration(&__USAGE_OPERATION) }
     };
     let dims = dimensions(args, &private);
-    let verdict = verdict(args, &private);
+    let shape = shape(args, sig);
+    let block = &match shape {
+        // `!` cannot be named on stable, and a fn that never returns needs no edge.
+        Shape::Never => block.to_token_stream(),
+        _ => with_return_edge(&private, &return_type(sig), block),
+    };
+    let ret = quote!(&__usage_ret);
+    let verdict = verdict(args, &private, &ret);
+    let usage = usage(args, &private, &ret);
 
-    match shape(sig) {
+    match shape {
         Shape::Sync => {
             let ty = return_type(sig);
             quote! {
                 #registration
-                let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
-                #[allow(clippy::redundant_closure_call)]
-                let __usage_ret: #ty = (move || #block)();
-                __usage_guard.finish(#verdict);
+                let mut __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
+                let __usage_ret: #ty = __usage_guard.run(move || #block);
+                __usage_guard.finish(#verdict, #usage);
                 __usage_ret
             }
         }
+        Shape::Never => quote! {
+            #registration
+            let mut __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
+            __usage_guard.run(move || #block);
+            ::core::unreachable!("a fn returning `!` returned")
+        },
         Shape::Async => {
             let ty = return_type(sig);
             quote! {
@@ -310,43 +396,73 @@ fn tracked_body(
                 let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, #dims);
                 let (__usage_guard, __usage_ret): (#private::CallGuard, #ty) =
                     #private::Guarded::new(__usage_guard, async move #block).await;
-                __usage_guard.finish(#verdict);
+                __usage_guard.finish(#verdict, #usage);
                 __usage_ret
             }
         }
-        Shape::ImplFuture { output } => {
+        Shape::ImplFuture { output, unpin } => {
             let output = inferable(&output);
-            let run = timed_future(&private, &output, &verdict);
+            let run = timed_future(&private, &output, &verdict, &usage);
+            let run = if unpin {
+                quote!(::std::boxed::Box::pin(#run))
+            } else {
+                run
+            };
             quote! {
                 #registration
                 let __usage_dims = #dims;
-                #[allow(clippy::redundant_closure_call)]
-                let __usage_future = (move || #block)();
+                let __usage_future = #private::call(move || #block);
                 #run
             }
         }
-        Shape::BoxedFuture { output, declared } => {
+        Shape::BoxedFuture { output } => {
             let output = inferable(&output);
-            let run = timed_future(&private, &output, &verdict);
+            let run = timed_future(&private, &output, &verdict, &usage);
             quote! {
                 #registration
                 let __usage_dims = #dims;
-                #[allow(clippy::redundant_closure_call)]
-                let __usage_future = (move || -> #declared #block)();
+                let __usage_future = #private::call(move || #block);
                 ::std::boxed::Box::pin(#run)
+            }
+        }
+        Shape::Stream(kind) => {
+            let item = quote!(__usage_item);
+            let verdict = self::verdict(args, &private, &item);
+            let usage = self::usage(args, &private, &item);
+            let tracked = quote! {
+                #private::TrackedStream::new(
+                    &__USAGE_OPERATION,
+                    #dims,
+                    __usage_stream,
+                    |__usage_item, __usage_call| __usage_call.observe(#verdict, #usage),
+                )
+            };
+            let tracked = match kind {
+                StreamKind::Impl => tracked,
+                StreamKind::Boxed => quote!(::std::boxed::Box::pin(#tracked)),
+            };
+            quote! {
+                #registration
+                let __usage_stream = #private::call(move || #block);
+                #tracked
             }
         }
     }
 }
 
 /// An `async move` block that times `__usage_future` from its first poll to its completion.
-fn timed_future(private: &TokenStream, output: &Type, verdict: &TokenStream) -> TokenStream {
+fn timed_future(
+    private: &TokenStream,
+    output: &Type,
+    verdict: &TokenStream,
+    usage: &TokenStream,
+) -> TokenStream {
     quote! {
         async move {
             let __usage_guard = #private::CallGuard::start(&__USAGE_OPERATION, __usage_dims);
             let (__usage_guard, __usage_ret): (#private::CallGuard, #output) =
                 #private::Guarded::new(__usage_guard, __usage_future).await;
-            __usage_guard.finish(#verdict);
+            __usage_guard.finish(#verdict, #usage);
             __usage_ret
         }
     }
@@ -359,6 +475,7 @@ fn dimensions(args: &Args, private: &TokenStream) -> TokenStream {
     if args.tenant.get().is_none()
         && args.user.get().is_none()
         && args.session.get().is_none()
+        && args.model.get().is_none()
         && args.fields.get().is_none()
     {
         return none;
@@ -373,6 +490,7 @@ fn dimensions(args: &Args, private: &TokenStream) -> TokenStream {
     let tenant = convert(args.tenant.get(), "tenant");
     let user = convert(args.user.get(), "id");
     let session = convert(args.session.get(), "id");
+    let model = convert(args.model.get(), "model");
     let fields = args.fields.get().into_iter().flatten().map(|field| {
         let key = field.key.unraw().to_string();
         let value = &field.value;
@@ -383,25 +501,32 @@ fn dimensions(args: &Args, private: &TokenStream) -> TokenStream {
             tenant: #tenant,
             user: #user,
             session: #session,
+            model: #model,
             fields: #private::fields([#(#fields),*]),
         })
     }
 }
 
-/// How the returned value `__usage_ret` is classified.
-fn verdict(args: &Args, private: &TokenStream) -> TokenStream {
-    let natural = quote! {{
-        #[allow(unused_imports)]
-        use #private::{ViaClassify as _, ViaDefault as _, ViaResult as _};
-        (&&&#private::Probe(&__usage_ret)).__usage_verdict()
-    }};
+/// How the value behind `value` (an expression of type `&T`: the returned value, or a stream
+/// item) is classified.
+fn verdict(args: &Args, private: &TokenStream, value: &TokenStream) -> TokenStream {
+    let natural = quote!(#private::verdict!(#value));
+    let type_name = quote!(#private::type_name_of_val(#value));
     if let Some(ok_if) = args.ok_if.get() {
-        let test = quote_spanned!(ok_if.span()=> #private::test(&__usage_ret, #ok_if));
-        quote!(#private::ok_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
+        let test = quote_spanned!(ok_if.span()=> #private::test(#value, #ok_if));
+        quote!(#private::ok_if(#test, #natural, #type_name))
     } else if let Some(error_if) = args.error_if.get() {
-        let test = quote_spanned!(error_if.span()=> #private::test(&__usage_ret, #error_if));
-        quote!(#private::error_if(#test, #natural, #private::type_name_of_val(&__usage_ret)))
+        let test = quote_spanned!(error_if.span()=> #private::test(#value, #error_if));
+        quote!(#private::error_if(#test, #natural, #type_name))
     } else {
         natural
+    }
+}
+
+/// The token usage read off the value behind `value`: through `tokens = f`, else its `UsageReport` impl, if any.
+fn usage(args: &Args, private: &TokenStream, value: &TokenStream) -> TokenStream {
+    match args.tokens.get() {
+        Some(tokens) => quote_spanned!(tokens.span()=> #private::report!(#value, tokens = #tokens)),
+        None => quote!(#private::report!(#value)),
     }
 }

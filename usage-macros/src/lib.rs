@@ -6,6 +6,7 @@
 
 mod expand;
 mod parse;
+mod report;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -15,6 +16,13 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn track_usage(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::track_usage(args.into(), item.into()).into()
+}
+
+/// Implements `UsageReport` from `#[usage(...)]` field attributes. Documented on the re-export
+/// `usage_runtime::UsageReport`.
+#[proc_macro_derive(UsageReport, attributes(usage))]
+pub fn derive_usage_report(input: TokenStream) -> TokenStream {
+    report::derive(input.into()).into()
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub(crate) const ARGUMENTS: &[&str] = &[
     "error_message",
     "ok_if",
     "error_if",
+    "tokens",
+    "model",
+    "stream",
     "crate",
     "skip",
 ];
@@ -37,6 +40,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("attributes", "fields"),
     ("attrs", "fields"),
     ("err", "error_if"),
+    ("usage", "tokens"),
+    ("token_usage", "tokens"),
+    ("model_name", "model"),
+    ("streaming", "stream"),
 ];
 
 /// Mistakes found so far, folded into one `syn::Error` (serde_derive's `Ctxt`).
@@ -133,6 +140,9 @@ pub(crate) struct Args {
     pub(crate) error_message: Attr<LitBool>,
     pub(crate) ok_if: Attr<Expr>,
     pub(crate) error_if: Attr<Expr>,
+    pub(crate) tokens: Attr<Expr>,
+    pub(crate) model: Attr<Expr>,
+    pub(crate) stream: Attr<()>,
     pub(crate) krate: Attr<Path>,
     pub(crate) skip: Attr<()>,
 }
@@ -148,18 +158,24 @@ impl Args {
             error_message: Attr::none("error_message"),
             ok_if: Attr::none("ok_if"),
             error_if: Attr::none("error_if"),
+            tokens: Attr::none("tokens"),
+            model: Attr::none("model"),
+            stream: Attr::none("stream"),
             krate: Attr::none("crate"),
             skip: Attr::none("skip"),
         }
     }
 
-    /// Fills every unset argument from the enclosing impl block's attribute. `operation` and `skip`
-    /// are per method and never inherited; a method's `ok_if` replaces the block's `error_if`.
+    /// Fills every unset argument from the enclosing impl block's attribute. `operation`, `skip`
+    /// and `stream` are per method and never inherited; a method's `ok_if` replaces the block's
+    /// `error_if`.
     pub(crate) fn inherit(&mut self, parent: &Args) {
         self.tenant.inherit(&parent.tenant);
         self.user.inherit(&parent.user);
         self.session.inherit(&parent.session);
         self.fields.inherit(&parent.fields);
+        self.model.inherit(&parent.model);
+        self.tokens.inherit(&parent.tokens);
         self.error_message.inherit(&parent.error_message);
         if self.ok_if.get().is_none() && self.error_if.get().is_none() {
             self.ok_if.inherit(&parent.ok_if);
@@ -268,11 +284,8 @@ pub(crate) fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
                 ),
                 _ => errors.at(key.span(), "expected `crate = path::to::usage_runtime`"),
             },
-            "skip" => match value {
-                RawValue::None => args.skip.set(&key, (), errors),
-                RawValue::Expr(expr) => errors.at(expr.span(), "`skip` takes no value"),
-                RawValue::List(span, _) => errors.at(span, "`skip` takes no value"),
-            },
+            "skip" => flag(&key, value, errors, |e| args.skip.set(&key, (), e)),
+            "stream" => flag(&key, value, errors, |e| args.stream.set(&key, (), e)),
             _ => errors.at(key.span(), unknown_argument(&name)),
         }
     }
@@ -319,6 +332,14 @@ fn expr_value(
     match value {
         RawValue::Expr(expr) => set(expr, errors),
         _ => errors.at(key.span(), format_args!("expected `{key} = <expression>`")),
+    }
+}
+
+fn flag(key: &Ident, value: RawValue, errors: &mut Errors, set: impl FnOnce(&mut Errors)) {
+    match value {
+        RawValue::None => set(errors),
+        RawValue::Expr(expr) => errors.at(expr.span(), format_args!("`{key}` takes no value")),
+        RawValue::List(span, _) => errors.at(span, format_args!("`{key}` takes no value")),
     }
 }
 

@@ -16,8 +16,14 @@ pub(crate) enum Site {
     AnnotatedImpl,
 }
 
-/// Checks the arguments for one fn.
-pub(crate) fn function(args: &Args, sig: &Signature, site: Site, errors: &mut Errors) {
+/// Checks the arguments for one fn; `returns_stream` says whether its return type is a stream.
+pub(crate) fn function(
+    args: &Args,
+    sig: &Signature,
+    site: Site,
+    returns_stream: bool,
+    errors: &mut Errors,
+) {
     if let Some(constness) = &sig.constness {
         errors.at(
             constness.span,
@@ -36,6 +42,7 @@ pub(crate) fn function(args: &Args, sig: &Signature, site: Site, errors: &mut Er
             skip_alone(args, errors);
         }
     }
+    stream(args, sig, returns_stream, errors);
     one_classifier(args, errors);
 }
 
@@ -54,7 +61,35 @@ pub(crate) fn impl_block(args: &Args, errors: &mut Errors) {
             "`skip` goes on a method inside a `#[track_usage]` impl block, not on the block",
         );
     }
+    if let Some(span) = args.stream.span() {
+        errors.at(
+            span,
+            "`stream` goes on a fn that returns a stream, not on an impl block",
+        );
+    }
     one_classifier(args, errors);
+}
+
+/// Checks that `stream` sits on a non-async fn returning a stream.
+fn stream(args: &Args, sig: &Signature, returns_stream: bool, errors: &mut Errors) {
+    let Some(span) = args.stream.span() else {
+        return;
+    };
+    if let Some(asyncness) = &sig.asyncness {
+        errors.at(
+            asyncness.span,
+            "`stream` tracks a fn that returns a stream; make it a plain fn returning              `impl Stream<Item = ...>` (an `async fn` is tracked without `stream`)",
+        );
+    } else if !returns_stream {
+        let at = match &sig.output {
+            syn::ReturnType::Type(_, ty) => ty.span(),
+            syn::ReturnType::Default => span,
+        };
+        errors.at(
+            at,
+            "`stream` needs a return type of `impl Stream<Item = ...>`,              `Pin<Box<dyn Stream<Item = ...>>>` or `BoxStream<'_, ...>`",
+        );
+    }
 }
 
 /// Reports use on anything but a fn or an impl block, at the item's keyword.
@@ -90,7 +125,7 @@ fn one_classifier(args: &Args, errors: &mut Errors) {
 }
 
 fn skip_alone(args: &Args, errors: &mut Errors) {
-    let others: [Option<Span>; 9] = [
+    let others: [Option<Span>; 12] = [
         args.operation.span(),
         args.tenant.span(),
         args.user.span(),
@@ -99,6 +134,9 @@ fn skip_alone(args: &Args, errors: &mut Errors) {
         args.error_message.span(),
         args.ok_if.span(),
         args.error_if.span(),
+        args.tokens.span(),
+        args.model.span(),
+        args.stream.span(),
         args.krate.span(),
     ];
     for span in others.into_iter().flatten() {

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use crate::catalog::Operation;
 use crate::dimension::Dimensions;
+use crate::pricing::Pricing;
 use crate::record::{Outcome, UsageRecord};
+use crate::tokens::{Tally, TokenUsage};
 
 /// What the hot path hands over: static metadata by reference, two clock readings' worth of
 /// timing, and boxed extras only when the call has them.
@@ -21,6 +23,7 @@ pub(crate) struct RawCall {
     pub(crate) outcome: Outcome,
     pub(crate) error: Option<Box<ErrorDetails>>,
     pub(crate) dims: Option<Box<Dimensions>>,
+    pub(crate) tokens: Option<Box<Tally>>,
 }
 
 #[derive(Debug)]
@@ -35,7 +38,11 @@ pub(crate) struct RecordContext {
     pub(crate) service: Arc<str>,
     pub(crate) instance: Arc<str>,
     pub(crate) namespace: Uuid,
+    pub(crate) pricing: Option<Arc<Pricing>>,
 }
+
+/// The attribute set on a record whose token counts saturated at `u64::MAX`.
+pub const SATURATED_ATTRIBUTE: &str = "token_counts_saturated";
 
 /// A wall-clock reading paired with a monotonic one, taken once per batch, so a call's wall-clock
 /// start is derived from its monotonic start without reading the wall clock on the hot path.
@@ -69,6 +76,25 @@ impl RawCall {
             None => (None, None),
         };
         let dims = self.dims.map(|dims| *dims).unwrap_or_default();
+        let usage: Tally = self.tokens.map(|tally| *tally).unwrap_or_default();
+        let saturated = usage.saturated;
+        // A model from the body or the result (the one that served the call) beats `model = ...`.
+        let usage = TokenUsage {
+            model: usage.model.or(dims.model.map(Into::into)),
+            ..usage
+        };
+        let cost_nano_usd = ctx
+            .pricing
+            .as_deref()
+            .and_then(|pricing| pricing.cost_nano_usd(&usage));
+        let mut attributes: serde_json::Map<String, serde_json::Value> = dims
+            .fields
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        if saturated {
+            attributes.insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
+        }
         UsageRecord {
             id: Uuid::now_v7(),
             operation: self.op.name().to_owned(),
@@ -83,11 +109,12 @@ impl RawCall {
             tenant_id: dims.tenant,
             user_id: dims.user.map(|id| id.resolve(&ctx.namespace)),
             session_id: dims.session.map(|id| id.resolve(&ctx.namespace)),
-            attributes: dims
-                .fields
-                .into_iter()
-                .map(|(key, value)| (key.to_owned(), value))
-                .collect(),
+            model: usage.model.map(|model| model.into_owned()),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            cost_nano_usd,
+            attributes,
         }
     }
 }

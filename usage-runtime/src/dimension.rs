@@ -145,7 +145,13 @@ pub struct Dimensions {
     pub tenant: Option<String>,
     pub user: Option<IdInput>,
     pub session: Option<IdInput>,
+    pub model: Option<String>,
     pub fields: Vec<(&'static str, serde_json::Value)>,
+}
+
+#[doc(hidden)]
+pub fn model<T: crate::tokens::ModelName + ?Sized>(value: &T) -> Option<String> {
+    value.model_name().map(str::to_owned)
 }
 
 #[doc(hidden)]

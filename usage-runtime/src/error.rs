@@ -56,6 +56,9 @@ pub enum Error {
         /// Why, from the last failure.
         reason: String,
     },
+    /// The sink panicked while writing a batch; the batch is counted as failed.
+    #[error("the sink panicked while writing: {0}")]
+    SinkPanicked(String),
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -102,46 +105,67 @@ impl Error {
     }
 }
 
-/// `url` with the password in its user info, and any `password=` query parameter, replaced by
-/// `***`.
+/// `url` with its secrets replaced by `***`: the password in the user info (the whole user info
+/// when it is a bare token, as in `nats://TOKEN@host`, for schemes other than the SQL ones), and
+/// `password=`, `token=`-like parameters, in a query string or in a `key=value` connection string.
 ///
 /// ```
 /// assert_eq!(
 ///     usage_runtime::redact_url("postgres://app:hunter2@db:5432/usage?sslmode=require&password=x"),
 ///     "postgres://app:***@db:5432/usage?sslmode=require&password=***",
 /// );
+/// assert_eq!(
+///     usage_runtime::redact_url("host=db user=app password=hunter2"),
+///     "host=db user=app password=***",
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL: redact `key=value` secrets (libpq-style connection strings).
+        return redact_pairs(url, ' ');
+    };
+    // The user info ends at the last `@`: a password may hold `/`, `?` or `#` unescaped, and
+    // cutting too much only hides more.
+    let (userinfo, host_and_rest) = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host),
+        None => (None, rest),
+    };
+    let (host_and_path, query) = match host_and_rest.split_once('?') {
         Some((head, query)) => (head, Some(query)),
-        None => (url, None),
+        None => (host_and_rest, None),
     };
-    let mut out = match head.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{host_and_path}"),
-                None => format!("{scheme}://{userinfo}@{host_and_path}"),
-            },
-            None => head.to_owned(),
-        },
-        None => head.to_owned(),
-    };
+    let mut out = format!("{scheme}://");
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _password)) => out.push_str(&format!("{user}:***@")),
+            None if is_sql_scheme(scheme) => out.push_str(&format!("{userinfo}@")),
+            None => out.push_str("***@"),
+        }
+    }
+    out.push_str(host_and_path);
     if let Some(query) = query {
         out.push('?');
-        let params: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push_str(&params.join("&"));
+        out.push_str(&redact_pairs(query, '&'));
     }
     out
 }
 
+fn is_sql_scheme(scheme: &str) -> bool {
+    ["postgres", "postgresql", "mysql", "mariadb", "sqlite"].contains(&scheme)
+}
+
+fn redact_pairs(text: &str, separator: char) -> String {
+    text.split(separator)
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
+}
+
 fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
+    let key = key.trim().to_ascii_lowercase();
     [
         "password",
         "passwd",
@@ -149,6 +173,7 @@ fn is_secret_key(key: &str) -> bool {
         "secret",
         "token",
         "sslpassword",
+        "pass",
     ]
     .iter()
     .any(|secret| key == *secret)
@@ -174,9 +199,28 @@ mod tests {
                 "postgres://h/db?password=***&x=1",
             ),
             ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://app:pa?ss@db/x", "postgres://app:***@db/x"),
+            ("nats://s3cr3tT0ken@nats:4222", "nats://***@nats:4222"),
+            ("nats://user:pw@nats:4222", "nats://user:***@nats:4222"),
+            (
+                "host=db user=app password=hunter2",
+                "host=db user=app password=***",
+            ),
         ] {
             assert_eq!(redact_url(url), expected);
         }
-        assert!(!redact_url("postgres://a:topsecret@h/d").contains("topsecret"));
+        for url in [
+            "postgres://a:topsecret@h/d",
+            "mysql://a:top@secret@h/d",
+            "postgres://a:top?secret@h/d?x=1",
+            "redis://topsecret@h",
+            "dbname=x password=topsecret",
+        ] {
+            assert!(
+                !redact_url(url).contains("secret"),
+                "{url} -> {}",
+                redact_url(url)
+            );
+        }
     }
 }

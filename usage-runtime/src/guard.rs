@@ -16,6 +16,7 @@ use crate::catalog::Operation;
 use crate::classify::Classification;
 use crate::dimension::Dimensions;
 use crate::record::Outcome;
+use crate::tokens::{Tally, TallyScope, TokenUsage};
 
 /// The byte limit of recorded error text, set by the installed tracker.
 pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize =
@@ -28,6 +29,10 @@ pub struct CallGuard {
     op: &'static Operation,
     start: quanta::Instant,
     dims: Option<Box<Dimensions>>,
+    /// Tokens and model recorded by the body (`record_tokens`, `set_model`).
+    tally: Tally,
+    /// The first error item of a tracked stream.
+    stream_error: Option<Box<ErrorDetails>>,
     panicked: bool,
     finished: bool,
     #[cfg(feature = "testing")]
@@ -41,6 +46,8 @@ impl CallGuard {
         CallGuard {
             op,
             dims: dims.map(Box::new),
+            tally: Tally::default(),
+            stream_error: None,
             panicked: false,
             finished: false,
             #[cfg(feature = "testing")]
@@ -49,11 +56,21 @@ impl CallGuard {
         }
     }
 
-    /// Ends the call with the verdict on its returned value.
+    /// Runs a synchronous body with this call innermost for `record_tokens` and `set_model`.
     #[inline]
-    pub fn finish(mut self, verdict: Classification<'_>) {
+    pub fn run<R>(&mut self, body: impl FnOnce() -> R) -> R {
+        let _scope = TallyScope::enter(&mut self.tally);
+        body()
+    }
+
+    /// Ends the call with the verdict on its returned value and the usage it reports.
+    #[inline]
+    pub fn finish(mut self, verdict: Classification<'_>, usage: TokenUsage<'_>) {
         let end = quanta::Instant::now();
         self.finished = true;
+        if !usage.is_empty() {
+            self.add_usage(usage);
+        }
         let (outcome, error) = match verdict {
             Classification::Success => (Outcome::Success, None),
             Classification::Error {
@@ -65,6 +82,56 @@ impl CallGuard {
             ),
         };
         self.deliver(end, outcome, error);
+    }
+
+    /// Takes in one item of a tracked stream: its usage is added; the first error item makes the
+    /// stream's outcome `Error`.
+    pub fn observe(&mut self, verdict: Classification<'_>, usage: TokenUsage<'_>) {
+        if !usage.is_empty() {
+            self.add_usage(usage);
+        }
+        if let Classification::Error {
+            error_type,
+            message,
+        } = verdict
+        {
+            if self.stream_error.is_none() {
+                self.stream_error = Some(self.error_details(error_type, message));
+            }
+        }
+    }
+
+    /// Ends a tracked stream that ran to its end.
+    pub(crate) fn finish_stream(mut self) {
+        let end = quanta::Instant::now();
+        self.finished = true;
+        let error = self.stream_error.take();
+        let outcome = if error.is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        self.deliver(end, outcome, error);
+    }
+
+    /// Polls `poll` with this call innermost for in-body recording; a poll that unwinds marks the
+    /// call as panicked.
+    pub(crate) fn poll_in_scope<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        let mut sentinel = PanicSentinel {
+            panicked: &mut self.panicked,
+            armed: true,
+        };
+        let output = {
+            let _scope = TallyScope::enter(&mut self.tally);
+            poll()
+        };
+        sentinel.armed = false;
+        output
+    }
+
+    /// Adds the returned value's usage to what the body recorded; a model the body set wins.
+    fn add_usage(&mut self, usage: TokenUsage<'_>) {
+        self.tally.merge(usage.into_owned());
     }
 
     #[cold]
@@ -95,6 +162,7 @@ impl CallGuard {
             outcome,
             error,
             dims: self.dims.take(),
+            tokens: self.take_tokens(),
         };
         #[cfg(feature = "testing")]
         if let Some(capture) = self.capture.take() {
@@ -102,6 +170,16 @@ impl CallGuard {
             return;
         }
         crate::tracker::submit(call);
+    }
+}
+
+impl CallGuard {
+    fn take_tokens(&mut self) -> Option<Box<Tally>> {
+        if self.tally.is_empty() {
+            None
+        } else {
+            Some(Box::new(std::mem::take(&mut self.tally)))
+        }
     }
 }
 
@@ -141,18 +219,15 @@ impl<F> Guarded<F> {
 }
 
 /// Marks the guard as panicked if a poll unwinds; disarmed when the poll returns.
-struct PanicSentinel<'a>(Option<&'a mut Option<CallGuard>>);
-
-impl<'a> PanicSentinel<'a> {
-    fn disarm(mut self) -> &'a mut Option<CallGuard> {
-        self.0.take().expect("armed sentinel")
-    }
+struct PanicSentinel<'a> {
+    panicked: &'a mut bool,
+    armed: bool,
 }
 
 impl Drop for PanicSentinel<'_> {
     fn drop(&mut self) {
-        if let Some(Some(guard)) = self.0.as_deref_mut() {
-            guard.panicked = true;
+        if self.armed {
+            *self.panicked = true;
         }
     }
 }
@@ -162,17 +237,52 @@ impl<F: Future> Future for Guarded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let sentinel = PanicSentinel(Some(this.guard));
-        let poll = this.future.poll(cx);
-        let guard = sentinel.disarm();
+        let guard = this
+            .guard
+            .as_mut()
+            .expect("`Guarded` polled after completion");
+        // This call is innermost for in-body recording during the poll, on whichever thread.
+        let poll = guard.poll_in_scope(|| this.future.poll(cx));
         match poll {
             Poll::Ready(output) => {
-                let guard = guard.take().expect("`Guarded` polled after completion");
+                let guard = this.guard.take().expect("guard present until completion");
                 Poll::Ready((guard, output))
             }
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// An unreachable `return` of type `$ty`, first in a tracked body, so the closure or `async` block
+/// running the body takes the fn's declared return type before the body's own `return`s and `?`s
+/// are checked (generated code only; the idea is tracing-attributes' "fake return edge").
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __usage_return_edge {
+    ($ty:ty) => {
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::let_with_type_underscore,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
+        if false {
+            let __usage_fake_return: $ty = loop {};
+            return __usage_fake_return;
+        }
+    };
+}
+
+/// Calls `body` once: a closure passed here is `FnOnce`, so it may hand out borrows of what it
+/// captured by move (`&mut self` in a fn returning a future that borrows it).
+#[doc(hidden)]
+#[inline]
+pub fn call<R>(body: impl FnOnce() -> R) -> R {
+    body()
 }
 
 /// Formats `{:#}` of `message` into at most `limit` bytes; truncated text ends with `…`.

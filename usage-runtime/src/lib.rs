@@ -7,18 +7,27 @@ mod classify;
 mod dimension;
 mod error;
 mod guard;
+mod pricing;
 mod record;
 pub mod sink;
+mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tokens;
 mod tracker;
 mod worker;
 
+pub use call::SATURATED_ATTRIBUTE;
 pub use catalog::{operations, Operation};
 pub use classify::{Classification, Classify};
 pub use dimension::{IdInput, IdValue, TenantValue};
 pub use error::{redact_url, BoxError, DbStep, Error};
+pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
 pub use record::{Outcome, ParseOutcomeError, UsageRecord};
+pub use tokens::{
+    record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
+    UsageReport,
+};
 pub use tracker::{
     calls_without_tracker, Health, Tracker, TrackerBuilder, TrackerGuard, DEFAULT_BATCH_SIZE,
     DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
@@ -57,6 +66,44 @@ pub use tracker::{
 /// ```
 pub use usage_macros::track_usage;
 
+/// Derives [`UsageReport`] from `#[usage(...)]` field attributes: `input_tokens`,
+/// `output_tokens`, `cached_input_tokens`, `model`, and `flatten` for a nested value that
+/// implements `UsageReport` (an `Option` of one reports nothing when `None`). Fields of the same
+/// kind are added; one field may carry several kinds. On an enum, each variant reports its own
+/// marked fields. `#[usage(crate = path)]` on the type names a renamed runtime crate.
+///
+/// ```
+/// use usage_runtime::UsageReport;
+///
+/// // Anthropic reports cache reads apart from `input_tokens`: count them in both.
+/// #[derive(UsageReport)]
+/// struct Message {
+///     #[usage(model)]
+///     model: String,
+///     #[usage(flatten)]
+///     usage: AnthropicUsage,
+/// }
+///
+/// #[derive(UsageReport)]
+/// struct AnthropicUsage {
+///     #[usage(input_tokens)]
+///     input_tokens: u32,
+///     #[usage(input_tokens, cached_input_tokens)]
+///     cache_read_input_tokens: Option<u32>,
+///     #[usage(output_tokens)]
+///     output_tokens: u32,
+/// }
+///
+/// let message = Message {
+///     model: "claude-3-5-haiku-20241022".into(),
+///     usage: AnthropicUsage { input_tokens: 100, cache_read_input_tokens: Some(900), output_tokens: 20 },
+/// };
+/// let usage = message.usage();
+/// assert_eq!(usage.input_tokens, Some(1000));
+/// assert_eq!(usage.cached_input_tokens, Some(900));
+/// ```
+pub use usage_macros::UsageReport;
+
 /// Items used by the code `#[track_usage]` generates. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
@@ -64,7 +111,15 @@ pub mod __private {
     pub use crate::classify::{
         error_if, ok_if, test, type_name_of_val, Probe, ViaClassify, ViaDefault, ViaResult,
     };
-    pub use crate::dimension::{field, fields, id, tenant, Dimensions};
-    pub use crate::guard::{CallGuard, Guarded};
+    pub use crate::dimension::{field, fields, id, model, tenant, Dimensions};
+    pub use crate::guard::{call, CallGuard, Guarded};
+    pub use crate::stream::TrackedStream;
+    pub use crate::tokens::{
+        add_field_count, set_field_model, CountKind, TokensProbe, UsageReport, ViaNoReport,
+        ViaReport, ViaTokensAll, ViaTokensOk,
+    };
+    pub use crate::{
+        __usage_report as report, __usage_return_edge as return_edge, __usage_verdict as verdict,
+    };
     pub use inventory;
 }

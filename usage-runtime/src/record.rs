@@ -43,7 +43,20 @@ pub struct UsageRecord {
     pub user_id: Option<Uuid>,
     /// The session; a non-UUID id is mapped to a UUIDv5 in the tracker's namespace.
     pub session_id: Option<Uuid>,
-    /// Extra attributes declared with `fields(key = expr, ...)`.
+    /// The model that served the call: set in the body (`set_model`), else reported by the
+    /// result (`UsageReport`), else `model = ...` in the attribute.
+    pub model: Option<String>,
+    /// Input tokens, cached ones included.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// How many input tokens were read from a prompt cache.
+    pub cached_input_tokens: Option<u64>,
+    /// The exact cost in nano-USD (10⁻⁹ USD) from the tracker's [`Pricing`](crate::Pricing);
+    /// `None` when the model has no price (never a made-up zero).
+    pub cost_nano_usd: Option<i64>,
+    /// Extra attributes declared with `fields(key = expr, ...)`; `token_counts_saturated: true`
+    /// when a token count overflowed and was held at `u64::MAX`.
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -60,6 +73,15 @@ pub enum Outcome {
     Panic,
     /// The call's future was dropped before it completed.
     Cancelled,
+}
+
+impl UsageRecord {
+    /// Whether the record carries any token count.
+    pub fn has_tokens(&self) -> bool {
+        self.input_tokens.is_some()
+            || self.output_tokens.is_some()
+            || self.cached_input_tokens.is_some()
+    }
 }
 
 impl Outcome {

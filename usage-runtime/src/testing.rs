@@ -85,7 +85,22 @@ impl Capture {
                     service: "test".into(),
                     instance: "test".into(),
                     namespace,
+                    pricing: None,
                 },
+                records: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Prices the captured records with `pricing`. Call before capturing anything.
+    pub fn with_pricing(self, pricing: crate::Pricing) -> Self {
+        let context = RecordContext {
+            pricing: Some(Arc::new(pricing)),
+            ..self.buffer.context.clone()
+        };
+        Capture {
+            buffer: Arc::new(CaptureBuffer {
+                context,
                 records: Mutex::new(Vec::new()),
             }),
         }

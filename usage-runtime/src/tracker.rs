@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::call::{RawCall, RecordContext};
 use crate::error::Error;
+use crate::pricing::Pricing;
 use crate::sink::{BoxedSink, Sink};
-use crate::worker::{self, Reply, Request};
+use crate::worker::{self, Reply, ReplyTo, Request};
 
 /// Records per sink write.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
@@ -55,6 +56,7 @@ impl Tracker {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             error_message_limit: DEFAULT_ERROR_MESSAGE_LIMIT,
             id_namespace: DEFAULT_ID_NAMESPACE,
+            pricing: None,
         }
     }
 }
@@ -70,6 +72,7 @@ pub struct TrackerBuilder {
     shutdown_timeout: Duration,
     error_message_limit: usize,
     id_namespace: Uuid,
+    pricing: Option<Pricing>,
 }
 
 impl fmt::Debug for TrackerBuilder {
@@ -84,6 +87,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("error_message_limit", &self.error_message_limit)
             .field("id_namespace", &self.id_namespace)
+            .field("pricing", &self.pricing)
             .finish()
     }
 }
@@ -149,6 +153,14 @@ impl TrackerBuilder {
         self
     }
 
+    /// Prices per model, from which each record's `cost_nano_usd` is computed exactly. Records
+    /// with tokens but no price keep `cost_nano_usd = None` and are counted in
+    /// [`Health::unpriced`].
+    pub fn pricing(mut self, pricing: Pricing) -> Self {
+        self.pricing = Some(pricing);
+        self
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
@@ -187,6 +199,7 @@ impl TrackerBuilder {
             service: self.service.unwrap_or_else(default_service).into(),
             instance: self.instance.unwrap_or_else(default_instance).into(),
             namespace: self.id_namespace,
+            pricing: self.pricing.map(Arc::new),
         };
         let shared = Arc::new(Shared::new(self.queue_capacity, self.batch_size));
         let (requests, inbox) = mpsc::channel();
@@ -243,6 +256,8 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_at_shutdown: AtomicU64,
+    pub(crate) unpriced: AtomicU64,
+    pub(crate) saturated: AtomicU64,
 }
 
 #[derive(Default)]
@@ -295,6 +310,14 @@ impl Shared {
         }
     }
 
+    /// Records failed or dropped so far.
+    pub(crate) fn unwritten(&self) -> u64 {
+        let counters = &self.counters;
+        counters.failed.load(Ordering::Relaxed)
+            + counters.dropped_queue_full.load(Ordering::Relaxed)
+            + counters.dropped_at_shutdown.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn wake_worker(&self) {
         if let Some(worker) = self.worker.get() {
             worker.unpark();
@@ -308,17 +331,20 @@ impl Shared {
 
     fn health(&self) -> Health {
         let counters = &self.counters;
+        let taken = counters.taken.load(Ordering::Relaxed);
         let queue_depth = self.queue.len();
         let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         Health {
             queue_depth,
-            accepted: counters.taken.load(Ordering::Relaxed) + queue_depth as u64,
+            accepted: taken + queue_depth as u64,
             written: counters.written.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
             dropped: counters.dropped_queue_full.load(Ordering::Relaxed)
                 + counters.dropped_at_shutdown.load(Ordering::Relaxed),
             dropped_queue_full: counters.dropped_queue_full.load(Ordering::Relaxed),
             dropped_at_shutdown: counters.dropped_at_shutdown.load(Ordering::Relaxed),
+            unpriced: counters.unpriced.load(Ordering::Relaxed),
+            token_counts_saturated: counters.saturated.load(Ordering::Relaxed),
             last_write_at: status.last_write_at,
             last_error: status.last_error.clone(),
         }
@@ -386,6 +412,10 @@ pub struct Health {
     pub dropped_queue_full: u64,
     /// Records still unwritten when the shutdown deadline passed.
     pub dropped_at_shutdown: u64,
+    /// Records with token counts but no price for their model (their cost is unknown, not zero).
+    pub unpriced: u64,
+    /// Records whose token counts overflowed and were held at `u64::MAX`.
+    pub token_counts_saturated: u64,
     /// When the sink last wrote a batch.
     pub last_write_at: Option<DateTime<Utc>>,
     /// The last write error, without secrets.
@@ -414,7 +444,10 @@ impl TrackerGuard {
     /// Writes every call finished before this point; returns once they are written (or failed).
     pub async fn flush(&self) -> Result<(), Error> {
         let (reply, done) = tokio::sync::oneshot::channel();
-        self.send(Request::Flush(Reply::Async(reply)))?;
+        self.send(Request::Flush(Reply::new(
+            &self.shared,
+            ReplyTo::Async(reply),
+        )))?;
         done.await.map_err(|_| Error::WorkerStopped)?
     }
 
@@ -422,7 +455,10 @@ impl TrackerGuard {
     /// is safe inside any runtime.
     pub fn flush_blocking(&self) -> Result<(), Error> {
         let (reply, done) = mpsc::sync_channel(1);
-        self.send(Request::Flush(Reply::Blocking(reply)))?;
+        self.send(Request::Flush(Reply::new(
+            &self.shared,
+            ReplyTo::Blocking(reply),
+        )))?;
         done.recv().map_err(|_| Error::WorkerStopped)?
     }
 
@@ -430,7 +466,7 @@ impl TrackerGuard {
     /// unwritten at the deadline are counted in `dropped_at_shutdown` and logged.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let (reply, done) = tokio::sync::oneshot::channel();
-        self.begin_shutdown(Reply::Async(reply))?;
+        self.begin_shutdown(ReplyTo::Async(reply))?;
         let result = done.await.map_err(|_| Error::WorkerStopped)?;
         self.join();
         result
@@ -449,11 +485,16 @@ impl TrackerGuard {
         Ok(())
     }
 
-    fn begin_shutdown(&mut self, reply: Reply) -> Result<(), Error> {
+    fn begin_shutdown(&mut self, reply: ReplyTo) -> Result<(), Error> {
         uninstall(&self.shared);
+        // A shutdown already under way (a `shutdown()` future dropped early) keeps its deadline.
         let deadline = Instant::now() + self.shutdown_timeout;
-        self.shared.shutdown_deadline.send_replace(Some(deadline));
-        self.send(Request::Shutdown(reply))
+        self.shared.shutdown_deadline.send_if_modified(|current| {
+            let unset = current.is_none();
+            current.get_or_insert(deadline);
+            unset
+        });
+        self.send(Request::Shutdown(Reply::new(&self.shared, reply)))
     }
 
     fn join(&mut self) {
@@ -484,7 +525,7 @@ impl Drop for TrackerGuard {
             return;
         }
         let (reply, done) = mpsc::sync_channel(1);
-        if self.begin_shutdown(Reply::Blocking(reply)).is_err() {
+        if self.begin_shutdown(ReplyTo::Blocking(reply)).is_err() {
             self.join();
             return;
         }

@@ -24,20 +24,49 @@ pub(crate) enum Request {
     Shutdown(Reply),
 }
 
-/// Where the worker sends its answer: an async or a blocking waiter.
-pub(crate) enum Reply {
+/// Where the worker sends its answer, and how many records were unwritten (failed or dropped)
+/// when the request was made: the answer is an error if that number grew.
+pub(crate) struct Reply {
+    unwritten_before: u64,
+    to: ReplyTo,
+}
+
+pub(crate) enum ReplyTo {
     Async(tokio::sync::oneshot::Sender<Result<(), Error>>),
     Blocking(mpsc::SyncSender<Result<(), Error>>),
 }
 
 impl Reply {
-    fn send(self, result: Result<(), Error>) {
+    pub(crate) fn new(shared: &Shared, to: ReplyTo) -> Self {
+        Reply {
+            unwritten_before: shared.unwritten(),
+            to,
+        }
+    }
+
+    fn send(self, shared: &Shared) {
+        let unwritten = shared.unwritten().saturating_sub(self.unwritten_before);
+        let result = if unwritten == 0 {
+            Ok(())
+        } else {
+            let reason = shared
+                .status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "dropped".to_owned());
+            Err(Error::NotWritten {
+                count: unwritten,
+                reason,
+            })
+        };
         // A waiter that gave up (dropped its receiver) needs no answer.
-        match self {
-            Reply::Async(sender) => {
+        match self.to {
+            ReplyTo::Async(sender) => {
                 let _ = sender.send(result);
             }
-            Reply::Blocking(sender) => {
+            ReplyTo::Blocking(sender) => {
                 let _ = sender.send(result);
             }
         }
@@ -59,46 +88,12 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
         .build()?;
     thread::Builder::new()
         .name("usage-worker".into())
-        .spawn(move || {
-            Worker {
-                config,
-                runtime,
-                since_shutdown: Drained::default(),
-            }
-            .run()
-        })
+        .spawn(move || Worker { config, runtime }.run())
 }
 
 struct Worker {
     config: Config,
     runtime: tokio::runtime::Runtime,
-    /// Failures from the moment shutdown began, including a write already in progress then:
-    /// what the shutdown reply reports.
-    since_shutdown: Drained,
-}
-
-/// What one drain achieved.
-#[derive(Default)]
-struct Drained {
-    failed: u64,
-    last_error: Option<String>,
-}
-
-impl Drained {
-    fn add(&mut self, count: u64, reason: &str) {
-        self.failed += count;
-        self.last_error = Some(reason.to_owned());
-    }
-
-    fn into_result(self) -> Result<(), Error> {
-        match self.last_error {
-            None => Ok(()),
-            Some(reason) => Err(Error::NotWritten {
-                count: self.failed,
-                reason,
-            }),
-        }
-    }
 }
 
 impl Worker {
@@ -107,7 +102,8 @@ impl Worker {
         let mut next_write = Instant::now() + interval;
         loop {
             let now = Instant::now();
-            if now < next_write && !self.config.shared.take_wake() {
+            let batch_waiting = self.config.shared.queue.len() >= self.config.batch_size;
+            if now < next_write && !batch_waiting && !self.config.shared.take_wake() {
                 thread::park_timeout(next_write - now);
                 self.config.shared.take_wake();
             }
@@ -124,51 +120,47 @@ impl Worker {
             if !(due || !flushes.is_empty() || shutdown.is_some()) {
                 continue;
             }
-            let drained = self.drain();
+            self.drain();
             next_write = Instant::now() + interval;
-            let failure = drained.last_error.clone();
-            let failed = drained.failed;
             for reply in flushes {
-                reply.send(match &failure {
-                    None => Ok(()),
-                    Some(reason) => Err(Error::NotWritten {
-                        count: failed,
-                        reason: reason.clone(),
-                    }),
-                });
+                reply.send(&self.config.shared);
             }
             if let Some(reply) = shutdown {
-                reply.send(std::mem::take(&mut self.since_shutdown).into_result());
+                reply.send(&self.config.shared);
                 return;
             }
         }
     }
 
-    /// Writes everything queued, in batches. Once the shutdown deadline has passed, what is left
-    /// is counted as dropped and logged.
-    fn drain(&mut self) -> Drained {
-        let mut drained = Drained::default();
+    /// Writes, in batches, the records queued when the drain starts (not those arriving during
+    /// it, so a flush under steady load still ends). Once the shutdown deadline has passed, what
+    /// is left is counted as dropped and logged.
+    fn drain(&mut self) {
+        let shared = Arc::clone(&self.config.shared);
+        let counters = &shared.counters;
         let anchor = Anchor::now();
+        let mut left = shared.queue.len();
         let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_size);
         loop {
-            let deadline = *self.config.shared.shutdown_deadline.borrow();
+            let deadline = *shared.shutdown_deadline.borrow();
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                self.drop_rest_at_deadline(&mut drained);
-                return drained;
+                self.drop_rest_at_deadline();
+                return;
             }
-            while batch.len() < self.config.batch_size {
-                match self.config.shared.queue.pop() {
-                    Some(call) => batch.push(call.into_record(&self.config.context, &anchor)),
-                    None => break,
-                }
+            while batch.len() < self.config.batch_size && left > 0 {
+                let Some(call) = shared.queue.pop() else {
+                    break;
+                };
+                left -= 1;
+                counters.taken.fetch_add(1, Ordering::Relaxed);
+                let record = call.into_record(&self.config.context, &anchor);
+                self.count_usage(&record);
+                batch.push(record);
             }
             if batch.is_empty() {
-                return drained;
+                return;
             }
             let count = batch.len() as u64;
-            let shared = Arc::clone(&self.config.shared);
-            let counters = &shared.counters;
-            counters.taken.fetch_add(count, Ordering::Relaxed);
             match self.write(&batch) {
                 Ok(()) => {
                     counters.written.fetch_add(count, Ordering::Relaxed);
@@ -178,11 +170,7 @@ impl Worker {
                     counters.failed.fetch_add(count, Ordering::Relaxed);
                     let reason = error.to_string();
                     tracing::warn!(records = count, error = %reason, "usage batch write failed");
-                    self.status(|status| status.last_error = Some(reason.clone()));
-                    if self.config.shared.shutdown_deadline.borrow().is_some() {
-                        self.since_shutdown.add(count, &reason);
-                    }
-                    drained.add(count, &reason);
+                    self.status(|status| status.last_error = Some(reason));
                 }
             }
             batch.clear();
@@ -190,20 +178,32 @@ impl Worker {
     }
 
     /// Writes one batch; gives up when the shutdown deadline passes, even if shutdown began
-    /// while the write was in progress.
+    /// while the write was in progress. A sink that panics fails the batch, not the worker.
     fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
-        let write = self.config.sink.write_dyn(batch);
-        self.runtime.block_on(async move {
-            tokio::select! {
-                biased;
-                result = write => result,
-                waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
-            }
+        let sink = &mut self.config.sink;
+        let runtime = &self.runtime;
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let write = sink.write_dyn(batch);
+            runtime.block_on(async move {
+                tokio::select! {
+                    biased;
+                    result = write => result,
+                    waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
+                }
+            })
+        }));
+        written.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            Err(Error::SinkPanicked(message))
         })
     }
 
-    fn drop_rest_at_deadline(&mut self, drained: &mut Drained) {
+    fn drop_rest_at_deadline(&mut self) {
         let mut left = 0u64;
         while self.config.shared.queue.pop().is_some() {
             left += 1;
@@ -219,8 +219,20 @@ impl Worker {
                 "usage shutdown deadline passed: records were not written"
             );
             let reason = format!("{left} record(s) missed the shutdown deadline");
-            self.since_shutdown.add(left, &reason);
-            drained.add(left, &reason);
+            self.status(|status| status.last_error = Some(reason));
+        }
+    }
+
+    fn count_usage(&self, record: &UsageRecord) {
+        let counters = &self.config.shared.counters;
+        if record.has_tokens() && record.cost_nano_usd.is_none() {
+            counters.unpriced.fetch_add(1, Ordering::Relaxed);
+        }
+        if record
+            .attributes
+            .contains_key(crate::call::SATURATED_ATTRIBUTE)
+        {
+            counters.saturated.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -15,7 +15,7 @@ use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
 
-/// Rows per `INSERT` statement: 14 bound values each stays far below SQLite's 32,766 limit.
+/// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// One schema change, applied once and recorded in `usage_schema_migrations`.
@@ -25,10 +25,11 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "usage_records",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "usage_records",
+        sql: r#"
 CREATE TABLE IF NOT EXISTS usage_records (
     id            TEXT    NOT NULL PRIMARY KEY,
     operation     TEXT    NOT NULL,
@@ -52,12 +53,26 @@ CREATE INDEX IF NOT EXISTS usage_records_tenant_started_at
 CREATE INDEX IF NOT EXISTS usage_records_operation_started_at
     ON usage_records (operation, started_at);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "model, token counts and cost",
+        sql: r#"
+ALTER TABLE usage_records ADD COLUMN model TEXT;
+ALTER TABLE usage_records ADD COLUMN input_tokens INTEGER;
+ALTER TABLE usage_records ADD COLUMN output_tokens INTEGER;
+ALTER TABLE usage_records ADD COLUMN cached_input_tokens INTEGER;
+ALTER TABLE usage_records ADD COLUMN cost_nano_usd INTEGER;
+CREATE INDEX IF NOT EXISTS usage_records_model_started_at ON usage_records (model, started_at);
+"#,
+    },
+];
 
 /// Writes records to a SQLite database file, creating the file and the schema.
 ///
 /// `started_at` is stored as RFC 3339 text in UTC with microseconds (`2026-11-22T23:26:23.123456Z`,
-/// which sorts in time order), ids as hyphenated UUID text, `attributes` as JSON text.
+/// which sorts in time order), ids as hyphenated UUID text, `attributes` as JSON text. Token
+/// counts above `i64::MAX` (SQLite's largest integer) are stored as `i64::MAX`.
 pub struct SqliteSink {
     options: SqliteConnectOptions,
     target: String,
@@ -139,7 +154,12 @@ async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), 
     .await
     .map_err(fail)?;
     for migration in MIGRATIONS {
-        let mut tx = connection.begin().await.map_err(fail)?;
+        // IMMEDIATE takes the write lock first (waiting out the busy timeout), so two processes
+        // starting together apply each migration once.
+        let mut tx = connection
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail)?;
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT version FROM usage_schema_migrations WHERE version = ?")
                 .bind(migration.version)
@@ -167,6 +187,11 @@ async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), 
     Ok(())
 }
 
+/// A count as SQLite's signed 64-bit integer, held at `i64::MAX`.
+fn clamp(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
 /// `started_at` as stored: RFC 3339, UTC, microseconds.
 pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
     record
@@ -178,13 +203,20 @@ pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
 impl Sink for SqliteSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
+        self.insert(&pool, batch).await
+    }
+}
+
+impl SqliteSink {
+    async fn insert(&self, pool: &SqlitePool, batch: &[UsageRecord]) -> Result<(), Error> {
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut tx = pool.begin().await.map_err(fail)?;
         for rows in batch.chunks(ROWS_PER_STATEMENT) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO usage_records (id, operation, function, service, instance, \
                  started_at, duration_us, outcome, error_type, error_message, tenant_id, \
-                 user_id, session_id, attributes) ",
+                 user_id, session_id, attributes, model, input_tokens, output_tokens, \
+                 cached_input_tokens, cost_nano_usd) ",
             );
             insert.push_values(rows, |mut row, record| {
                 row.push_bind(record.id.hyphenated().to_string())
@@ -200,7 +232,12 @@ impl Sink for SqliteSink {
                     .push_bind(record.tenant_id.clone())
                     .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
                     .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-                    .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string());
+                    .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
+                    .push_bind(record.model.clone())
+                    .push_bind(record.input_tokens.map(clamp))
+                    .push_bind(record.output_tokens.map(clamp))
+                    .push_bind(record.cached_input_tokens.map(clamp))
+                    .push_bind(record.cost_nano_usd);
             });
             insert.push(" ON CONFLICT (id) DO NOTHING");
             insert.build().execute(&mut *tx).await.map_err(fail)?;
