@@ -253,3 +253,90 @@ async fn a_failed_write_is_counted_and_named() {
     assert!(guard.flush().await.is_err());
     assert_eq!(guard.health().failed, 4);
 }
+
+/// The schema the first release created (migration 1 only), with one row in it.
+async fn first_release_database(url: &str) {
+    let mut db = open(&format!("{url}?mode=rwc")).await;
+    sqlx::raw_sql(
+        "CREATE TABLE usage_schema_migrations (
+             version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL,
+             applied_at TEXT NOT NULL);
+         INSERT INTO usage_schema_migrations VALUES (1, 'usage_records', '2026-01-01T00:00:00Z');
+         CREATE TABLE usage_records (
+             id TEXT NOT NULL PRIMARY KEY, operation TEXT NOT NULL, function TEXT NOT NULL,
+             service TEXT NOT NULL, instance TEXT NOT NULL, started_at TEXT NOT NULL,
+             duration_us INTEGER NOT NULL,
+             outcome TEXT NOT NULL CHECK (outcome IN ('success', 'error', 'panic', 'cancelled')),
+             error_type TEXT, error_message TEXT, tenant_id TEXT, user_id TEXT, session_id TEXT,
+             attributes TEXT NOT NULL DEFAULT '{}');
+         INSERT INTO usage_records (id, operation, function, service, instance, started_at,
+             duration_us, outcome, attributes)
+         VALUES ('01900000-0000-7000-8000-000000000001', 'old', 'app::old', 'svc', 'host',
+             '2026-01-01T00:00:00.000000Z', 12, 'success', '{}');",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+#[derive(usage_runtime::UsageReport)]
+struct Completion {
+    #[usage(model)]
+    model: &'static str,
+    #[usage(input_tokens)]
+    input: u64,
+    #[usage(output_tokens)]
+    output: u64,
+    #[usage(cached_input_tokens)]
+    cached: u64,
+}
+
+#[track_usage(operation = "complete")]
+fn complete(input: u64) -> Completion {
+    Completion {
+        model: "gpt-4o",
+        input,
+        output: 1000,
+        cached: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_first_release_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    first_release_database(&url).await;
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+
+    let pricing = usage_runtime::Pricing::from_toml(
+        "[models.\"gpt-4o\"]\ninput = \"2.50\"\noutput = \"10.00\"\n",
+    )
+    .unwrap();
+    let capture = Capture::new().with_pricing(pricing);
+    capture.run(|| {
+        complete(1000);
+        complete(u64::MAX);
+    });
+    sink.write(&capture.records()).await.unwrap();
+
+    let mut db = open(&url).await;
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM usage_schema_migrations")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2]);
+    let rows: Vec<(String, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
+        sqlx::query_as(
+            "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
+             cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows[0], ("old".into(), None, None, None, None, None), "old rows keep NULLs");
+    assert_eq!(
+        rows[1],
+        ("complete".into(), Some("gpt-4o".into()), Some(1000), Some(1000), Some(0), Some(12_500_000))
+    );
+    assert_eq!(rows[2].2, Some(i64::MAX), "the largest count is held at SQLite's maximum");
+}

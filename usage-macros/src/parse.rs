@@ -253,6 +253,10 @@ pub(crate) fn args(tokens: TokenStream, errors: &mut Errors) -> Args {
             "error_if" => expr_value(&key, value, errors, |expr, e| {
                 args.error_if.set(&key, expr, e)
             }),
+            "tokens" => expr_value(&key, value, errors, |expr, e| {
+                args.tokens.set(&key, expr, e)
+            }),
+            "model" => expr_value(&key, value, errors, |expr, e| args.model.set(&key, expr, e)),
             "fields" => match value {
                 RawValue::List(_, tokens) => {
                     if let Some(fields) = fields(tokens, errors) {

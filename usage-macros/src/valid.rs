@@ -78,7 +78,8 @@ fn stream(args: &Args, sig: &Signature, returns_stream: bool, errors: &mut Error
     if let Some(asyncness) = &sig.asyncness {
         errors.at(
             asyncness.span,
-            "`stream` tracks a fn that returns a stream; make it a plain fn returning              `impl Stream<Item = ...>` (an `async fn` is tracked without `stream`)",
+            "`stream` tracks a fn that returns a stream; make it a plain fn returning \
+             `impl Stream<Item = ...>` (an `async fn` is tracked without `stream`)",
         );
     } else if !returns_stream {
         let at = match &sig.output {
@@ -87,7 +88,8 @@ fn stream(args: &Args, sig: &Signature, returns_stream: bool, errors: &mut Error
         };
         errors.at(
             at,
-            "`stream` needs a return type of `impl Stream<Item = ...>`,              `Pin<Box<dyn Stream<Item = ...>>>` or `BoxStream<'_, ...>`",
+            "`stream` needs a return type of `impl Stream<Item = ...>`, \
+             `Pin<Box<dyn Stream<Item = ...>>>` or `BoxStream<'_, ...>`",
         );
     }
 }
