@@ -301,6 +301,16 @@ fn complete(input: u64) -> Completion {
     }
 }
 
+/// operation, model, input, output, cached input, cost
+type TokenRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
 #[tokio::test]
 async fn a_first_release_database_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,18 +335,32 @@ async fn a_first_release_database_is_upgraded_in_place() {
         .await
         .unwrap();
     assert_eq!(versions, [1, 2]);
-    let rows: Vec<(String, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
-        sqlx::query_as(
-            "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
              cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",
-        )
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(rows[0], ("old".into(), None, None, None, None, None), "old rows keep NULLs");
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows[0],
+        ("old".into(), None, None, None, None, None),
+        "old rows keep NULLs"
+    );
     assert_eq!(
         rows[1],
-        ("complete".into(), Some("gpt-4o".into()), Some(1000), Some(1000), Some(0), Some(12_500_000))
+        (
+            "complete".into(),
+            Some("gpt-4o".into()),
+            Some(1000),
+            Some(1000),
+            Some(0),
+            Some(12_500_000)
+        )
     );
-    assert_eq!(rows[2].2, Some(i64::MAX), "the largest count is held at SQLite's maximum");
+    assert_eq!(
+        rows[2].2,
+        Some(i64::MAX),
+        "the largest count is held at SQLite's maximum"
+    );
 }

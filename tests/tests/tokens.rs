@@ -173,7 +173,7 @@ fn an_anthropic_like_response_counts_cache_reads_as_input() {
 fn an_err_reports_no_tokens_and_other_types_record_none() {
     let capture = capture();
     run_async(&capture, openai_fail()).unwrap_err();
-    capture.run(|| plain());
+    capture.run(plain);
     let records = capture.records();
     let failed = by_operation(&records, "openai.fail");
     assert_eq!(failed.outcome, Outcome::Error);
@@ -434,10 +434,16 @@ fn health_counts_unpriced_records() {
     huge();
     guard.flush_blocking().unwrap();
     let health = guard.health();
-    assert_eq!(health.unpriced, 1, "only the record with tokens and no price");
+    assert_eq!(
+        health.unpriced, 1,
+        "only the record with tokens and no price"
+    );
     assert_eq!(health.token_counts_saturated, 1);
     let records = sink.records();
-    assert_eq!(by_operation(&records, "anthropic.messages").cost_nano_usd, Some(1_000_000));
+    assert_eq!(
+        by_operation(&records, "anthropic.messages").cost_nano_usd,
+        Some(1_000_000)
+    );
 }
 
 #[test]
