@@ -399,6 +399,53 @@ fn in_body_recording_across_awaits_on_a_multi_thread_runtime() {
     assert_eq!(record.model.as_deref(), Some("gpt-4o"));
 }
 
+/// Pending once, then ready: lets a test move a future to another thread between two polls.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[track_usage(operation = "body.two_threads")]
+async fn two_threads() -> std::thread::ThreadId {
+    usage_runtime::record_tokens(10, 1);
+    YieldOnce(false).await;
+    usage_runtime::record_tokens(10, 1);
+    std::thread::current().id()
+}
+
+#[test]
+fn in_body_recording_follows_a_future_to_another_thread() {
+    let capture = capture();
+    let mut future = Box::pin(capture.run_async(two_threads()));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(future.as_mut().poll(&mut context).is_pending());
+    let first_thread = std::thread::current().id();
+    let second_thread = std::thread::spawn(move || {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(thread) => thread,
+            std::task::Poll::Pending => panic!("still pending"),
+        }
+    })
+    .join()
+    .unwrap();
+    assert_ne!(first_thread, second_thread, "the second poll ran elsewhere");
+    let record = &capture.records()[0];
+    assert_eq!(
+        (record.input_tokens, record.output_tokens),
+        (Some(20), Some(2))
+    );
+}
+
 #[test]
 fn concurrent_tasks_on_both_threads_keep_their_own_tokens() {
     let capture = capture();

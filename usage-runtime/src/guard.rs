@@ -16,7 +16,7 @@ use crate::catalog::Operation;
 use crate::classify::Classification;
 use crate::dimension::Dimensions;
 use crate::record::Outcome;
-use crate::tokens::{Tally, TallyScope, TokenUsage};
+use crate::tokens::{Slot, Tally, TallyScope, TokenUsage};
 
 /// The byte limit of recorded error text, set by the installed tracker.
 pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize =
@@ -30,7 +30,7 @@ pub struct CallGuard {
     start: quanta::Instant,
     dims: Option<Box<Dimensions>>,
     /// Tokens and model recorded by the body (`record_tokens`, `set_model`).
-    tally: Tally,
+    tally: Slot,
     /// The first error item of a tracked stream.
     stream_error: Option<Box<ErrorDetails>>,
     panicked: bool,
@@ -46,7 +46,7 @@ impl CallGuard {
         CallGuard {
             op,
             dims: dims.map(Box::new),
-            tally: Tally::default(),
+            tally: None,
             stream_error: None,
             panicked: false,
             finished: false,
@@ -131,7 +131,9 @@ impl CallGuard {
 
     /// Adds the returned value's usage to what the body recorded; a model the body set wins.
     fn add_usage(&mut self, usage: TokenUsage<'_>) {
-        self.tally.merge(usage.into_owned());
+        self.tally
+            .get_or_insert_with(Box::default)
+            .merge(usage.into_owned());
     }
 
     #[cold]
@@ -175,11 +177,7 @@ impl CallGuard {
 
 impl CallGuard {
     fn take_tokens(&mut self) -> Option<Box<Tally>> {
-        if self.tally.is_empty() {
-            None
-        } else {
-            Some(Box::new(std::mem::take(&mut self.tally)))
-        }
+        self.tally.take().filter(|tally| !tally.is_empty())
     }
 }
 

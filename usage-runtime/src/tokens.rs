@@ -324,22 +324,25 @@ impl<T: ModelName> ModelName for Option<T> {
 /// What the body of the innermost tracked call recorded on this thread or task.
 pub(crate) type Tally = TokenUsage<'static>;
 
+/// A call's place for its tally: empty (and free) until the body records something.
+pub(crate) type Slot = Option<Box<Tally>>;
+
 thread_local! {
     /// One tally per tracked call running on this thread, innermost last. A sync call keeps its
     /// tally here while it runs; an async call's tally is moved in for each poll and back out.
-    static TALLIES: RefCell<Vec<Tally>> = const { RefCell::new(Vec::new()) };
+    static TALLIES: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Makes a call's tally the innermost one on this thread until dropped (also when unwinding),
 /// then puts what was recorded back into the call's slot.
 #[derive(Debug)]
 pub(crate) struct TallyScope<'a> {
-    slot: &'a mut Tally,
+    slot: &'a mut Slot,
 }
 
 impl<'a> TallyScope<'a> {
-    pub(crate) fn enter(slot: &'a mut Tally) -> Self {
-        let tally = std::mem::take(slot);
+    pub(crate) fn enter(slot: &'a mut Slot) -> Self {
+        let tally = slot.take();
         TALLIES.with(|tallies| tallies.borrow_mut().push(tally));
         TallyScope { slot }
     }
@@ -351,16 +354,14 @@ impl Drop for TallyScope<'_> {
     }
 }
 
-fn pop() -> Tally {
-    TALLIES
-        .with(|tallies| tallies.borrow_mut().pop())
-        .unwrap_or_default()
+fn pop() -> Slot {
+    TALLIES.with(|tallies| tallies.borrow_mut().pop().flatten())
 }
 
 fn with_innermost(update: impl FnOnce(&mut Tally)) {
     TALLIES.with(|tallies| {
-        if let Some(tally) = tallies.borrow_mut().last_mut() {
-            update(tally);
+        if let Some(slot) = tallies.borrow_mut().last_mut() {
+            update(slot.get_or_insert_with(Box::default));
         }
     });
 }
@@ -422,7 +423,7 @@ mod tests {
 
     #[test]
     fn nested_scopes_record_into_the_innermost() {
-        let (mut outer, mut inner) = (Tally::default(), Tally::default());
+        let (mut outer, mut inner): (Slot, Slot) = (None, None);
         {
             let _outer = TallyScope::enter(&mut outer);
             record_tokens(10, 1);
@@ -433,8 +434,11 @@ mod tests {
             }
             record_tokens(1, 1);
         }
-        assert_eq!(inner, TokenUsage::tokens(5, 5).with_model("inner"));
-        assert_eq!(outer, TokenUsage::tokens(11, 2));
+        assert_eq!(
+            *inner.unwrap(),
+            TokenUsage::tokens(5, 5).with_model("inner")
+        );
+        assert_eq!(*outer.unwrap(), TokenUsage::tokens(11, 2));
     }
 
     #[test]
