@@ -65,7 +65,8 @@ pub enum Error {
 }
 
 /// The step of talking to a database that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DbStep {
     /// Resolving the host name.

@@ -8,11 +8,25 @@ use std::pin::Pin;
 use crate::error::Error;
 use crate::record::UsageRecord;
 
+mod jsonl;
 mod memory;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlSink;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresSink;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::{SqlConfig, VerifyReport};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSink;
 
@@ -36,5 +50,33 @@ pub(crate) trait DynSink: fmt::Debug + Send {
 impl<S: Sink> DynSink for S {
     fn write_dyn<'a>(&'a mut self, batch: &'a [UsageRecord]) -> WriteFuture<'a> {
         Box::pin(self.write(batch))
+    }
+}
+
+/// The record `verify()` writes, reads back and deletes.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) fn probe_record() -> UsageRecord {
+    use chrono::{SubsecRound, Utc};
+
+    UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        operation: "usage.verify".to_owned(),
+        function: "usage_runtime::sink::verify".to_owned(),
+        service: "usage-verify".to_owned(),
+        instance: gethostname::gethostname().to_string_lossy().into_owned(),
+        started_at: Utc::now().trunc_subsecs(6),
+        duration: std::time::Duration::ZERO,
+        outcome: crate::record::Outcome::Success,
+        error_type: None,
+        error_message: None,
+        tenant_id: None,
+        user_id: None,
+        session_id: None,
+        model: None,
+        input_tokens: None,
+        output_tokens: None,
+        cached_input_tokens: None,
+        cost_nano_usd: None,
+        attributes: serde_json::Map::new(),
     }
 }

@@ -9,8 +9,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Sqlite};
 
+use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
@@ -18,19 +19,12 @@ use crate::record::UsageRecord;
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// One schema change, applied once and recorded in `usage_schema_migrations`.
-struct Migration {
-    version: i64,
-    description: &'static str,
-    sql: &'static str,
-}
-
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         description: "usage_records",
         sql: r#"
-CREATE TABLE IF NOT EXISTS usage_records (
+CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id            TEXT    NOT NULL PRIMARY KEY,
     operation     TEXT    NOT NULL,
     function      TEXT    NOT NULL,
@@ -47,23 +41,23 @@ CREATE TABLE IF NOT EXISTS usage_records (
     session_id    TEXT,
     attributes    TEXT    NOT NULL DEFAULT '{}'
 );
-CREATE INDEX IF NOT EXISTS usage_records_started_at ON usage_records (started_at);
-CREATE INDEX IF NOT EXISTS usage_records_tenant_started_at
-    ON usage_records (tenant_id, started_at);
-CREATE INDEX IF NOT EXISTS usage_records_operation_started_at
-    ON usage_records (operation, started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_started_at ON {prefix}usage_records (started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
+    ON {prefix}usage_records (tenant_id, started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
+    ON {prefix}usage_records (operation, started_at);
 "#,
     },
     Migration {
         version: 2,
         description: "model, token counts and cost",
         sql: r#"
-ALTER TABLE usage_records ADD COLUMN model TEXT;
-ALTER TABLE usage_records ADD COLUMN input_tokens INTEGER;
-ALTER TABLE usage_records ADD COLUMN output_tokens INTEGER;
-ALTER TABLE usage_records ADD COLUMN cached_input_tokens INTEGER;
-ALTER TABLE usage_records ADD COLUMN cost_nano_usd INTEGER;
-CREATE INDEX IF NOT EXISTS usage_records_model_started_at ON usage_records (model, started_at);
+ALTER TABLE {prefix}usage_records ADD COLUMN model TEXT;
+ALTER TABLE {prefix}usage_records ADD COLUMN input_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN output_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN cached_input_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN cost_nano_usd INTEGER;
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usage_records (model, started_at);
 "#,
     },
 ];
@@ -75,6 +69,7 @@ CREATE INDEX IF NOT EXISTS usage_records_model_started_at ON usage_records (mode
 /// counts above `i64::MAX` (SQLite's largest integer) are stored as `i64::MAX`.
 pub struct SqliteSink {
     options: SqliteConnectOptions,
+    config: SqlConfig,
     target: String,
     pool: Option<SqlitePool>,
 }
@@ -83,6 +78,7 @@ impl fmt::Debug for SqliteSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteSink")
             .field("database", &self.target)
+            .field("table", &self.config.records_table())
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +90,11 @@ impl SqliteSink {
     /// The connection used for writing is opened later by the tracker's worker, on its own
     /// runtime, so the sink does not depend on the runtime this is called from.
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, SqlConfig::new()).await
+    }
+
+    /// [`connect`](Self::connect) with a table prefix.
+    pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self, Error> {
         let target = redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| Error::InvalidUrl {
@@ -104,16 +105,27 @@ impl SqliteSink {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let mut connection = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|error| Error::database(DbStep::Connect, &target, error))?;
-        migrate(&mut connection, &target).await?;
-        let _ = connection.close().await;
-        Ok(SqliteSink {
+        let sink = SqliteSink {
             options,
+            config,
             target,
             pool: None,
-        })
+        };
+        let mut connection = sink.open().await?;
+        migrate(&mut connection, &sink.config, &sink.target).await?;
+        let _ = connection.close().await;
+        Ok(sink)
+    }
+
+    /// The database, as given (with any password redacted).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn open(&self) -> Result<SqliteConnection, Error> {
+        SqliteConnection::connect_with(&self.options)
+            .await
+            .map_err(|error| Error::database(DbStep::Connect, &self.target, error))
     }
 
     async fn pool(&mut self) -> Result<SqlitePool, Error> {
@@ -134,22 +146,73 @@ impl SqliteSink {
             .acquire()
             .await
             .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
-        migrate(&mut connection, &self.target).await?;
+        migrate(&mut connection, &self.config, &self.target).await?;
         drop(connection);
         self.pool = Some(pool.clone());
         Ok(pool)
     }
+
+    /// Startup verification: opens the database, migrates, writes a probe record, reads it back
+    /// and deletes it. Each failure names its step.
+    pub async fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut clock = StepClock::new();
+        let mut connection = self.open().await?;
+        clock.done(DbStep::Connect);
+        let fail = |step| move |error: sqlx::Error| Error::database(step, &self.target, error);
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(fail(DbStep::Read))?;
+        migrate(&mut connection, &self.config, &self.target).await?;
+        clock.done(DbStep::Migrate);
+        let probe = super::probe_record();
+        let table = self.config.records_table();
+        let mut tx = connection.begin().await.map_err(fail(DbStep::Write))?;
+        insert_rows(&mut tx, &table, std::slice::from_ref(&probe))
+            .await
+            .map_err(fail(DbStep::Write))?;
+        tx.commit().await.map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Write);
+        let id = probe.id.hyphenated().to_string();
+        let read: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT operation FROM {table} WHERE id = ?"
+        )))
+        .bind(&id)
+        .fetch_optional(&mut connection)
+        .await
+        .map_err(fail(DbStep::Read))?;
+        if read.as_deref() != Some(probe.operation.as_str()) {
+            return Err(Error::database(
+                DbStep::Read,
+                &self.target,
+                "the probe record written was not read back",
+            ));
+        }
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ?")))
+            .bind(&id)
+            .execute(&mut connection)
+            .await
+            .map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Read);
+        let _ = connection.close().await;
+        Ok(clock.report(&self.target, format!("SQLite {version}")))
+    }
 }
 
-async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), Error> {
+async fn migrate(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+    target: &str,
+) -> Result<(), Error> {
     let fail = |error: sqlx::Error| Error::database(DbStep::Migrate, target, error);
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS usage_schema_migrations (
+    let migrations = config.migrations_table();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {migrations} (
             version     INTEGER NOT NULL PRIMARY KEY,
             description TEXT    NOT NULL,
             applied_at  TEXT    NOT NULL
-        )",
-    )
+        )"
+    )))
     .execute(&mut *connection)
     .await
     .map_err(fail)?;
@@ -160,23 +223,24 @@ async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), 
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail)?;
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM usage_schema_migrations WHERE version = ?")
-                .bind(migration.version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
+        let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT version FROM {migrations} WHERE version = ?"
+        )))
+        .bind(migration.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
         if applied.is_some() {
             continue;
         }
-        sqlx::raw_sql(migration.sql)
+        sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        sqlx::query(
-            "INSERT INTO usage_schema_migrations (version, description, applied_at)
-             VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-        )
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {migrations} (version, description, applied_at)
+             VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+        )))
         .bind(migration.version)
         .bind(migration.description)
         .execute(&mut *tx)
@@ -187,11 +251,6 @@ async fn migrate(connection: &mut SqliteConnection, target: &str) -> Result<(), 
     Ok(())
 }
 
-/// A count as SQLite's signed 64-bit integer, held at `i64::MAX`.
-fn clamp(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
 /// `started_at` as stored: RFC 3339, UTC, microseconds.
 pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
     record
@@ -200,49 +259,50 @@ pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
         .to_string()
 }
 
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "INSERT INTO {table} (id, operation, function, service, instance, started_at, \
+         duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
+         attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) "
+    ));
+    insert.push_values(rows, |mut row, record| {
+        row.push_bind(record.id.hyphenated().to_string())
+            .push_bind(record.operation.clone())
+            .push_bind(record.function.clone())
+            .push_bind(record.service.clone())
+            .push_bind(record.instance.clone())
+            .push_bind(timestamp_text(record))
+            .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
+            .push_bind(record.outcome.as_str())
+            .push_bind(record.error_type.clone())
+            .push_bind(record.error_message.clone())
+            .push_bind(record.tenant_id.clone())
+            .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
+            .push_bind(record.model.clone())
+            .push_bind(record.input_tokens.map(sql::clamp))
+            .push_bind(record.output_tokens.map(sql::clamp))
+            .push_bind(record.cached_input_tokens.map(sql::clamp))
+            .push_bind(record.cost_nano_usd);
+    });
+    insert.push(" ON CONFLICT (id) DO NOTHING");
+    insert.build().execute(connection).await.map(|_| ())
+}
+
 impl Sink for SqliteSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
-        self.insert(&pool, batch).await
-    }
-}
-
-impl SqliteSink {
-    async fn insert(&self, pool: &SqlitePool, batch: &[UsageRecord]) -> Result<(), Error> {
+        let table = self.config.records_table();
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut tx = pool.begin().await.map_err(fail)?;
         for rows in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_records (id, operation, function, service, instance, \
-                 started_at, duration_us, outcome, error_type, error_message, tenant_id, \
-                 user_id, session_id, attributes, model, input_tokens, output_tokens, \
-                 cached_input_tokens, cost_nano_usd) ",
-            );
-            insert.push_values(rows, |mut row, record| {
-                row.push_bind(record.id.hyphenated().to_string())
-                    .push_bind(record.operation.clone())
-                    .push_bind(record.function.clone())
-                    .push_bind(record.service.clone())
-                    .push_bind(record.instance.clone())
-                    .push_bind(timestamp_text(record))
-                    .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
-                    .push_bind(record.outcome.as_str())
-                    .push_bind(record.error_type.clone())
-                    .push_bind(record.error_message.clone())
-                    .push_bind(record.tenant_id.clone())
-                    .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
-                    .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-                    .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
-                    .push_bind(record.model.clone())
-                    .push_bind(record.input_tokens.map(clamp))
-                    .push_bind(record.output_tokens.map(clamp))
-                    .push_bind(record.cached_input_tokens.map(clamp))
-                    .push_bind(record.cost_nano_usd);
-            });
-            insert.push(" ON CONFLICT (id) DO NOTHING");
-            insert.build().execute(&mut *tx).await.map_err(fail)?;
+            insert_rows(&mut tx, &table, rows).await.map_err(fail)?;
         }
-        tx.commit().await.map_err(fail)?;
-        Ok(())
+        tx.commit().await.map_err(fail)
     }
 }

@@ -1,0 +1,355 @@
+//! The PostgreSQL sink against the real server (`USAGE_TEST_POSTGRES_URL`). Each test uses its own
+//! table prefix, so tests run in parallel.
+#![allow(missing_debug_implementations)]
+// `serial()` holds a std lock for a whole test, each on its own runtime: nothing else awaits it.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use sqlx::{Connection, PgConnection, Row};
+use tests::{awkward_records, postgres_url, with_database, with_user};
+use usage_runtime::sink::{PostgresSink, Sink, SqlConfig};
+use usage_runtime::testing::Capture;
+use usage_runtime::{track_usage, DbStep, Error, Tracker};
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh prefix: the test's tables are dropped first, so reruns start clean.
+async fn fresh(url: &str, prefix: &str) -> SqlConfig {
+    let mut db = PgConnection::connect(url).await.unwrap();
+    for table in ["usage_records", "usage_schema_migrations"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table} CASCADE"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    SqlConfig::new().table_prefix(prefix).unwrap()
+}
+
+#[track_usage(operation = "chat", tenant = org, user = "user_7", fields(model = "gpt-4o"))]
+async fn chat(org: &str, fail: bool) -> Result<u32, String> {
+    if fail {
+        Err("overloaded".into())
+    } else {
+        Ok(1)
+    }
+}
+
+#[tokio::test]
+async fn tracked_calls_become_rows_with_native_types() {
+    let Some(url) = postgres_url() else { return };
+    let _serial = serial();
+    let config = fresh(&url, "pg_rows_").await;
+    let sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    let guard = Tracker::builder()
+        .service("pg-test")
+        .sink(sink)
+        .install()
+        .unwrap();
+    for n in 0..1500u32 {
+        let _ = chat("acme", n % 5 == 0).await;
+    }
+    guard.shutdown().await.unwrap();
+
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let (rows, errors): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE outcome = 'error') FROM pg_rows_usage_records",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((rows, errors), (1500, 300));
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_name = 'pg_rows_usage_records' \
+         AND column_name IN ('id', 'started_at', 'attributes', 'user_id') ORDER BY column_name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            ("attributes".into(), "jsonb".into()),
+            ("id".into(), "uuid".into()),
+            ("started_at".into(), "timestamp with time zone".into()),
+            ("user_id".into(), "uuid".into()),
+        ]
+    );
+    let row = sqlx::query(
+        "SELECT tenant_id, attributes->>'model' AS model, error_message, service \
+         FROM pg_rows_usage_records WHERE outcome = 'error' LIMIT 1",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("tenant_id"), "acme");
+    assert_eq!(row.get::<String, _>("model"), "gpt-4o");
+    assert_eq!(row.get::<String, _>("error_message"), "overloaded");
+    assert_eq!(row.get::<String, _>("service"), "pg-test");
+}
+
+#[tokio::test]
+async fn writing_a_batch_twice_leaves_one_row_per_record() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_twice_").await;
+    let capture = Capture::new();
+    capture
+        .run_async(async {
+            for n in 0..800 {
+                let _ = chat("t", n % 2 == 0).await;
+            }
+        })
+        .await;
+    let records = capture.records();
+    let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records[10..20]).await.unwrap();
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT id) FROM pg_twice_usage_records")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (800, 800));
+}
+
+#[tokio::test]
+async fn awkward_values_round_trip_or_are_sanitised_as_documented() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_awkward_").await;
+    let records = awkward_records();
+    let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    sink.write(&records).await.unwrap();
+
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let row = sqlx::query(
+        "SELECT operation, tenant_id, error_message, attributes::text AS attributes, \
+         to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS started \
+         FROM pg_awkward_usage_records WHERE id = $1::uuid",
+    )
+    .bind(records[0].id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("operation"), "chat 💬 — ünïcödé");
+    assert_eq!(row.get::<String, _>("tenant_id"), "テナント-🏢");
+    assert_eq!(
+        row.get::<String, _>("error_message"),
+        "é".repeat(512 * 1024),
+        "1 MiB intact"
+    );
+    let attributes: serde_json::Value =
+        serde_json::from_str(&row.get::<String, _>("attributes")).unwrap();
+    assert_eq!(attributes["note"], "zero\u{FFFD}byte", "NUL becomes U+FFFD");
+    assert_eq!(attributes["nested"]["deep"][1], "\u{FFFD}");
+    assert_eq!(attributes["nested"]["emoji"], "🦀");
+    assert_eq!(
+        row.get::<String, _>("started"),
+        records[0]
+            .started_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        "microseconds survive"
+    );
+
+    let row = sqlx::query(
+        "SELECT model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd \
+         FROM pg_awkward_usage_records WHERE id = $1::uuid",
+    )
+    .bind(records[1].id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("model"), "模型-✨");
+    assert_eq!(
+        row.get::<i64, _>("input_tokens"),
+        i64::MAX,
+        "held at bigint's maximum"
+    );
+    assert_eq!(row.get::<i64, _>("output_tokens"), 0);
+    assert_eq!(row.get::<i64, _>("cached_input_tokens"), i64::MAX);
+    assert_eq!(row.get::<i64, _>("cost_nano_usd"), i64::MAX);
+}
+
+#[tokio::test]
+async fn verify_walks_every_step() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_verify_").await;
+    let sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    let report = sink.verify().await.unwrap();
+    let steps: Vec<DbStep> = report.steps.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        steps,
+        [
+            DbStep::Resolve,
+            DbStep::Authenticate,
+            DbStep::Migrate,
+            DbStep::Write,
+            DbStep::Read
+        ]
+    );
+    assert!(
+        report.server_version.starts_with("PostgreSQL"),
+        "{}",
+        report.server_version
+    );
+    assert!(
+        report.target.starts_with("postgres://postgres@"),
+        "{}",
+        report.target
+    );
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_verify_usage_records")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the probe record is deleted");
+}
+
+fn step_of(error: &Error) -> DbStep {
+    match error {
+        Error::Database { step, .. } => *step,
+        other => panic!("expected a database error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_host_fails_at_resolve() {
+    let Some(_) = postgres_url() else { return };
+    let err = PostgresSink::connect("postgres://app:secret@no-such-host.invalid:5432/db")
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Resolve);
+    let text = err.to_string();
+    assert!(
+        text.contains("no-such-host.invalid:5432/db") && text.contains("app@"),
+        "{text}"
+    );
+    assert!(!text.contains("secret") && !format!("{err:?}").contains("secret"));
+}
+
+#[tokio::test]
+async fn a_wrong_port_fails_at_connect() {
+    let Some(_) = postgres_url() else { return };
+    let err = PostgresSink::connect("postgres://postgres:secret@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Connect);
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(!err.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn a_missing_database_fails_at_connect_and_names_it() {
+    let Some(url) = postgres_url() else { return };
+    let err = PostgresSink::connect(&with_database(&url, "no_such_database_here"))
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Connect);
+    assert!(err.to_string().contains("no_such_database_here"), "{err}");
+}
+
+/// `.ci/run` makes PostgreSQL ask this role for a password (scram) on 127.0.0.1.
+const PASSWORD_ROLE: &str = "usage_pw_test";
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_authenticate_and_never_shows() {
+    let Some(url) = postgres_url() else { return };
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD 'right-one'; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )))
+    .execute(&mut db)
+    .await;
+    let wrong = with_user(&url, PASSWORD_ROLE, Some("hunter2-wrong"));
+    let err = PostgresSink::connect(&wrong)
+        .await
+        .expect_err("a wrong password (or a role that may not create tables) must fail");
+    if step_of(&err) != DbStep::Authenticate {
+        let message = format!(
+            "PostgreSQL let {PASSWORD_ROLE} log in with a wrong password: pg_hba.conf trusts it \
+             (.ci/run adds a scram-sha-256 line for this role); got: {err}"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("\n!!!!!!!! SKIPPED: {message}\n");
+        return;
+    }
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains(PASSWORD_ROLE), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_user_without_insert_permission_fails_at_write() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_readonly_").await;
+    PostgresSink::connect_with(&url, config.clone())
+        .await
+        .unwrap();
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DO $$ BEGIN CREATE ROLE usage_readonly LOGIN; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+         GRANT CONNECT ON DATABASE test TO usage_readonly; \
+         GRANT USAGE ON SCHEMA public TO usage_readonly; \
+         GRANT SELECT ON pg_readonly_usage_records, pg_readonly_usage_schema_migrations \
+             TO usage_readonly;",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let readonly = PostgresSink::connect_with(&with_user(&url, "usage_readonly", None), config)
+        .await
+        .unwrap();
+    let err = readonly.verify().await.unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Write, "{err}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}
+
+#[tokio::test]
+async fn a_table_with_other_columns_fails_at_migrate() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_mismatch_").await;
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE pg_mismatch_usage_records (id uuid PRIMARY KEY, note text)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let err = PostgresSink::connect_with(&url, config).await.unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Migrate, "{err}");
+    assert!(err.to_string().contains("started_at"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_prefixes_are_named_errors() {
+    let err = PostgresSink::connect("postgres://app:s3cret@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"));
+    assert!(matches!(
+        SqlConfig::new().table_prefix("x; DROP TABLE y"),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_password() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_debug_").await;
+    // Trust authentication accepts any password, so a secret can ride along in the URL.
+    let sink = PostgresSink::connect_with(&with_user(&url, "postgres", Some("topsecret")), config)
+        .await
+        .unwrap();
+    let shown = format!("{sink:?}");
+    assert!(shown.contains("postgres@127.0.0.1:5432/test"), "{shown}");
+    assert!(!shown.contains("topsecret"), "{shown}");
+}

@@ -1,0 +1,379 @@
+//! MySQL and MariaDB through sqlx: multi-row `INSERT` statements sized under the server's
+//! `max_allowed_packet`, all of a batch in one transaction, idempotent with
+//! `ON DUPLICATE KEY UPDATE id = id` (not `INSERT IGNORE`, which would turn rejected values into
+//! silent truncation).
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, MySql, QueryBuilder, Row};
+
+use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
+use super::Sink;
+use crate::error::{redact_url, DbStep, Error};
+use crate::record::UsageRecord;
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "usage_records",
+    sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_records (
+    id                  CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+    operation           VARCHAR(255)  NOT NULL,
+    function            VARCHAR(1024) NOT NULL,
+    service             VARCHAR(255)  NOT NULL,
+    instance            VARCHAR(255)  NOT NULL,
+    started_at          DATETIME(6)   NOT NULL,
+    duration_us         BIGINT UNSIGNED NOT NULL,
+    outcome             VARCHAR(16)   NOT NULL,
+    error_type          VARCHAR(1024) NULL,
+    error_message       MEDIUMTEXT    NULL,
+    tenant_id           VARCHAR(255)  NULL,
+    user_id             CHAR(36) CHARACTER SET ascii NULL,
+    session_id          CHAR(36) CHARACTER SET ascii NULL,
+    model               VARCHAR(255)  NULL,
+    input_tokens        BIGINT UNSIGNED NULL,
+    output_tokens       BIGINT UNSIGNED NULL,
+    cached_input_tokens BIGINT UNSIGNED NULL,
+    cost_nano_usd       BIGINT        NULL,
+    attributes          JSON          NOT NULL,
+    KEY {prefix}usage_records_started_at (started_at),
+    KEY {prefix}usage_records_tenant_started_at (tenant_id, started_at),
+    KEY {prefix}usage_records_operation_started_at (operation, started_at),
+    KEY {prefix}usage_records_model_started_at (model, started_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
+"#,
+}];
+
+const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
+    outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
+    output_tokens, cached_input_tokens, cost_nano_usd, attributes";
+
+/// At most this many rows per statement (19 placeholders each, far below MySQL's 65,535).
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+
+/// Writes records to MySQL or MariaDB.
+///
+/// Columns: `CHAR(36)` ids, `DATETIME(6)` UTC times, `BIGINT UNSIGNED` counts (the full `u64`
+/// range), `MEDIUMTEXT` error messages (up to 16 MiB), `JSON` attributes, `utf8mb4` text. Limits
+/// the database enforces (255 characters for `operation`, `tenant_id`, `model`, ...) are errors,
+/// never silent truncation.
+pub struct MySqlSink {
+    options: MySqlConnectOptions,
+    config: SqlConfig,
+    target: String,
+    pool: Option<(MySqlPool, usize)>,
+}
+
+impl fmt::Debug for MySqlSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlSink")
+            .field("database", &self.target)
+            .field("table", &self.config.records_table())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MySqlSink {
+    /// Connects to `url` (`mysql://user:password@host:3306/database`) and brings the schema up to
+    /// date. The worker opens its own connection later, on its own runtime.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, SqlConfig::new()).await
+    }
+
+    /// [`connect`](Self::connect) with a table prefix.
+    pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self, Error> {
+        let options = MySqlConnectOptions::from_str(url).map_err(|error| Error::InvalidUrl {
+            url: redact_url(url),
+            reason: error.to_string(),
+        })?;
+        let target = sql::describe(
+            "mysql",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(""),
+        );
+        let sink = MySqlSink {
+            options,
+            config,
+            target,
+            pool: None,
+        };
+        let mut connection = sink.open().await?;
+        migrate(&mut connection, &sink.config, &sink.target).await?;
+        let _ = connection.close().await;
+        Ok(sink)
+    }
+
+    /// The database, as `mysql://user@host:port/database` (never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn open(&self) -> Result<MySqlConnection, Error> {
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        sql::with_connect_timeout(&self.target, async {
+            MySqlConnection::connect_with(&self.options)
+                .await
+                .map_err(|error| Error::database(connect_step(&error), &self.target, error))
+        })
+        .await
+    }
+
+    /// The worker's pool, and the bytes one statement may carry (half of `max_allowed_packet`).
+    async fn pool(&mut self) -> Result<(MySqlPool, usize), Error> {
+        if let Some((pool, budget)) = &self.pool {
+            return Ok((pool.clone(), *budget));
+        }
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(sql::CONNECT_TIMEOUT)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
+        let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+            .fetch_one(&pool)
+            .await
+            .map_err(|error| Error::database(DbStep::Read, &self.target, error))?;
+        let budget = usize::try_from(packet / 2)
+            .unwrap_or(usize::MAX)
+            .max(64 * 1024);
+        self.pool = Some((pool.clone(), budget));
+        Ok((pool, budget))
+    }
+
+    /// Startup verification: resolves, connects, logs in, migrates, writes a probe record, reads
+    /// it back and deletes it. Each failure names its step and the database, never the password.
+    pub async fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut clock = StepClock::new();
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        clock.done(DbStep::Resolve);
+        let mut connection = self.open().await?;
+        clock.done(DbStep::Authenticate);
+        let fail = |step| move |error: sqlx::Error| Error::database(step, &self.target, error);
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(fail(DbStep::Read))?;
+        migrate(&mut connection, &self.config, &self.target).await?;
+        clock.done(DbStep::Migrate);
+        let probe = super::probe_record();
+        let table = self.config.records_table();
+        let mut tx = connection.begin().await.map_err(fail(DbStep::Write))?;
+        insert_rows(&mut tx, &table, std::slice::from_ref(&probe))
+            .await
+            .map_err(fail(DbStep::Write))?;
+        tx.commit().await.map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Write);
+        let id = probe.id.hyphenated().to_string();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT operation FROM {table} WHERE id = ?"
+        )))
+        .bind(&id)
+        .fetch_optional(&mut connection)
+        .await
+        .map_err(fail(DbStep::Read))?;
+        match row {
+            Some(row) if row.get::<String, _>(0) == probe.operation => {}
+            _ => {
+                return Err(Error::database(
+                    DbStep::Read,
+                    &self.target,
+                    "the probe record written was not read back",
+                ))
+            }
+        }
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ?")))
+            .bind(&id)
+            .execute(&mut connection)
+            .await
+            .map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Read);
+        let _ = connection.close().await;
+        Ok(clock.report(&self.target, version))
+    }
+}
+
+/// Access denied (1045) and its relatives are `authenticate`; everything else on the way in is
+/// `connect` (a refused port, an unknown database).
+fn connect_step(error: &sqlx::Error) -> DbStep {
+    match error {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code().as_deref(),
+                Some("28000") | Some("1045") | Some("1698")
+            ) =>
+        {
+            DbStep::Authenticate
+        }
+        _ => DbStep::Connect,
+    }
+}
+
+async fn migrate(
+    connection: &mut MySqlConnection,
+    config: &SqlConfig,
+    target: &str,
+) -> Result<(), Error> {
+    let fail = |error: sqlx::Error| Error::database(DbStep::Migrate, target, error);
+    let migrations = config.migrations_table();
+    // DDL is not transactional in MySQL: a named lock keeps migrators one at a time.
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 30)")
+        .bind(&migrations)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(fail)?;
+    if locked != Some(1) {
+        return Err(Error::database(
+            DbStep::Migrate,
+            target,
+            "another process held the migration lock for 30 s",
+        ));
+    }
+    let result = async {
+        // Checked first, so a user who may not create tables can still run an up-to-date schema.
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(&migrations)
+        .fetch_one(&mut *connection)
+        .await?;
+        if exists == 0 {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE TABLE {migrations} (
+                     version     BIGINT       NOT NULL PRIMARY KEY,
+                     description VARCHAR(255) NOT NULL,
+                     applied_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+                 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
+            )))
+            .execute(&mut *connection)
+            .await?;
+        }
+        for migration in MIGRATIONS {
+            let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT version FROM {migrations} WHERE version = ?"
+            )))
+            .bind(migration.version)
+            .fetch_optional(&mut *connection)
+            .await?;
+            if applied.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {migrations} (version, description) VALUES (?, ?)"
+            )))
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *connection)
+            .await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(&migrations)
+        .execute(&mut *connection)
+        .await;
+    result.map_err(fail)
+}
+
+/// Roughly the bytes a row adds to a statement.
+fn row_bytes(record: &UsageRecord) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    200 + record.operation.len()
+        + record.function.len()
+        + record.service.len()
+        + record.instance.len()
+        + text(&record.error_type)
+        + text(&record.error_message)
+        + text(&record.tenant_id)
+        + text(&record.model)
+        + record.attributes.len() * 64
+}
+
+async fn insert_rows(
+    connection: &mut MySqlConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let mut insert: QueryBuilder<MySql> =
+        QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}) "));
+    insert.push_values(rows, |mut row, record| {
+        row.push_bind(record.id.hyphenated().to_string())
+            .push_bind(record.operation.clone())
+            .push_bind(record.function.clone())
+            .push_bind(record.service.clone())
+            .push_bind(record.instance.clone())
+            .push_bind(
+                record
+                    .started_at
+                    .format("%Y-%m-%d %H:%M:%S%.6f")
+                    .to_string(),
+            )
+            .push_bind(u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX))
+            .push_bind(record.outcome.as_str())
+            .push_bind(record.error_type.clone())
+            .push_bind(record.error_message.clone())
+            .push_bind(record.tenant_id.clone())
+            .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(record.model.clone())
+            .push_bind(record.input_tokens)
+            .push_bind(record.output_tokens)
+            .push_bind(record.cached_input_tokens)
+            .push_bind(record.cost_nano_usd)
+            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string());
+    });
+    insert.push(" ON DUPLICATE KEY UPDATE id = id");
+    insert.build().execute(connection).await.map(|_| ())
+}
+
+impl Sink for MySqlSink {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let (pool, budget) = self.pool().await?;
+        let table = self.config.records_table();
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        let mut tx = pool.begin().await.map_err(fail)?;
+        let mut start = 0;
+        while start < batch.len() {
+            // Grow the statement until the next row would pass the packet budget.
+            let mut end = start;
+            let mut bytes = 0;
+            while end < batch.len() && end - start < MAX_ROWS_PER_STATEMENT {
+                let next = row_bytes(&batch[end]);
+                if end > start && bytes + next > budget {
+                    break;
+                }
+                bytes += next;
+                end += 1;
+            }
+            insert_rows(&mut tx, &table, &batch[start..end])
+                .await
+                .map_err(fail)?;
+            start = end;
+        }
+        tx.commit().await.map_err(fail)
+    }
+}

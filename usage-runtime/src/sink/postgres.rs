@@ -1,0 +1,363 @@
+//! PostgreSQL through sqlx: one `INSERT ... SELECT FROM UNNEST(...)` statement per batch (one
+//! round trip, a prepared statement reused across batches), idempotent with
+//! `ON CONFLICT (id) DO NOTHING`; native `uuid`, `timestamptz` and `jsonb` columns.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
+use super::Sink;
+use crate::error::{redact_url, DbStep, Error};
+use crate::record::UsageRecord;
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "usage_records",
+    sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_records (
+    id                  uuid        PRIMARY KEY,
+    operation           text        NOT NULL,
+    function            text        NOT NULL,
+    service             text        NOT NULL,
+    instance            text        NOT NULL,
+    started_at          timestamptz NOT NULL,
+    duration_us         bigint      NOT NULL,
+    outcome             text        NOT NULL
+                        CHECK (outcome IN ('success', 'error', 'panic', 'cancelled')),
+    error_type          text,
+    error_message       text,
+    tenant_id           text,
+    user_id             uuid,
+    session_id          uuid,
+    model               text,
+    input_tokens        bigint,
+    output_tokens       bigint,
+    cached_input_tokens bigint,
+    cost_nano_usd       bigint,
+    attributes          jsonb       NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_started_at
+    ON {prefix}usage_records (started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
+    ON {prefix}usage_records (tenant_id, started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
+    ON {prefix}usage_records (operation, started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at
+    ON {prefix}usage_records (model, started_at);
+"#,
+}];
+
+const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
+    outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
+    output_tokens, cached_input_tokens, cost_nano_usd, attributes";
+
+/// Writes records to PostgreSQL.
+///
+/// Values are stored as given, except: NUL characters (which PostgreSQL rejects in `text` and
+/// `jsonb`) become U+FFFD, and token counts above `i64::MAX` are stored as `i64::MAX`.
+pub struct PostgresSink {
+    options: PgConnectOptions,
+    config: SqlConfig,
+    target: String,
+    insert: String,
+    pool: Option<PgPool>,
+}
+
+impl fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("database", &self.target)
+            .field("table", &self.config.records_table())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresSink {
+    /// Connects to `url` (`postgres://user:password@host:5432/database`) and brings the schema up
+    /// to date. The worker opens its own connection later, on its own runtime.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, SqlConfig::new()).await
+    }
+
+    /// [`connect`](Self::connect) with a table prefix.
+    pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self, Error> {
+        let sink = Self::new(url, config)?;
+        let mut connection = sink.open().await?;
+        migrate(&mut connection, &sink.config, &sink.target).await?;
+        let _ = connection.close().await;
+        Ok(sink)
+    }
+
+    fn new(url: &str, config: SqlConfig) -> Result<Self, Error> {
+        let options = PgConnectOptions::from_str(url).map_err(|error| Error::InvalidUrl {
+            url: redact_url(url),
+            reason: error.to_string(),
+        })?;
+        let target = sql::describe(
+            "postgres",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(options.get_username()),
+        );
+        let insert = format!(
+            "INSERT INTO {table} ({COLUMNS}) \
+             SELECT id::uuid, operation, function, service, instance, started_at::timestamptz, \
+                    duration_us, outcome, error_type, error_message, tenant_id, user_id::uuid, \
+                    session_id::uuid, model, input_tokens, output_tokens, cached_input_tokens, \
+                    cost_nano_usd, attributes::jsonb \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
+                         $16::int8[], $17::int8[], $18::int8[], $19::text[]) \
+                  AS t({COLUMNS}) \
+             ON CONFLICT (id) DO NOTHING",
+            table = config.records_table(),
+        );
+        Ok(PostgresSink {
+            options,
+            config,
+            target,
+            insert,
+            pool: None,
+        })
+    }
+
+    /// The database, as `postgres://user@host:port/database` (never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Resolves the host, connects and logs in, each step a named error.
+    async fn open(&self) -> Result<PgConnection, Error> {
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        sql::with_connect_timeout(&self.target, async {
+            PgConnection::connect_with(&self.options)
+                .await
+                .map_err(|error| Error::database(connect_step(&error), &self.target, error))
+        })
+        .await
+    }
+
+    async fn pool(&mut self) -> Result<PgPool, Error> {
+        if let Some(pool) = &self.pool {
+            return Ok(pool.clone());
+        }
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(sql::CONNECT_TIMEOUT)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// Startup verification: resolves, connects, logs in, migrates, writes a probe record, reads
+    /// it back and deletes it. Each failure names its step and the database, never the password.
+    pub async fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut clock = StepClock::new();
+        sql::resolve(
+            self.options.get_host(),
+            self.options.get_port(),
+            &self.target,
+        )
+        .await?;
+        clock.done(DbStep::Resolve);
+        let mut connection = self.open().await?;
+        clock.done(DbStep::Authenticate);
+        let fail = |step| move |error: sqlx::Error| Error::database(step, &self.target, error);
+        let version: String = sqlx::query_scalar("SELECT version()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(fail(DbStep::Read))?;
+        migrate(&mut connection, &self.config, &self.target).await?;
+        clock.done(DbStep::Migrate);
+        let probe = super::probe_record();
+        insert(&mut connection, &self.insert, std::slice::from_ref(&probe))
+            .await
+            .map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Write);
+        let table = self.config.records_table();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT operation FROM {table} WHERE id = $1::uuid"
+        )))
+        .bind(probe.id.hyphenated().to_string())
+        .fetch_optional(&mut connection)
+        .await
+        .map_err(fail(DbStep::Read))?;
+        match row {
+            Some(row) if row.get::<String, _>(0) == probe.operation => {}
+            _ => {
+                return Err(Error::database(
+                    DbStep::Read,
+                    &self.target,
+                    "the probe record written was not read back",
+                ))
+            }
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id = $1::uuid"
+        )))
+        .bind(probe.id.hyphenated().to_string())
+        .execute(&mut connection)
+        .await
+        .map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Read);
+        let _ = connection.close().await;
+        Ok(clock.report(&self.target, version))
+    }
+}
+
+/// Login failures (SQLSTATE class 28) are `authenticate`; everything else on the way in is
+/// `connect` (a refused port, a missing database).
+fn connect_step(error: &sqlx::Error) -> DbStep {
+    match error {
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("28")) => {
+            DbStep::Authenticate
+        }
+        _ => DbStep::Connect,
+    }
+}
+
+async fn migrate(
+    connection: &mut PgConnection,
+    config: &SqlConfig,
+    target: &str,
+) -> Result<(), Error> {
+    let fail = |error: sqlx::Error| Error::database(DbStep::Migrate, target, error);
+    let migrations = config.migrations_table();
+    let mut tx = connection.begin().await.map_err(fail)?;
+    // One migrator at a time, across processes.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(&migrations)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    // Checked first, so a user who may not create tables can still run an up-to-date schema.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&migrations)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(fail)?;
+    if !exists {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE {migrations} (
+                 version     bigint      PRIMARY KEY,
+                 description text        NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             )"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    }
+    for migration in MIGRATIONS {
+        let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT version FROM {migrations} WHERE version = $1"
+        )))
+        .bind(migration.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if applied.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {migrations} (version, description) VALUES ($1, $2)"
+        )))
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)
+}
+
+/// The batch as 19 column arrays, bound to the UNNEST statement.
+async fn insert(
+    connection: &mut PgConnection,
+    statement: &str,
+    batch: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let n = batch.len();
+    let text =
+        |f: &dyn Fn(&UsageRecord) -> String| -> Vec<String> { batch.iter().map(f).collect() };
+    let opt_text = |f: &dyn Fn(&UsageRecord) -> Option<String>| -> Vec<Option<String>> {
+        batch.iter().map(f).collect()
+    };
+    let clean = |text: &str| sql::without_nul(text).into_owned();
+    let id = |id: &uuid::Uuid| id.hyphenated().to_string();
+    let mut durations = Vec::with_capacity(n);
+    let mut counts: [Vec<Option<i64>>; 3] = Default::default();
+    let mut costs = Vec::with_capacity(n);
+    for record in batch {
+        durations.push(sql::clamp(
+            u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+        ));
+        counts[0].push(record.input_tokens.map(sql::clamp));
+        counts[1].push(record.output_tokens.map(sql::clamp));
+        counts[2].push(record.cached_input_tokens.map(sql::clamp));
+        costs.push(record.cost_nano_usd);
+    }
+    let [input, output, cached] = counts;
+    sqlx::query(AssertSqlSafe(statement.to_owned()))
+        .bind(text(&|r| id(&r.id)))
+        .bind(text(&|r| clean(&r.operation)))
+        .bind(text(&|r| clean(&r.function)))
+        .bind(text(&|r| clean(&r.service)))
+        .bind(text(&|r| clean(&r.instance)))
+        .bind(text(&|r| {
+            r.started_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        }))
+        .bind(durations)
+        .bind(text(&|r| r.outcome.as_str().to_owned()))
+        .bind(opt_text(&|r| r.error_type.as_deref().map(clean)))
+        .bind(opt_text(&|r| r.error_message.as_deref().map(clean)))
+        .bind(opt_text(&|r| r.tenant_id.as_deref().map(clean)))
+        .bind(opt_text(&|r| r.user_id.as_ref().map(id)))
+        .bind(opt_text(&|r| r.session_id.as_ref().map(id)))
+        .bind(opt_text(&|r| r.model.as_deref().map(clean)))
+        .bind(input)
+        .bind(output)
+        .bind(cached)
+        .bind(costs)
+        .bind(text(&|r| {
+            sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone())).to_string()
+        }))
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+impl Sink for PostgresSink {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let pool = self.pool().await?;
+        let mut connection = pool
+            .acquire()
+            .await
+            .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
+        insert(&mut connection, &self.insert, batch)
+            .await
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+    }
+}

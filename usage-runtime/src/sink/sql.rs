@@ -1,0 +1,222 @@
+//! What the SQL sinks share: table names from a validated prefix, startup verification reports,
+//! the sanitising of values a database would reject, and the description of a database that
+//! errors print (never with a password).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{DbStep, Error};
+
+/// Settings shared by the SQL sinks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlConfig {
+    table_prefix: String,
+}
+
+impl SqlConfig {
+    /// The default: tables `usage_records` and `usage_schema_migrations`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Prefixes every table the sink creates (`app_` gives `app_usage_records`). The prefix must
+    /// be an identifier: ASCII letters, digits and `_`, not starting with a digit, at most 32
+    /// characters.
+    pub fn table_prefix(mut self, prefix: &str) -> Result<Self, Error> {
+        let valid = prefix.len() <= 32
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !prefix.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(Error::InvalidConfig(format!(
+                "table prefix `{}` is not an identifier (ASCII letters, digits and `_`, not \
+                 starting with a digit, at most 32 characters)",
+                prefix.escape_debug()
+            )));
+        }
+        self.table_prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// The table of records.
+    pub fn records_table(&self) -> String {
+        format!("{}usage_records", self.table_prefix)
+    }
+
+    /// The table recording applied migrations.
+    pub fn migrations_table(&self) -> String {
+        format!("{}usage_schema_migrations", self.table_prefix)
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.table_prefix
+    }
+}
+
+/// One schema change, applied once and recorded in the migrations table. `{prefix}` in the SQL
+/// stands for the validated table prefix.
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) description: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+impl Migration {
+    pub(crate) fn sql_for(&self, config: &SqlConfig) -> String {
+        self.sql.replace("{prefix}", config.prefix())
+    }
+}
+
+/// What a successful [`verify`](crate::sink::PostgresSink::verify) did, step by step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The database, without the password.
+    pub target: String,
+    /// The server's version string.
+    pub server_version: String,
+    /// Each step that passed, with how long it took.
+    pub steps: Vec<(DbStep, Duration)>,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} ({})", self.target, self.server_version)?;
+        for (step, took) in &self.steps {
+            writeln!(f, "  ok  {step:<12} {took:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Times the steps of a verification.
+pub(crate) struct StepClock {
+    started: std::time::Instant,
+    steps: Vec<(DbStep, Duration)>,
+}
+
+impl StepClock {
+    pub(crate) fn new() -> Self {
+        StepClock {
+            started: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub(crate) fn done(&mut self, step: DbStep) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.started));
+        self.started = now;
+    }
+
+    pub(crate) fn report(self, target: &str, server_version: String) -> VerifyReport {
+        VerifyReport {
+            target: target.to_owned(),
+            server_version,
+            steps: self.steps,
+        }
+    }
+}
+
+/// `scheme://user@host:port/database`: what errors and `Debug` show of a database.
+pub(crate) fn describe(scheme: &str, user: &str, host: &str, port: u16, database: &str) -> String {
+    if user.is_empty() {
+        format!("{scheme}://{host}:{port}/{database}")
+    } else {
+        format!("{scheme}://{user}@{host}:{port}/{database}")
+    }
+}
+
+/// Resolves `host` before connecting, so a bad host name is its own named failure.
+pub(crate) async fn resolve(host: &str, port: u16, target: &str) -> Result<(), Error> {
+    if host.starts_with('/') {
+        return Ok(()); // a Unix socket path
+    }
+    match tokio::net::lookup_host((host, port))
+        .await
+        .map(|mut a| a.next())
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::database(
+            DbStep::Resolve,
+            target,
+            format!("`{host}` has no address"),
+        )),
+        Err(error) => Err(Error::database(DbStep::Resolve, target, error)),
+    }
+}
+
+/// How long connecting may take before it is a named timeout.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a connection attempt with [`CONNECT_TIMEOUT`].
+pub(crate) async fn with_connect_timeout<T>(
+    target: &str,
+    attempt: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::database(
+            DbStep::Connect,
+            target,
+            format!("no answer within {CONNECT_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// Replaces NUL characters (which PostgreSQL rejects in `text` and `jsonb`) by U+FFFD.
+pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// [`without_nul`] applied to every string (and key) inside a JSON value.
+pub(crate) fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(without_nul(text).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(json_without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| (without_nul(key).into_owned(), json_without_nul(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A count as a signed 64-bit integer (PostgreSQL `bigint`, SQLite `INTEGER`), held at
+/// `i64::MAX`.
+pub(crate) fn clamp(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_identifiers() {
+        assert_eq!(SqlConfig::new().records_table(), "usage_records");
+        let config = SqlConfig::new().table_prefix("app_1_").unwrap();
+        assert_eq!(config.records_table(), "app_1_usage_records");
+        assert_eq!(config.migrations_table(), "app_1_usage_schema_migrations");
+        for bad in ["1x", "a-b", "a b", "x;drop table t", "ä", &"x".repeat(33)] {
+            assert!(SqlConfig::new().table_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nul_is_replaced_everywhere() {
+        assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
+        let json = serde_json::json!({"k\0": ["x\0", {"y": "\0"}], "n": 1});
+        assert_eq!(
+            json_without_nul(&json),
+            serde_json::json!({"k\u{FFFD}": ["x\u{FFFD}", {"y": "\u{FFFD}"}], "n": 1})
+        );
+    }
+}
