@@ -85,31 +85,6 @@ pub fn with_user(url: &str, user: &str, password: Option<&str>) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_taken_apart() {
-        assert_eq!(
-            host_and_port("postgres://postgres@127.0.0.1:5432/test"),
-            ("127.0.0.1".into(), 5432)
-        );
-        assert_eq!(
-            host_and_port("mysql://root:pw@db/test"),
-            ("db".into(), 3306)
-        );
-        assert_eq!(
-            with_database("postgres://u@h:1/test?x=1", "other"),
-            "postgres://u@h:1/other?x=1"
-        );
-        assert_eq!(
-            with_user("mysql://root@h:3306/test", "app", Some("pw")),
-            "mysql://app:pw@h:3306/test"
-        );
-    }
-}
-
 /// Records carrying every awkward value a user can produce: emoji and other Unicode, NUL bytes,
 /// a 1 MiB error message, the largest token counts, a microsecond timestamp, nested JSON.
 pub fn awkward_records() -> Vec<usage_runtime::UsageRecord> {
@@ -142,4 +117,29 @@ pub fn awkward_records() -> Vec<usage_runtime::UsageRecord> {
     records[1].cost_nano_usd = Some(i64::MAX);
     records[1].model = Some("模型-✨".to_owned());
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_taken_apart() {
+        assert_eq!(
+            host_and_port("postgres://postgres@127.0.0.1:5432/test"),
+            ("127.0.0.1".into(), 5432)
+        );
+        assert_eq!(
+            host_and_port("mysql://root:pw@db/test"),
+            ("db".into(), 3306)
+        );
+        assert_eq!(
+            with_database("postgres://u@h:1/test?x=1", "other"),
+            "postgres://u@h:1/other?x=1"
+        );
+        assert_eq!(
+            with_user("mysql://root@h:3306/test", "app", Some("pw")),
+            "mysql://app:pw@h:3306/test"
+        );
+    }
 }

@@ -40,8 +40,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     attributes          JSON          NOT NULL,
     KEY {prefix}usage_records_started_at (started_at),
     KEY {prefix}usage_records_tenant_started_at (tenant_id, started_at),
-    KEY {prefix}usage_records_operation_started_at (operation, started_at),
-    KEY {prefix}usage_records_model_started_at (model, started_at)
+    KEY {prefix}usage_records_operation_started_at (operation, started_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
 }];
@@ -296,7 +295,34 @@ async fn migrate(
         .bind(&migrations)
         .execute(&mut *connection)
         .await;
-    result.map_err(fail)
+    result.map_err(fail)?;
+    // `CREATE TABLE IF NOT EXISTS` accepts any table of that name: check its columns.
+    let table = config.records_table();
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(&table)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(fail)?;
+    let missing: Vec<&str> = COLUMNS
+        .split(", ")
+        .map(str::trim)
+        .filter(|column| !present.iter().any(|p| p.eq_ignore_ascii_case(column)))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::database(
+            DbStep::Migrate,
+            target,
+            format!(
+                "table `{table}` exists without the columns {}",
+                missing.join(", ")
+            ),
+        ))
+    }
 }
 
 /// Roughly the bytes a row adds to a statement.

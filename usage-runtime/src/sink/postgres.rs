@@ -45,8 +45,6 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
     ON {prefix}usage_records (tenant_id, started_at);
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     ON {prefix}usage_records (operation, started_at);
-CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at
-    ON {prefix}usage_records (model, started_at);
 "#,
 }];
 
@@ -105,15 +103,10 @@ impl PostgresSink {
         );
         let insert = format!(
             "INSERT INTO {table} ({COLUMNS}) \
-             SELECT id::uuid, operation, function, service, instance, started_at::timestamptz, \
-                    duration_us, outcome, error_type, error_message, tenant_id, user_id::uuid, \
-                    session_id::uuid, model, input_tokens, output_tokens, cached_input_tokens, \
-                    cost_nano_usd, attributes::jsonb \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                         $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::int8[], \
-                         $16::int8[], $17::int8[], $18::int8[], $19::text[]) \
-                  AS t({COLUMNS}) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+                         $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \
+                         $16::int8[], $17::int8[], $18::int8[], $19::jsonb[]) \
              ON CONFLICT (id) DO NOTHING",
             table = config.records_table(),
         );
@@ -293,56 +286,42 @@ async fn migrate(
     tx.commit().await.map_err(fail)
 }
 
-/// The batch as 19 column arrays, bound to the UNNEST statement.
+/// The batch as 19 column arrays, bound to the UNNEST statement with native types.
 async fn insert(
     connection: &mut PgConnection,
     statement: &str,
     batch: &[UsageRecord],
 ) -> Result<(), sqlx::Error> {
-    let n = batch.len();
-    let text =
-        |f: &dyn Fn(&UsageRecord) -> String| -> Vec<String> { batch.iter().map(f).collect() };
-    let opt_text = |f: &dyn Fn(&UsageRecord) -> Option<String>| -> Vec<Option<String>> {
+    fn column<T>(batch: &[UsageRecord], f: impl Fn(&UsageRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
-    };
-    let clean = |text: &str| sql::without_nul(text).into_owned();
-    let id = |id: &uuid::Uuid| id.hyphenated().to_string();
-    let mut durations = Vec::with_capacity(n);
-    let mut counts: [Vec<Option<i64>>; 3] = Default::default();
-    let mut costs = Vec::with_capacity(n);
-    for record in batch {
-        durations.push(sql::clamp(
-            u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-        ));
-        counts[0].push(record.input_tokens.map(sql::clamp));
-        counts[1].push(record.output_tokens.map(sql::clamp));
-        counts[2].push(record.cached_input_tokens.map(sql::clamp));
-        costs.push(record.cost_nano_usd);
     }
-    let [input, output, cached] = counts;
+    let text = |text: &str| sql::without_nul(text).into_owned();
+    let opt_text =
+        |text: &Option<String>| text.as_deref().map(|t| sql::without_nul(t).into_owned());
+    let count = |count: Option<u64>| count.map(sql::clamp);
     sqlx::query(AssertSqlSafe(statement.to_owned()))
-        .bind(text(&|r| id(&r.id)))
-        .bind(text(&|r| clean(&r.operation)))
-        .bind(text(&|r| clean(&r.function)))
-        .bind(text(&|r| clean(&r.service)))
-        .bind(text(&|r| clean(&r.instance)))
-        .bind(text(&|r| {
-            r.started_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        .bind(column(batch, |r| r.id))
+        .bind(column(batch, |r| text(&r.operation)))
+        .bind(column(batch, |r| text(&r.function)))
+        .bind(column(batch, |r| text(&r.service)))
+        .bind(column(batch, |r| text(&r.instance)))
+        .bind(column(batch, |r| r.started_at))
+        .bind(column(batch, |r| {
+            sql::clamp(u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX))
         }))
-        .bind(durations)
-        .bind(text(&|r| r.outcome.as_str().to_owned()))
-        .bind(opt_text(&|r| r.error_type.as_deref().map(clean)))
-        .bind(opt_text(&|r| r.error_message.as_deref().map(clean)))
-        .bind(opt_text(&|r| r.tenant_id.as_deref().map(clean)))
-        .bind(opt_text(&|r| r.user_id.as_ref().map(id)))
-        .bind(opt_text(&|r| r.session_id.as_ref().map(id)))
-        .bind(opt_text(&|r| r.model.as_deref().map(clean)))
-        .bind(input)
-        .bind(output)
-        .bind(cached)
-        .bind(costs)
-        .bind(text(&|r| {
-            sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone())).to_string()
+        .bind(column(batch, |r| r.outcome.as_str()))
+        .bind(column(batch, |r| opt_text(&r.error_type)))
+        .bind(column(batch, |r| opt_text(&r.error_message)))
+        .bind(column(batch, |r| opt_text(&r.tenant_id)))
+        .bind(column(batch, |r| r.user_id))
+        .bind(column(batch, |r| r.session_id))
+        .bind(column(batch, |r| opt_text(&r.model)))
+        .bind(column(batch, |r| count(r.input_tokens)))
+        .bind(column(batch, |r| count(r.output_tokens)))
+        .bind(column(batch, |r| count(r.cached_input_tokens)))
+        .bind(column(batch, |r| r.cost_nano_usd))
+        .bind(column(batch, |r| {
+            sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone()))
         }))
         .execute(connection)
         .await

@@ -1,0 +1,354 @@
+//! The MySQL / MariaDB sink against the real server (`USAGE_TEST_MYSQL_URL`). Each test uses its own
+//! table prefix, so tests run in parallel.
+#![allow(missing_debug_implementations)]
+// `serial()` holds a std lock for a whole test, each on its own runtime: nothing else awaits it.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use sqlx::{Connection, MySqlConnection, Row};
+use tests::{awkward_records, mysql_url, with_database, with_user};
+use usage_runtime::sink::{MySqlSink, Sink, SqlConfig};
+use usage_runtime::testing::Capture;
+use usage_runtime::{track_usage, DbStep, Error, Tracker};
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh prefix: the test's tables are dropped first, so reruns start clean.
+async fn fresh(url: &str, prefix: &str) -> SqlConfig {
+    let mut db = MySqlConnection::connect(url).await.unwrap();
+    for table in ["usage_records", "usage_schema_migrations"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table}"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    SqlConfig::new().table_prefix(prefix).unwrap()
+}
+
+#[track_usage(operation = "chat", tenant = org, user = "user_7", fields(model = "gpt-4o"))]
+async fn chat(org: &str, fail: bool) -> Result<u32, String> {
+    if fail {
+        Err("overloaded".into())
+    } else {
+        Ok(1)
+    }
+}
+
+#[tokio::test]
+async fn tracked_calls_become_rows_with_native_types() {
+    let Some(url) = mysql_url() else { return };
+    let _serial = serial();
+    let config = fresh(&url, "my_rows_").await;
+    let sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    let guard = Tracker::builder()
+        .service("pg-test")
+        .sink(sink)
+        .install()
+        .unwrap();
+    for n in 0..1500u32 {
+        let _ = chat("acme", n % 5 == 0).await;
+    }
+    guard.shutdown().await.unwrap();
+
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let (rows, errors): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(SUM(outcome = 'error') AS SIGNED) FROM my_rows_usage_records",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((rows, errors), (1500, 300));
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR) \
+         FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = 'my_rows_usage_records' \
+         AND column_name IN ('id', 'started_at', 'input_tokens', 'user_id') ORDER BY column_name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            ("id".into(), "char(36)".into()),
+            ("input_tokens".into(), "bigint(20) unsigned".into()),
+            ("started_at".into(), "datetime(6)".into()),
+            ("user_id".into(), "char(36)".into()),
+        ]
+    );
+    let row = sqlx::query(
+        "SELECT tenant_id, JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.model')) AS model, \
+         error_message, service FROM my_rows_usage_records WHERE outcome = 'error' LIMIT 1",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("tenant_id"), "acme");
+    assert_eq!(row.get::<String, _>("model"), "gpt-4o");
+    assert_eq!(row.get::<String, _>("error_message"), "overloaded");
+    assert_eq!(row.get::<String, _>("service"), "pg-test");
+}
+
+#[tokio::test]
+async fn writing_a_batch_twice_leaves_one_row_per_record() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_twice_").await;
+    let capture = Capture::new();
+    capture
+        .run_async(async {
+            for n in 0..800 {
+                let _ = chat("t", n % 2 == 0).await;
+            }
+        })
+        .await;
+    let records = capture.records();
+    let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records).await.unwrap();
+    sink.write(&records[10..20]).await.unwrap();
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT id) FROM my_twice_usage_records")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (800, 800));
+}
+
+#[tokio::test]
+async fn awkward_values_round_trip_or_are_sanitised_as_documented() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_awkward_").await;
+    let records = awkward_records();
+    let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    sink.write(&records).await.unwrap();
+
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let row = sqlx::query(
+        "SELECT operation, tenant_id, error_message, CAST(attributes AS CHAR) AS attributes, \
+         DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%s.%fZ') AS started \
+         FROM my_awkward_usage_records WHERE id = ?",
+    )
+    .bind(records[0].id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("operation"), "chat 💬 — ünïcödé");
+    assert_eq!(row.get::<String, _>("tenant_id"), "テナント-🏢");
+    assert_eq!(
+        row.get::<String, _>("error_message"),
+        "é".repeat(512 * 1024),
+        "1 MiB intact"
+    );
+    let attributes: serde_json::Value =
+        serde_json::from_str(&row.get::<String, _>("attributes")).unwrap();
+    assert_eq!(
+        attributes["note"], "zero\u{0}byte",
+        "MySQL keeps NUL as it is"
+    );
+    assert_eq!(attributes["nested"]["deep"][1], "\u{0}");
+    assert_eq!(attributes["nested"]["emoji"], "🦀");
+    assert_eq!(
+        row.get::<String, _>("started"),
+        records[0]
+            .started_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        "microseconds survive"
+    );
+
+    let row = sqlx::query(
+        "SELECT model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd \
+         FROM my_awkward_usage_records WHERE id = ?",
+    )
+    .bind(records[1].id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("model"), "模型-✨");
+    assert_eq!(
+        row.get::<u64, _>("input_tokens"),
+        u64::MAX,
+        "the full u64 range"
+    );
+    assert_eq!(row.get::<u64, _>("output_tokens"), 0);
+    assert_eq!(row.get::<u64, _>("cached_input_tokens"), u64::MAX - 1);
+    assert_eq!(row.get::<i64, _>("cost_nano_usd"), i64::MAX);
+}
+
+#[tokio::test]
+async fn verify_walks_every_step() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_verify_").await;
+    let sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    let report = sink.verify().await.unwrap();
+    let steps: Vec<DbStep> = report.steps.iter().map(|(step, _)| *step).collect();
+    assert_eq!(
+        steps,
+        [
+            DbStep::Resolve,
+            DbStep::Authenticate,
+            DbStep::Migrate,
+            DbStep::Write,
+            DbStep::Read
+        ]
+    );
+    assert!(!report.server_version.is_empty());
+    assert!(
+        report.target.starts_with("mysql://root@"),
+        "{}",
+        report.target
+    );
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM my_verify_usage_records")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the probe record is deleted");
+}
+
+fn step_of(error: &Error) -> DbStep {
+    match error {
+        Error::Database { step, .. } => *step,
+        other => panic!("expected a database error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_host_fails_at_resolve() {
+    let Some(_) = mysql_url() else { return };
+    let err = MySqlSink::connect("mysql://app:secret@no-such-host.invalid:3306/db")
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Resolve);
+    let text = err.to_string();
+    assert!(
+        text.contains("no-such-host.invalid:3306/db") && text.contains("app@"),
+        "{text}"
+    );
+    assert!(!text.contains("secret") && !format!("{err:?}").contains("secret"));
+}
+
+#[tokio::test]
+async fn a_wrong_port_fails_at_connect() {
+    let Some(_) = mysql_url() else { return };
+    let err = MySqlSink::connect("mysql://root:secret@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Connect);
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(!err.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn a_missing_database_fails_at_connect_and_names_it() {
+    let Some(url) = mysql_url() else { return };
+    let err = MySqlSink::connect(&with_database(&url, "no_such_database_here"))
+        .await
+        .unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Connect);
+    assert!(err.to_string().contains("no_such_database_here"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_authenticate_and_never_shows() {
+    let Some(url) = mysql_url() else { return };
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE USER IF NOT EXISTS 'usage_pw_test'@'%' IDENTIFIED BY 'right-one'; \
+         CREATE USER IF NOT EXISTS 'usage_pw_test'@'localhost' IDENTIFIED BY 'right-one'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let wrong = with_user(&url, "usage_pw_test", Some("hunter2-wrong"));
+    let err = MySqlSink::connect(&wrong).await.unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Authenticate, "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("usage_pw_test"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_user_without_insert_permission_fails_at_write() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_readonly_").await;
+    MySqlSink::connect_with(&url, config.clone()).await.unwrap();
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    for host in ["%", "localhost"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE USER IF NOT EXISTS 'usage_readonly'@'{host}'; \
+             GRANT SELECT ON test.my_readonly_usage_records TO 'usage_readonly'@'{host}'; \
+             GRANT SELECT ON test.my_readonly_usage_schema_migrations \
+                 TO 'usage_readonly'@'{host}'"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let readonly = MySqlSink::connect_with(&with_user(&url, "usage_readonly", None), config)
+        .await
+        .unwrap();
+    let err = readonly.verify().await.unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Write, "{err}");
+    assert!(err.to_string().contains("denied"), "{err}");
+}
+
+#[tokio::test]
+async fn a_table_with_other_columns_fails_at_migrate() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_mismatch_").await;
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE my_mismatch_usage_records (id CHAR(36) PRIMARY KEY, note TEXT)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let err = MySqlSink::connect_with(&url, config).await.unwrap_err();
+    assert_eq!(step_of(&err), DbStep::Migrate, "{err}");
+    assert!(err.to_string().contains("started_at"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_urls_and_prefixes_are_named_errors() {
+    let err = MySqlSink::connect("mysql://app:s3cret@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"));
+    assert!(matches!(
+        SqlConfig::new().table_prefix("x; DROP TABLE y"),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_password() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_debug_").await;
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    for host in ["%", "localhost"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE USER IF NOT EXISTS 'usage_pw_debug'@'{host}' IDENTIFIED BY 'topsecret'; \
+             GRANT ALL ON test.* TO 'usage_pw_debug'@'{host}'"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let with_password = with_user(&url, "usage_pw_debug", Some("topsecret"));
+    let sink = MySqlSink::connect_with(&with_password, config)
+        .await
+        .unwrap();
+    let shown = format!("{sink:?}");
+    assert!(
+        shown.contains("usage_pw_debug@127.0.0.1:3306/test"),
+        "{shown}"
+    );
+    assert!(!shown.contains("topsecret"), "{shown}");
+}
