@@ -47,6 +47,8 @@ pub enum Error {
         /// The driver's error.
         #[source]
         source: BoxError,
+        /// Whether trying again, or without some records, can succeed.
+        kind: FailureKind,
     },
     /// Records could not be written during a flush or shutdown.
     #[error("{count} record(s) could not be written: {reason}")]
@@ -96,13 +98,87 @@ impl fmt::Display for DbStep {
     }
 }
 
+/// What kind of failure a database error is, which decides what the tracker does with the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Trying again can succeed: a refused or reset connection, a timeout, an exhausted pool, a
+    /// deadlock, a serialization failure, a busy database, a server shutting down.
+    Transient,
+    /// The database rejected a value or a constraint: the same records will fail again, but the
+    /// batch without them can succeed.
+    Rejected,
+    /// Neither: a missing table, a permission, a bad configuration.
+    Other,
+}
+
 impl Error {
-    pub(crate) fn database(step: DbStep, target: &str, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn database(step: DbStep, target: &str, source: impl Failure) -> Self {
         Error::Database {
             step,
             target: target.to_owned(),
-            source: source.into(),
+            kind: source.kind(),
+            source: source.boxed(),
         }
+    }
+
+    /// The kind of a database failure; other errors are [`FailureKind::Other`], except a timeout,
+    /// which is [`FailureKind::Transient`].
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            Error::Database { kind, .. } => *kind,
+            Error::Timeout(_) => FailureKind::Transient,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// An error a sink can hand to [`Error::database`], with its [`FailureKind`].
+pub(crate) trait Failure {
+    fn kind(&self) -> FailureKind;
+    fn boxed(self) -> BoxError;
+}
+
+impl Failure for &str {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Other
+    }
+    fn boxed(self) -> BoxError {
+        self.into()
+    }
+}
+
+impl Failure for String {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Other
+    }
+    fn boxed(self) -> BoxError {
+        self.into()
+    }
+}
+
+impl Failure for std::io::Error {
+    fn kind(&self) -> FailureKind {
+        use std::io::ErrorKind::*;
+        match std::io::Error::kind(self) {
+            NotFound | PermissionDenied | InvalidInput | InvalidData | Unsupported => {
+                FailureKind::Other
+            }
+            _ => FailureKind::Transient,
+        }
+    }
+    fn boxed(self) -> BoxError {
+        self.into()
+    }
+}
+
+impl Failure for serde_json::Error {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Rejected
+    }
+    fn boxed(self) -> BoxError {
+        self.into()
     }
 }
 

@@ -21,7 +21,7 @@ pub use call::SATURATED_ATTRIBUTE;
 pub use catalog::{operations, Operation};
 pub use classify::{Classification, Classify};
 pub use dimension::{IdInput, IdValue, TenantValue};
-pub use error::{redact_url, BoxError, DbStep, Error};
+pub use error::{redact_url, BoxError, DbStep, Error, FailureKind};
 pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
 pub use record::{Outcome, ParseOutcomeError, UsageRecord};
 pub use tokens::{
@@ -29,9 +29,10 @@ pub use tokens::{
     UsageReport,
 };
 pub use tracker::{
-    calls_without_tracker, Health, Tracker, TrackerBuilder, TrackerGuard, DEFAULT_BATCH_SIZE,
-    DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT,
+    calls_without_tracker, Health, HealthState, Overflow, Tracker, TrackerBuilder, TrackerGuard,
+    DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
+    DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Tracks every call of a fn, or of every method of an impl block.

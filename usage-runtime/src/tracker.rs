@@ -29,6 +29,12 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of error text kept per record.
 pub const DEFAULT_ERROR_MESSAGE_LIMIT: usize = 1024;
+/// Attempts after the first for a batch whose write failed transiently.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// The first retry waits up to this long (full jitter); each further one up to twice as long.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(100);
+/// No retry waits longer than this.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
 /// The namespace in which non-UUID user and session ids are mapped to UUIDv5.
 pub const DEFAULT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0e_2c4b_6a1d_4e57_9b3c_d1f2_a0e4_c7b5);
 
@@ -57,7 +63,45 @@ impl Tracker {
             error_message_limit: DEFAULT_ERROR_MESSAGE_LIMIT,
             id_namespace: DEFAULT_ID_NAMESPACE,
             pricing: None,
+            retry: Retry {
+                max_retries: DEFAULT_MAX_RETRIES,
+                base: DEFAULT_RETRY_BASE,
+                max: DEFAULT_RETRY_MAX,
+            },
+            quarantine_file: None,
+            overflow: Overflow::DropNewest,
         }
+    }
+}
+
+/// What a finished call does when the in-memory queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the new record and count it (`dropped_queue_full`), with a rate-limited warning.
+    /// The default: a handler never waits on the database.
+    DropNewest,
+    /// Wait, blocking the calling thread, up to this long for room; then drop and count. Opt-in:
+    /// it makes handlers wait when the sink falls behind.
+    Block(Duration),
+}
+
+/// How failed writes are retried.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub(crate) max_retries: u32,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Retry {
+    /// Exponential backoff with full jitter: a uniform wait in `[0, min(max, base × 2^(n-1))]`.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max);
+        ceiling.mul_f64(fastrand::f64())
     }
 }
 
@@ -73,6 +117,9 @@ pub struct TrackerBuilder {
     error_message_limit: usize,
     id_namespace: Uuid,
     pricing: Option<Pricing>,
+    retry: Retry,
+    quarantine_file: Option<std::path::PathBuf>,
+    overflow: Overflow,
 }
 
 impl fmt::Debug for TrackerBuilder {
@@ -88,6 +135,9 @@ impl fmt::Debug for TrackerBuilder {
             .field("error_message_limit", &self.error_message_limit)
             .field("id_namespace", &self.id_namespace)
             .field("pricing", &self.pricing)
+            .field("retry", &self.retry)
+            .field("quarantine_file", &self.quarantine_file)
+            .field("overflow", &self.overflow)
             .finish()
     }
 }
@@ -161,6 +211,36 @@ impl TrackerBuilder {
         self
     }
 
+    /// How many times a batch whose write failed transiently (a refused connection, a timeout, a
+    /// deadlock) is tried again before its records count as failed. Default
+    /// [`DEFAULT_MAX_RETRIES`].
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retry.max_retries = retries;
+        self
+    }
+
+    /// The backoff between retries: exponential from `base`, capped at `max`, with full jitter.
+    /// Defaults [`DEFAULT_RETRY_BASE`] and [`DEFAULT_RETRY_MAX`].
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.retry.base = base;
+        self.retry.max = max;
+        self
+    }
+
+    /// Where records the database rejects (after the batch is split to find them) are appended,
+    /// one JSON object per line with the database's reason. Without it they are logged at error
+    /// level with their content. Either way they are counted in [`Health::quarantined`].
+    pub fn quarantine_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.quarantine_file = Some(path.into());
+        self
+    }
+
+    /// What a finished call does when the queue is full. Default [`Overflow::DropNewest`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.batch_size == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
@@ -201,7 +281,11 @@ impl TrackerBuilder {
             namespace: self.id_namespace,
             pricing: self.pricing.map(Arc::new),
         };
-        let shared = Arc::new(Shared::new(self.queue_capacity, self.batch_size));
+        let shared = Arc::new(Shared::new(
+            self.queue_capacity,
+            self.batch_size,
+            self.overflow,
+        ));
         let (requests, inbox) = mpsc::channel();
         let worker = worker::spawn(worker::Config {
             shared: Arc::clone(&shared),
@@ -209,6 +293,8 @@ impl TrackerBuilder {
             context,
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
+            retry: self.retry,
+            quarantine_file: self.quarantine_file,
             inbox,
         })
         .map_err(Error::WorkerSpawn)?;
@@ -240,6 +326,7 @@ fn default_instance() -> String {
 /// State shared by the hot path, the worker and the guard.
 pub(crate) struct Shared {
     pub(crate) queue: ArrayQueue<RawCall>,
+    overflow: Overflow,
     wake_threshold: usize,
     wake_pending: AtomicBool,
     worker: OnceLock<Thread>,
@@ -258,18 +345,37 @@ pub(crate) struct Counters {
     pub(crate) dropped_at_shutdown: AtomicU64,
     pub(crate) unpriced: AtomicU64,
     pub(crate) saturated: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
 }
 
 #[derive(Default)]
 pub(crate) struct Status {
     pub(crate) last_write_at: Option<DateTime<Utc>>,
     pub(crate) last_error: Option<String>,
+    pub(crate) state: HealthState,
+}
+
+/// The tracker's state, from its last writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HealthState {
+    /// The last batch was written on the first attempt, and nothing was dropped since.
+    #[default]
+    Healthy,
+    /// Records are being written, but the last batch needed retries, or records were dropped or
+    /// quarantined since.
+    Degraded,
+    /// Writes are failing (being retried, or given up on).
+    Failing,
 }
 
 impl Shared {
-    fn new(capacity: usize, batch_size: usize) -> Self {
+    fn new(capacity: usize, batch_size: usize, overflow: Overflow) -> Self {
         Shared {
             queue: ArrayQueue::new(capacity),
+            overflow,
             wake_threshold: batch_size,
             wake_pending: AtomicBool::new(false),
             worker: OnceLock::new(),
@@ -282,7 +388,7 @@ impl Shared {
     #[inline]
     fn push(&self, call: RawCall) {
         if let Err(call) = self.queue.push(call) {
-            self.dropped_full(call);
+            self.full(call);
             return;
         }
         // Wake the worker once a batch is waiting, not per record.
@@ -292,6 +398,28 @@ impl Shared {
         {
             self.wake_worker();
         }
+    }
+
+    /// The queue is full: wait for room if the policy says so, else drop and count.
+    #[cold]
+    fn full(&self, mut call: RawCall) {
+        if let Overflow::Block(timeout) = self.overflow {
+            self.wake_worker();
+            let deadline = Instant::now() + timeout;
+            let mut pause = Duration::from_micros(20);
+            loop {
+                match self.queue.push(call) {
+                    Ok(()) => return,
+                    Err(back) => call = back,
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+        }
+        self.dropped_full(call);
     }
 
     #[cold]
@@ -310,10 +438,11 @@ impl Shared {
         }
     }
 
-    /// Records failed or dropped so far.
+    /// Records failed, dropped or quarantined so far.
     pub(crate) fn unwritten(&self) -> u64 {
         let counters = &self.counters;
         counters.failed.load(Ordering::Relaxed)
+            + counters.quarantined.load(Ordering::Relaxed)
             + counters.dropped_queue_full.load(Ordering::Relaxed)
             + counters.dropped_at_shutdown.load(Ordering::Relaxed)
     }
@@ -343,6 +472,9 @@ impl Shared {
                 + counters.dropped_at_shutdown.load(Ordering::Relaxed),
             dropped_queue_full: counters.dropped_queue_full.load(Ordering::Relaxed),
             dropped_at_shutdown: counters.dropped_at_shutdown.load(Ordering::Relaxed),
+            state: status.state,
+            retries: counters.retries.load(Ordering::Relaxed),
+            quarantined: counters.quarantined.load(Ordering::Relaxed),
             unpriced: counters.unpriced.load(Ordering::Relaxed),
             token_counts_saturated: counters.saturated.load(Ordering::Relaxed),
             last_write_at: status.last_write_at,
@@ -398,6 +530,8 @@ pub fn calls_without_tracker() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Health {
+    /// Healthy, degraded or failing, from the last writes.
+    pub state: HealthState,
     /// Calls waiting in memory.
     pub queue_depth: usize,
     /// Calls taken into the queue.
@@ -412,6 +546,10 @@ pub struct Health {
     pub dropped_queue_full: u64,
     /// Records still unwritten when the shutdown deadline passed.
     pub dropped_at_shutdown: u64,
+    /// Write attempts repeated after a transient failure.
+    pub retries: u64,
+    /// Records the database rejected, set aside with the reason (never retried).
+    pub quarantined: u64,
     /// Records with token counts but no price for their model (their cost is unknown, not zero).
     pub unpriced: u64,
     /// Records whose token counts overflowed and were held at `u64::MAX`.
@@ -549,6 +687,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backoff_is_exponential_capped_and_jittered() {
+        let retry = Retry {
+            max_retries: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for attempt in 1..=10 {
+            let ceiling =
+                (Duration::from_millis(100) * (1 << (attempt - 1))).min(Duration::from_secs(1));
+            let delays: Vec<Duration> = (0..200).map(|_| retry.delay(attempt)).collect();
+            assert!(delays.iter().all(|d| *d <= ceiling), "attempt {attempt}");
+            // Full jitter spreads the waits over the whole range.
+            assert!(delays.iter().any(|d| *d < ceiling / 4), "attempt {attempt}");
+            assert!(
+                delays.iter().any(|d| *d > ceiling * 3 / 4),
+                "attempt {attempt}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_are_pinned() {
         let builder = Tracker::builder();
         assert_eq!(builder.batch_size, 512);
@@ -557,6 +716,10 @@ mod tests {
         assert_eq!(builder.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(builder.error_message_limit, 1024);
         assert_eq!(builder.id_namespace, DEFAULT_ID_NAMESPACE);
+        assert_eq!(builder.retry.max_retries, 5);
+        assert_eq!(builder.retry.base, Duration::from_millis(100));
+        assert_eq!(builder.retry.max, Duration::from_secs(10));
+        assert_eq!(builder.overflow, Overflow::DropNewest);
         assert!(builder.check().is_ok());
     }
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::call::{Anchor, RecordContext};
-use crate::error::Error;
+use crate::error::{Error, FailureKind};
 use crate::record::UsageRecord;
 use crate::sink::BoxedSink;
-use crate::tracker::Shared;
+use crate::tracker::{HealthState, Retry, Shared};
 
 /// A request from the guard to the worker.
 pub(crate) enum Request {
@@ -79,6 +79,8 @@ pub(crate) struct Config {
     pub(crate) context: RecordContext,
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
+    pub(crate) retry: Retry,
+    pub(crate) quarantine_file: Option<std::path::PathBuf>,
     pub(crate) inbox: mpsc::Receiver<Request>,
 }
 
@@ -160,20 +162,173 @@ impl Worker {
             if batch.is_empty() {
                 return;
             }
-            let count = batch.len() as u64;
-            match self.write(&batch) {
-                Ok(()) => {
-                    counters.written.fetch_add(count, Ordering::Relaxed);
-                    self.status(|status| status.last_write_at = Some(Utc::now()));
-                }
-                Err(error) => {
-                    counters.failed.fetch_add(count, Ordering::Relaxed);
-                    let reason = error.to_string();
-                    tracing::warn!(records = count, error = %reason, "usage batch write failed");
-                    self.status(|status| status.last_error = Some(reason));
-                }
-            }
+            let before = Tallies::read(counters);
+            let mut outcome = Delivery::default();
+            self.deliver(&batch, &mut outcome);
+            let after = Tallies::read(counters);
+            self.settle(&outcome, before, after);
             batch.clear();
+        }
+    }
+
+    /// Writes `batch`: transient failures are retried with backoff; a rejection splits the batch
+    /// in halves until the rejected records are alone, and those are quarantined; other failures
+    /// fail the records. Every record ends written, quarantined or failed, and is counted.
+    fn deliver(&mut self, batch: &[UsageRecord], outcome: &mut Delivery) {
+        let counters = Arc::clone(&self.config.shared);
+        let counters = &counters.counters;
+        let count = batch.len() as u64;
+        match self.write_retrying(batch, outcome) {
+            Ok(()) => {
+                counters.written.fetch_add(count, Ordering::Relaxed);
+                outcome.written += count;
+            }
+            Err(error) if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
+                let (first, second) = batch.split_at(batch.len() / 2);
+                self.deliver(first, outcome);
+                self.deliver(second, outcome);
+            }
+            Err(error) if error.failure_kind() == FailureKind::Rejected => {
+                self.quarantine(&batch[0], &error);
+                counters.quarantined.fetch_add(1, Ordering::Relaxed);
+                outcome.quarantined += 1;
+            }
+            Err(error) => {
+                counters.failed.fetch_add(count, Ordering::Relaxed);
+                outcome.failed += count;
+                let reason = error.to_string();
+                tracing::warn!(records = count, error = %reason, "usage batch write failed");
+                outcome.last_error = Some(reason);
+            }
+        }
+    }
+
+    /// One write, tried again after transient failures (with backoff and full jitter) up to the
+    /// retry limit, and never past the shutdown deadline.
+    fn write_retrying(
+        &mut self,
+        batch: &[UsageRecord],
+        outcome: &mut Delivery,
+    ) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            let error = match self.write(batch) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let deadline = *self.config.shared.shutdown_deadline.borrow();
+            let past_deadline = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+            if error.failure_kind() != FailureKind::Transient
+                || attempt >= self.config.retry.max_retries
+                || past_deadline
+            {
+                return Err(error);
+            }
+            attempt += 1;
+            outcome.retried = true;
+            self.config
+                .shared
+                .counters
+                .retries
+                .fetch_add(1, Ordering::Relaxed);
+            self.set_state(HealthState::Failing, Some(&error.to_string()));
+            let delay = self.config.retry.delay(attempt);
+            tracing::debug!(attempt, ?delay, error = %error, "retrying usage batch write");
+            self.sleep(delay);
+        }
+    }
+
+    /// Sleeps, waking early if the shutdown deadline passes.
+    fn sleep(&self, delay: Duration) {
+        let mut deadline = self.config.shared.shutdown_deadline.subscribe();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = until_deadline(&mut deadline) => {}
+            }
+        });
+    }
+
+    /// Appends a rejected record, with the reason, to the quarantine file (or the error log).
+    fn quarantine(&mut self, record: &UsageRecord, error: &Error) {
+        let reason = error.to_string();
+        let entry = serde_json::json!({
+            "quarantined_at": Utc::now(),
+            "reason": reason,
+            "record": record,
+        });
+        let written = self.config.quarantine_file.as_ref().map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut file| {
+                    use std::io::Write;
+                    writeln!(file, "{entry}")?;
+                    file.sync_data()
+                })
+                .map_err(|io| (path.clone(), io))
+        });
+        match written {
+            Some(Ok(())) => tracing::warn!(
+                id = %record.id,
+                reason = %reason,
+                "usage record rejected by the database: quarantined"
+            ),
+            Some(Err((path, io))) => tracing::error!(
+                id = %record.id,
+                reason = %reason,
+                file = %path.display(),
+                io_error = %io,
+                record = %entry,
+                "usage record rejected by the database; the quarantine file failed, so here it is"
+            ),
+            None => tracing::error!(
+                id = %record.id,
+                reason = %reason,
+                record = %entry,
+                "usage record rejected by the database (no quarantine file configured)"
+            ),
+        }
+    }
+
+    /// Updates the health state after a batch, logging each transition.
+    fn settle(&self, outcome: &Delivery, before: Tallies, after: Tallies) {
+        let state = if outcome.failed > 0 {
+            HealthState::Failing
+        } else if outcome.retried || outcome.quarantined > 0 || after.dropped > before.dropped {
+            HealthState::Degraded
+        } else {
+            HealthState::Healthy
+        };
+        if outcome.written > 0 {
+            self.status(|status| status.last_write_at = Some(Utc::now()));
+        }
+        self.set_state(state, outcome.last_error.as_deref());
+    }
+
+    fn set_state(&self, state: HealthState, error: Option<&str>) {
+        let previous = {
+            let mut status = self
+                .config
+                .shared
+                .status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(error) = error {
+                status.last_error = Some(error.to_owned());
+            }
+            std::mem::replace(&mut status.state, state)
+        };
+        if previous == state {
+            return;
+        }
+        match state {
+            HealthState::Healthy => tracing::info!(from = ?previous, "usage tracker is healthy"),
+            HealthState::Degraded => tracing::warn!(from = ?previous, "usage tracker is degraded"),
+            HealthState::Failing => {
+                tracing::error!(from = ?previous, error = error.unwrap_or(""), "usage tracker is failing")
+            }
         }
     }
 
@@ -219,7 +374,7 @@ impl Worker {
                 "usage shutdown deadline passed: records were not written"
             );
             let reason = format!("{left} record(s) missed the shutdown deadline");
-            self.status(|status| status.last_error = Some(reason));
+            self.set_state(HealthState::Failing, Some(&reason));
         }
     }
 
@@ -244,6 +399,30 @@ impl Worker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         update(&mut status);
+    }
+}
+
+/// What happened to the records of one batch.
+#[derive(Default)]
+struct Delivery {
+    written: u64,
+    quarantined: u64,
+    failed: u64,
+    retried: bool,
+    last_error: Option<String>,
+}
+
+/// Counters compared around a batch.
+#[derive(Clone, Copy)]
+struct Tallies {
+    dropped: u64,
+}
+
+impl Tallies {
+    fn read(counters: &crate::tracker::Counters) -> Self {
+        Tallies {
+            dropped: counters.dropped_queue_full.load(Ordering::Relaxed),
+        }
     }
 }
 

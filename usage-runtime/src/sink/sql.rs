@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{DbStep, Error};
+use crate::error::{DbStep, Error, Failure, FailureKind};
 
 /// Settings shared by the SQL sinks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,6 +193,66 @@ pub(crate) fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
 /// `i64::MAX`.
 pub(crate) fn clamp(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+impl Failure for sqlx::Error {
+    fn kind(&self) -> FailureKind {
+        match self {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => FailureKind::Transient,
+            sqlx::Error::Encode(_) => FailureKind::Rejected,
+            sqlx::Error::Database(db) => database_failure(db.as_ref()),
+            _ => FailureKind::Other,
+        }
+    }
+
+    fn boxed(self) -> crate::error::BoxError {
+        self.into()
+    }
+}
+
+/// Sorts a database's own error codes: PostgreSQL SQLSTATEs, MySQL error numbers, SQLite result
+/// codes.
+fn database_failure(db: &(dyn sqlx::error::DatabaseError + 'static)) -> FailureKind {
+    let code = db.code().unwrap_or_default();
+    #[cfg(feature = "mysql")]
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return match mysql.number() {
+            // gone away, lost connection, lock wait timeout, deadlock, too many connections,
+            // server shutdown, read-only (failover)
+            2006 | 2013 | 1205 | 1213 | 1040 | 1053 | 1290 | 1836 => FailureKind::Transient,
+            // data too long, incorrect value, out of range, truncated, bad date, null in not-null,
+            // invalid JSON, foreign key, check constraint, incorrect string (encoding)
+            1406 | 1366 | 1264 | 1265 | 1292 | 1048 | 3140 | 1452 | 3819 | 1300 => {
+                FailureKind::Rejected
+            }
+            _ => FailureKind::Other,
+        };
+    }
+    #[cfg(feature = "sqlite")]
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Primary result code: the low byte of the extended code.
+        let primary = code.parse::<u32>().map_or(0, |code| code & 0xff);
+        return match primary {
+            5 | 6 | 10 | 13 | 15 => FailureKind::Transient, // busy, locked, I/O, full, protocol
+            18 | 19 | 20 | 25 => FailureKind::Rejected,     // too big, constraint, mismatch, range
+            _ => FailureKind::Other,
+        };
+    }
+    match code.get(..2) {
+        // connection exception, insufficient resources, operator intervention, system error
+        Some("08") | Some("53") | Some("57") | Some("58") => FailureKind::Transient,
+        // serialization failure, deadlock; lock not available
+        Some("40") => FailureKind::Transient,
+        _ if code == "55P03" => FailureKind::Transient,
+        // data exception, integrity constraint violation
+        Some("22") | Some("23") => FailureKind::Rejected,
+        _ => FailureKind::Other,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,267 @@
+//! What the tracker does when writes fail: retries, rejected records split out and quarantined,
+//! overflow policies and the health state. Every record ends written, quarantined, failed or
+//! dropped, and is counted.
+#![allow(missing_debug_implementations)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use usage_runtime::sink::{MemorySink, Sink};
+use usage_runtime::{
+    track_usage, DbStep, Error, FailureKind, HealthState, Overflow, Tracker, UsageRecord,
+};
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[track_usage(operation = "work", tenant = tenant)]
+fn work(tenant: &str) -> u32 {
+    tenant.len() as u32
+}
+
+fn failure(kind: FailureKind, message: &str) -> Error {
+    Error::Database {
+        step: DbStep::Write,
+        target: "test://sink".into(),
+        source: message.to_owned().into(),
+        kind,
+    }
+}
+
+/// Fails its first `failures` writes with `kind`, then writes.
+#[derive(Debug, Clone)]
+struct Flaky {
+    failures: Arc<AtomicU32>,
+    kind: FailureKind,
+    attempts: Arc<AtomicU32>,
+    records: MemorySink,
+}
+
+impl Flaky {
+    fn new(failures: u32, kind: FailureKind) -> Self {
+        Flaky {
+            failures: Arc::new(AtomicU32::new(failures)),
+            kind,
+            attempts: Arc::new(AtomicU32::new(0)),
+            records: MemorySink::new(),
+        }
+    }
+}
+
+impl Sink for Flaky {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(failure(self.kind, "connection reset by peer"));
+        }
+        self.records.write(batch).await
+    }
+}
+
+fn fast_retries() -> usage_runtime::TrackerBuilder {
+    Tracker::builder().retry_backoff(Duration::from_millis(1), Duration::from_millis(5))
+}
+
+#[test]
+fn transient_failures_are_retried_until_written() {
+    let _serial = serial();
+    let sink = Flaky::new(3, FailureKind::Transient);
+    let guard = fast_retries().sink(sink.clone()).install().unwrap();
+    for _ in 0..10 {
+        work("acme");
+    }
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(sink.records.records().len(), 10);
+    assert_eq!((health.written, health.failed, health.retries), (10, 0, 3));
+    assert_eq!(
+        health.state,
+        HealthState::Degraded,
+        "written, but only after retries"
+    );
+    // The next clean batch makes it healthy again.
+    work("acme");
+    guard.flush_blocking().unwrap();
+    assert_eq!(guard.health().state, HealthState::Healthy);
+}
+
+#[test]
+fn retries_stop_at_the_limit_and_the_records_count_as_failed() {
+    let _serial = serial();
+    let sink = Flaky::new(100, FailureKind::Transient);
+    let guard = fast_retries()
+        .max_retries(2)
+        .sink(sink.clone())
+        .install()
+        .unwrap();
+    for _ in 0..4 {
+        work("acme");
+    }
+    let err = guard.flush_blocking().unwrap_err();
+    assert!(matches!(err, Error::NotWritten { count: 4, .. }), "{err:?}");
+    assert_eq!(
+        sink.attempts.load(Ordering::SeqCst),
+        3,
+        "one try and two retries"
+    );
+    let health = guard.health();
+    assert_eq!((health.failed, health.retries), (4, 2));
+    assert_eq!(health.state, HealthState::Failing);
+    assert!(health.last_error.unwrap().contains("connection reset"));
+}
+
+#[test]
+fn other_failures_are_not_retried() {
+    let _serial = serial();
+    let sink = Flaky::new(1, FailureKind::Other);
+    let guard = fast_retries().sink(sink.clone()).install().unwrap();
+    work("acme");
+    assert!(guard.flush_blocking().is_err());
+    assert_eq!(sink.attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(guard.health().retries, 0);
+}
+
+/// Rejects any batch holding a record whose tenant is "poison", as a database rejects a value.
+#[derive(Debug, Clone, Default)]
+struct Picky {
+    writes: Arc<AtomicU32>,
+    records: MemorySink,
+}
+
+impl Sink for Picky {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if batch
+            .iter()
+            .any(|r| r.tenant_id.as_deref() == Some("poison"))
+        {
+            return Err(failure(
+                FailureKind::Rejected,
+                "value too long for column tenant_id",
+            ));
+        }
+        self.records.write(batch).await
+    }
+}
+
+#[test]
+fn rejected_records_are_split_out_and_quarantined_with_the_reason() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let sink = Picky::default();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .batch_size(64)
+        .quarantine_file(&quarantine)
+        .install()
+        .unwrap();
+    for n in 0..64 {
+        work(if n == 17 || n == 40 { "poison" } else { "fine" });
+    }
+    let err = guard.flush_blocking().unwrap_err();
+    assert!(matches!(err, Error::NotWritten { count: 2, .. }), "{err:?}");
+    let health = guard.health();
+    assert_eq!(
+        (health.written, health.quarantined, health.failed),
+        (62, 2, 0)
+    );
+    assert_eq!(health.state, HealthState::Degraded);
+    assert_eq!(sink.records.records().len(), 62);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&quarantine)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["record"]["tenant_id"], "poison");
+        assert!(line["reason"].as_str().unwrap().contains("value too long"));
+    }
+    // Splitting, not one write per record: far fewer than 64 attempts.
+    assert!(
+        sink.writes.load(Ordering::SeqCst) < 30,
+        "{}",
+        sink.writes.load(Ordering::SeqCst)
+    );
+}
+
+/// Holds every write until released.
+#[derive(Debug, Clone)]
+struct Gate {
+    open: Arc<tokio::sync::Semaphore>,
+    records: MemorySink,
+}
+
+impl Sink for Gate {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        self.open.acquire().await.unwrap().forget();
+        self.open.add_permits(1);
+        self.records.write(batch).await
+    }
+}
+
+#[test]
+fn overflow_block_waits_for_room_instead_of_dropping() {
+    let _serial = serial();
+    let sink = Gate {
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+        records: MemorySink::new(),
+    };
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .batch_size(4)
+        .queue_capacity(8)
+        .overflow(Overflow::Block(Duration::from_secs(10)))
+        .install()
+        .unwrap();
+    let opener = {
+        let open = Arc::clone(&sink.open);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            open.add_permits(1);
+        })
+    };
+    for _ in 0..100 {
+        work("acme");
+    }
+    opener.join().unwrap();
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!((health.written, health.dropped), (100, 0));
+}
+
+#[test]
+fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
+    let _serial = serial();
+    let sink = Gate {
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+        records: MemorySink::new(),
+    };
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .batch_size(4)
+        .queue_capacity(4)
+        .overflow(Overflow::Block(Duration::from_millis(20)))
+        .shutdown_timeout(Duration::from_secs(10))
+        .install()
+        .unwrap();
+    for _ in 0..20 {
+        work("acme");
+    }
+    sink.open.add_permits(1);
+    guard.flush_blocking().ok();
+    let health = guard.health();
+    assert!(health.dropped_queue_full > 0);
+    assert_eq!(
+        health.written + health.dropped_queue_full,
+        20,
+        "every call written or counted as dropped: {health:?}"
+    );
+    assert_ne!(health.state, HealthState::Failing);
+}
