@@ -58,6 +58,15 @@ pub enum Error {
         /// Why, from the last failure.
         reason: String,
     },
+    /// The spool directory could not be opened.
+    #[error("cannot open the usage spool in {dir}: {source}")]
+    Spool {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The sink panicked while writing a batch; the batch is counted as failed.
     #[error("the sink panicked while writing: {0}")]
     SinkPanicked(String),

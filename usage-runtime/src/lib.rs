@@ -10,6 +10,7 @@ mod guard;
 mod pricing;
 mod record;
 pub mod sink;
+mod spool;
 mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -24,6 +25,7 @@ pub use dimension::{IdInput, IdValue, TenantValue};
 pub use error::{redact_url, BoxError, DbStep, Error, FailureKind};
 pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
 pub use record::{Outcome, ParseOutcomeError, UsageRecord};
+pub use spool::Fsync;
 pub use tokens::{
     record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
     UsageReport,
@@ -32,7 +34,7 @@ pub use tracker::{
     calls_without_tracker, Health, HealthState, Overflow, Tracker, TrackerBuilder, TrackerGuard,
     DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
     DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
 };
 
 /// Tracks every call of a fn, or of every method of an impl block.

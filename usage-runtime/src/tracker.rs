@@ -70,9 +70,24 @@ impl Tracker {
             },
             quarantine_file: None,
             overflow: Overflow::DropNewest,
+            spool: None,
         }
     }
 }
+
+/// Where and how the disk spool keeps records.
+#[derive(Debug, Clone)]
+struct SpoolSettings {
+    dir: std::path::PathBuf,
+    max_bytes: u64,
+    fsync: crate::spool::Fsync,
+}
+
+/// The largest a spool grows by default: 1 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// How often spooled records are forced to disk by default.
+pub const DEFAULT_SPOOL_FSYNC: crate::spool::Fsync =
+    crate::spool::Fsync::Interval(Duration::from_millis(200));
 
 /// What a finished call does when the in-memory queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +135,7 @@ pub struct TrackerBuilder {
     retry: Retry,
     quarantine_file: Option<std::path::PathBuf>,
     overflow: Overflow,
+    spool: Option<SpoolSettings>,
 }
 
 impl fmt::Debug for TrackerBuilder {
@@ -138,6 +154,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("retry", &self.retry)
             .field("quarantine_file", &self.quarantine_file)
             .field("overflow", &self.overflow)
+            .field("spool", &self.spool)
             .finish()
     }
 }
@@ -235,6 +252,37 @@ impl TrackerBuilder {
         self
     }
 
+    /// Keeps records on disk in `dir` while the sink is failing (after retries), and at a
+    /// shutdown that misses its deadline; they are replayed in order when the sink recovers, and
+    /// at the next start. See [`Fsync`](crate::Fsync) for what a crash can cost.
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        let spool = self.spool.get_or_insert(SpoolSettings {
+            dir: std::path::PathBuf::new(),
+            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            fsync: DEFAULT_SPOOL_FSYNC,
+        });
+        spool.dir = dir.into();
+        self
+    }
+
+    /// The most the spool may hold on disk; records that would pass it count as failed. Default
+    /// [`DEFAULT_SPOOL_MAX_BYTES`]. Needs [`spool_dir`](Self::spool_dir).
+    pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
+        if let Some(spool) = &mut self.spool {
+            spool.max_bytes = bytes;
+        }
+        self
+    }
+
+    /// When spooled records are forced to disk. Default [`DEFAULT_SPOOL_FSYNC`]. Needs
+    /// [`spool_dir`](Self::spool_dir).
+    pub fn spool_fsync(mut self, fsync: crate::spool::Fsync) -> Self {
+        if let Some(spool) = &mut self.spool {
+            spool.fsync = fsync;
+        }
+        self
+    }
+
     /// What a finished call does when the queue is full. Default [`Overflow::DropNewest`].
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
@@ -281,11 +329,38 @@ impl TrackerBuilder {
             namespace: self.id_namespace,
             pricing: self.pricing.map(Arc::new),
         };
+        let (spool, recovery) = match &self.spool {
+            Some(settings) => {
+                let (spool, recovery) =
+                    crate::spool::Spool::open(&settings.dir, settings.max_bytes, settings.fsync)
+                        .map_err(|error| Error::Spool {
+                            dir: settings.dir.display().to_string(),
+                            source: error,
+                        })?;
+                if recovery.records > 0 {
+                    tracing::info!(
+                        records = recovery.records,
+                        dir = %settings.dir.display(),
+                        "usage spool holds records from an earlier run: replaying them"
+                    );
+                }
+                (Some(spool), recovery)
+            }
+            None => (None, crate::spool::Recovery::default()),
+        };
         let shared = Arc::new(Shared::new(
             self.queue_capacity,
             self.batch_size,
             self.overflow,
         ));
+        shared
+            .counters
+            .spool_torn
+            .store(recovery.torn, Ordering::Relaxed);
+        shared
+            .counters
+            .spool_corrupt
+            .store(recovery.corrupt, Ordering::Relaxed);
         let (requests, inbox) = mpsc::channel();
         let worker = worker::spawn(worker::Config {
             shared: Arc::clone(&shared),
@@ -295,6 +370,7 @@ impl TrackerBuilder {
             flush_interval: self.flush_interval,
             retry: self.retry,
             quarantine_file: self.quarantine_file,
+            spool,
             inbox,
         })
         .map_err(Error::WorkerSpawn)?;
@@ -347,6 +423,12 @@ pub(crate) struct Counters {
     pub(crate) saturated: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) spooled: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) spool_records: AtomicU64,
+    pub(crate) spool_bytes: AtomicU64,
+    pub(crate) spool_torn: AtomicU64,
+    pub(crate) spool_corrupt: AtomicU64,
 }
 
 #[derive(Default)]
@@ -475,6 +557,12 @@ impl Shared {
             state: status.state,
             retries: counters.retries.load(Ordering::Relaxed),
             quarantined: counters.quarantined.load(Ordering::Relaxed),
+            spooled: counters.spooled.load(Ordering::Relaxed),
+            replayed: counters.replayed.load(Ordering::Relaxed),
+            spool_records: counters.spool_records.load(Ordering::Relaxed),
+            spool_bytes: counters.spool_bytes.load(Ordering::Relaxed),
+            spool_torn_tails: counters.spool_torn.load(Ordering::Relaxed),
+            spool_corrupt_frames: counters.spool_corrupt.load(Ordering::Relaxed),
             unpriced: counters.unpriced.load(Ordering::Relaxed),
             token_counts_saturated: counters.saturated.load(Ordering::Relaxed),
             last_write_at: status.last_write_at,
@@ -550,6 +638,18 @@ pub struct Health {
     pub retries: u64,
     /// Records the database rejected, set aside with the reason (never retried).
     pub quarantined: u64,
+    /// Records put in the disk spool because the sink was failing (in all).
+    pub spooled: u64,
+    /// Records written from the spool (in all, including those a previous run left).
+    pub replayed: u64,
+    /// Records waiting in the spool now.
+    pub spool_records: u64,
+    /// Bytes the spool takes on disk now.
+    pub spool_bytes: u64,
+    /// Torn segment tails truncated when the spool was opened.
+    pub spool_torn_tails: u64,
+    /// Corrupt frames skipped when the spool was opened.
+    pub spool_corrupt_frames: u64,
     /// Records with token counts but no price for their model (their cost is unknown, not zero).
     pub unpriced: u64,
     /// Records whose token counts overflowed and were held at `u64::MAX`.

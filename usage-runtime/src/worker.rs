@@ -14,6 +14,7 @@ use crate::call::{Anchor, RecordContext};
 use crate::error::{Error, FailureKind};
 use crate::record::UsageRecord;
 use crate::sink::BoxedSink;
+use crate::spool::Spool;
 use crate::tracker::{HealthState, Retry, Shared};
 
 /// A request from the guard to the worker.
@@ -45,7 +46,8 @@ impl Reply {
     }
 
     fn send(self, shared: &Shared) {
-        let unwritten = shared.unwritten().saturating_sub(self.unwritten_before);
+        let spooled = shared.counters.spool_records.load(Ordering::Relaxed);
+        let unwritten = shared.unwritten().saturating_sub(self.unwritten_before) + spooled;
         let result = if unwritten == 0 {
             Ok(())
         } else {
@@ -56,6 +58,11 @@ impl Reply {
                 .last_error
                 .clone()
                 .unwrap_or_else(|| "dropped".to_owned());
+            let reason = if spooled > 0 {
+                format!("{spooled} record(s) wait in the spool for the sink; last error: {reason}")
+            } else {
+                reason
+            };
             Err(Error::NotWritten {
                 count: unwritten,
                 reason,
@@ -81,6 +88,7 @@ pub(crate) struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) retry: Retry,
     pub(crate) quarantine_file: Option<std::path::PathBuf>,
+    pub(crate) spool: Option<Spool>,
     pub(crate) inbox: mpsc::Receiver<Request>,
 }
 
@@ -90,18 +98,36 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
         .build()?;
     thread::Builder::new()
         .name("usage-worker".into())
-        .spawn(move || Worker { config, runtime }.run())
+        .spawn(move || {
+            Worker {
+                config,
+                runtime,
+                replay_failures: 0,
+                next_replay: Instant::now(),
+            }
+            .run()
+        })
 }
 
 struct Worker {
     config: Config,
     runtime: tokio::runtime::Runtime,
+    /// Replays that failed in a row, and when the next may be tried (backing off while the sink
+    /// stays down, so a busy service does not hammer a dead database).
+    replay_failures: u32,
+    next_replay: Instant,
 }
 
 impl Worker {
     fn run(mut self) {
         let interval = self.config.flush_interval;
-        let mut next_write = Instant::now() + interval;
+        self.publish_spool();
+        // What a previous process left in the spool is replayed at once.
+        let mut next_write = if self.spool_waiting() {
+            Instant::now()
+        } else {
+            Instant::now() + interval
+        };
         loop {
             let now = Instant::now();
             let batch_waiting = self.config.shared.queue.len() >= self.config.batch_size;
@@ -119,15 +145,29 @@ impl Worker {
             }
             let due = Instant::now() >= next_write
                 || self.config.shared.queue.len() >= self.config.batch_size;
+            if let Some(spool) = &mut self.config.spool {
+                if let Err(error) = spool.sync_if_due(false) {
+                    tracing::error!(%error, "usage spool: fsync failed");
+                }
+            }
             if !(due || !flushes.is_empty() || shutdown.is_some()) {
                 continue;
             }
+            // Older records first: the spool, then the queue (straight to the sink once the spool
+            // is empty, behind it in the spool while the sink still fails).
+            let asked = !flushes.is_empty() || shutdown.is_some();
+            self.replay(asked);
             self.drain();
             next_write = Instant::now() + interval;
             for reply in flushes {
                 reply.send(&self.config.shared);
             }
             if let Some(reply) = shutdown {
+                if let Some(spool) = &mut self.config.spool {
+                    if let Err(error) = spool.sync_if_due(true) {
+                        tracing::error!(%error, "usage spool: final fsync failed");
+                    }
+                }
                 reply.send(&self.config.shared);
                 return;
             }
@@ -162,25 +202,153 @@ impl Worker {
             if batch.is_empty() {
                 return;
             }
-            let before = Tallies::read(counters);
-            let mut outcome = Delivery::default();
-            self.deliver(&batch, &mut outcome);
-            let after = Tallies::read(counters);
-            self.settle(&outcome, before, after);
+            if self.spool_waiting() {
+                // Older records wait in the spool: keep the order, queue behind them.
+                self.spool_or_fail(
+                    &batch,
+                    "the sink is failing; older records wait in the spool",
+                );
+            } else {
+                let before = Tallies::read(counters);
+                let mut outcome = Delivery::default();
+                self.deliver(&batch, &mut outcome);
+                self.count(&outcome);
+                let unsettled = std::mem::take(&mut outcome.unsettled);
+                outcome.failed = unsettled.len() as u64;
+                if !unsettled.is_empty() {
+                    let reason = outcome.last_error.clone().unwrap_or_default();
+                    self.spool_or_fail(&unsettled, &reason);
+                }
+                let after = Tallies::read(counters);
+                self.settle(&outcome, before, after);
+            }
             batch.clear();
         }
     }
 
+    fn spool_waiting(&self) -> bool {
+        self.config
+            .spool
+            .as_ref()
+            .is_some_and(|spool| !spool.is_empty())
+    }
+
+    /// Counts what a delivery settled: written and quarantined records.
+    fn count(&self, outcome: &Delivery) {
+        let counters = &self.config.shared.counters;
+        counters
+            .written
+            .fetch_add(outcome.written, Ordering::Relaxed);
+        counters
+            .quarantined
+            .fetch_add(outcome.quarantined, Ordering::Relaxed);
+    }
+
+    /// Records the sink could not take: into the spool when there is one with room, else failed.
+    fn spool_or_fail(&mut self, records: &[UsageRecord], reason: &str) {
+        let count = records.len() as u64;
+        let counters = &self.config.shared.counters;
+        let appended = match &mut self.config.spool {
+            Some(spool) => match spool.append(records) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(crate::spool::Full)) => Err("the spool is full".to_owned()),
+                Err(error) => Err(format!("the spool could not be written: {error}")),
+            },
+            None => Err(reason.to_owned()),
+        };
+        match appended {
+            Ok(()) => {
+                counters.spooled.fetch_add(count, Ordering::Relaxed);
+                self.publish_spool();
+            }
+            Err(why) => {
+                counters.failed.fetch_add(count, Ordering::Relaxed);
+                if self.config.spool.is_some() {
+                    tracing::error!(records = count, error = %why, last_error = %reason, "usage records lost");
+                }
+                self.set_state(HealthState::Failing, Some(&format!("{reason} ({why})")));
+            }
+        }
+    }
+
+    /// Writes what waits in the spool, oldest first, a batch at a time, until the spool is empty
+    /// or the sink fails (then the rest waits for the next drain). A batch leaves the spool only
+    /// once every record in it is written or quarantined.
+    fn replay(&mut self, asked: bool) {
+        if !asked && Instant::now() < self.next_replay {
+            return;
+        }
+        let shared = Arc::clone(&self.config.shared);
+        while self.spool_waiting() {
+            let deadline = *shared.shutdown_deadline.borrow();
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return;
+            }
+            let batch = match self
+                .config
+                .spool
+                .as_mut()
+                .expect("spool")
+                .peek(self.config.batch_size)
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, "usage spool: cannot read the oldest segment");
+                    return;
+                }
+            };
+            let before = Tallies::read(&shared.counters);
+            let mut outcome = Delivery {
+                single_attempt: true,
+                ..Delivery::default()
+            };
+            self.deliver(&batch, &mut outcome);
+            if !outcome.unsettled.is_empty() {
+                self.replay_failures += 1;
+                self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
+                let after = Tallies::read(&shared.counters);
+                self.settle(&outcome, before, after);
+                return;
+            }
+            self.replay_failures = 0;
+            self.count(&outcome);
+            if let Err(error) = self
+                .config
+                .spool
+                .as_mut()
+                .expect("spool")
+                .consume(batch.len())
+            {
+                tracing::error!(%error, "usage spool: cannot remove a replayed segment");
+            }
+            shared
+                .counters
+                .replayed
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.publish_spool();
+            let after = Tallies::read(&shared.counters);
+            self.settle(&outcome, before, after);
+        }
+    }
+
+    /// Publishes the spool's size to the health report.
+    fn publish_spool(&self) {
+        if let Some(spool) = &self.config.spool {
+            let counters = &self.config.shared.counters;
+            counters
+                .spool_records
+                .store(spool.records(), Ordering::Relaxed);
+            counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        }
+    }
+
     /// Writes `batch`: transient failures are retried with backoff; a rejection splits the batch
-    /// in halves until the rejected records are alone, and those are quarantined; other failures
-    /// fail the records. Every record ends written, quarantined or failed, and is counted.
+    /// in halves until the rejected records are alone, and those are quarantined; what still
+    /// fails is handed back in `outcome.unsettled` (for the spool, or to be counted as failed).
     fn deliver(&mut self, batch: &[UsageRecord], outcome: &mut Delivery) {
-        let counters = Arc::clone(&self.config.shared);
-        let counters = &counters.counters;
         let count = batch.len() as u64;
         match self.write_retrying(batch, outcome) {
             Ok(()) => {
-                counters.written.fetch_add(count, Ordering::Relaxed);
                 outcome.written += count;
             }
             Err(error) if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
@@ -190,14 +358,12 @@ impl Worker {
             }
             Err(error) if error.failure_kind() == FailureKind::Rejected => {
                 self.quarantine(&batch[0], &error);
-                counters.quarantined.fetch_add(1, Ordering::Relaxed);
                 outcome.quarantined += 1;
             }
             Err(error) => {
-                counters.failed.fetch_add(count, Ordering::Relaxed);
-                outcome.failed += count;
                 let reason = error.to_string();
                 tracing::warn!(records = count, error = %reason, "usage batch write failed");
+                outcome.unsettled.extend_from_slice(batch);
                 outcome.last_error = Some(reason);
             }
         }
@@ -220,6 +386,7 @@ impl Worker {
             let past_deadline = deadline.is_some_and(|deadline| Instant::now() >= deadline);
             if error.failure_kind() != FailureKind::Transient
                 || attempt >= self.config.retry.max_retries
+                || outcome.single_attempt
                 || past_deadline
             {
                 return Err(error);
@@ -294,7 +461,7 @@ impl Worker {
 
     /// Updates the health state after a batch, logging each transition.
     fn settle(&self, outcome: &Delivery, before: Tallies, after: Tallies) {
-        let state = if outcome.failed > 0 {
+        let state = if outcome.failed > 0 || !outcome.unsettled.is_empty() || self.spool_waiting() {
             HealthState::Failing
         } else if outcome.retried || outcome.quarantined > 0 || after.dropped > before.dropped {
             HealthState::Degraded
@@ -359,6 +526,26 @@ impl Worker {
     }
 
     fn drop_rest_at_deadline(&mut self) {
+        if self.config.spool.is_some() {
+            // Past the deadline, what is left goes to the spool for the next start.
+            let shared = Arc::clone(&self.config.shared);
+            let anchor = Anchor::now();
+            let mut rest = Vec::new();
+            while let Some(call) = shared.queue.pop() {
+                shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+                rest.push(call.into_record(&self.config.context, &anchor));
+            }
+            for chunk in rest.chunks(self.config.batch_size.max(1)) {
+                self.spool_or_fail(chunk, "the shutdown deadline passed");
+            }
+            if !rest.is_empty() {
+                tracing::warn!(
+                    records = rest.len(),
+                    "usage shutdown deadline passed: records kept in the spool"
+                );
+            }
+            return;
+        }
         let mut left = 0u64;
         while self.config.shared.queue.pop().is_some() {
             left += 1;
@@ -407,8 +594,13 @@ impl Worker {
 struct Delivery {
     written: u64,
     quarantined: u64,
+    /// Records neither written nor quarantined.
+    unsettled: Vec<UsageRecord>,
+    /// How many records were unsettled (once `unsettled` is handed on).
     failed: u64,
     retried: bool,
+    /// Replaying from the spool: one attempt per batch, the next drain tries again.
+    single_attempt: bool,
     last_error: Option<String>,
 }
 

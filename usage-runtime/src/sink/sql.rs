@@ -120,6 +120,7 @@ impl StepClock {
 }
 
 /// `scheme://user@host:port/database`: what errors and `Debug` show of a database.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn describe(scheme: &str, user: &str, host: &str, port: u16, database: &str) -> String {
     if user.is_empty() {
         format!("{scheme}://{host}:{port}/{database}")
@@ -129,6 +130,7 @@ pub(crate) fn describe(scheme: &str, user: &str, host: &str, port: u16, database
 }
 
 /// Resolves `host` before connecting, so a bad host name is its own named failure.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn resolve(host: &str, port: u16, target: &str) -> Result<(), Error> {
     if host.starts_with('/') {
         return Ok(()); // a Unix socket path
@@ -148,9 +150,11 @@ pub(crate) async fn resolve(host: &str, port: u16, target: &str) -> Result<(), E
 }
 
 /// How long connecting may take before it is a named timeout.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs a connection attempt with [`CONNECT_TIMEOUT`].
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) async fn with_connect_timeout<T>(
     target: &str,
     attempt: impl std::future::Future<Output = Result<T, Error>>,
@@ -166,6 +170,7 @@ pub(crate) async fn with_connect_timeout<T>(
 }
 
 /// Replaces NUL characters (which PostgreSQL rejects in `text` and `jsonb`) by U+FFFD.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
@@ -175,6 +180,7 @@ pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// [`without_nul`] applied to every string (and key) inside a JSON value.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -271,6 +277,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     fn nul_is_replaced_everywhere() {
         assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
         let json = serde_json::json!({"k\0": ["x\0", {"y": "\0"}], "n": 1});

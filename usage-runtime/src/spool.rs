@@ -1,0 +1,526 @@
+//! The disk spool: where records go while the sink is failing, and where a crashed process's
+//! records wait for the next start.
+//!
+//! A spool is a directory of append-only segment files, `spool-<sequence>.seg`, replayed oldest
+//! first. Each record is one frame:
+//!
+//! ```text
+//! magic "USG1" (4 bytes) | payload length (u32 LE) | CRC32C of the payload (u32 LE) | payload
+//! ```
+//!
+//! where the payload is the record as JSON (its id already assigned, so a replay is idempotent).
+//! A segment is deleted only after every record in it has been written (or quarantined). Opening
+//! a spool truncates a torn tail (a frame cut short by a crash), skips a corrupt frame in the
+//! middle by searching for the next magic, and sets aside a file with no readable frame as
+//! `*.corrupt`, counting each case; it never refuses to start.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::record::UsageRecord;
+
+const MAGIC: [u8; 4] = *b"USG1";
+const HEADER: usize = 12;
+/// A frame claiming more than this is corrupt.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// A segment takes new frames until it reaches this size.
+pub(crate) const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// When appended frames are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fsync {
+    /// After every append: nothing acknowledged to the spool is lost in a crash or power cut.
+    Always,
+    /// At most this long after an append (checked at each append and each worker wake-up): a
+    /// power cut may lose that much; a process crash loses nothing the OS already has.
+    Interval(Duration),
+    /// Left to the OS.
+    Never,
+}
+
+/// What opening a spool found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Recovery {
+    /// Records found, waiting to be replayed.
+    pub(crate) records: u64,
+    /// Torn tails truncated.
+    pub(crate) torn: u64,
+    /// Corrupt frames skipped (and files set aside).
+    pub(crate) corrupt: u64,
+}
+
+struct Segment {
+    path: PathBuf,
+    sequence: u64,
+    /// Frames not yet replayed, loaded when the segment reaches the head.
+    pending: Option<VecDeque<UsageRecord>>,
+    records: u64,
+    bytes: u64,
+}
+
+/// The spool directory, owned by the worker.
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    fsync: Fsync,
+    segments: VecDeque<Segment>,
+    writer: Option<File>,
+    unsynced_since: Option<Instant>,
+    records: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("records", &self.records)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The spool is at its size limit.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+impl Spool {
+    /// Opens (creating) the spool directory and checks every segment in it.
+    pub(crate) fn open(dir: &Path, max_bytes: u64, fsync: Fsync) -> io::Result<(Spool, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(sequence) = name
+                .strip_prefix("spool-")
+                .and_then(|rest| rest.strip_suffix(".seg"))
+                .and_then(|digits| digits.parse().ok())
+            {
+                found.push((sequence, path));
+            }
+        }
+        found.sort();
+        let mut recovery = Recovery::default();
+        let mut segments = VecDeque::new();
+        for (sequence, path) in found {
+            let scan = scan(&path)?;
+            recovery.torn += u64::from(scan.torn);
+            recovery.corrupt += scan.corrupt;
+            if scan.records.is_empty() {
+                if scan.corrupt > 0 {
+                    let aside = path.with_extension("corrupt");
+                    fs::rename(&path, &aside)?;
+                    tracing::error!(file = %aside.display(), "usage spool segment unreadable: set aside");
+                } else {
+                    fs::remove_file(&path)?;
+                }
+                continue;
+            }
+            if scan.torn {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(scan.good_bytes)?;
+                tracing::warn!(file = %path.display(), "usage spool: truncated a torn tail");
+            }
+            recovery.records += scan.records.len() as u64;
+            segments.push_back(Segment {
+                path,
+                sequence,
+                records: scan.records.len() as u64,
+                bytes: scan.good_bytes,
+                pending: Some(scan.records.into()),
+            });
+        }
+        if recovery.corrupt > 0 {
+            tracing::error!(
+                frames = recovery.corrupt,
+                "usage spool: corrupt frames skipped"
+            );
+        }
+        let records = segments.iter().map(|s| s.records).sum();
+        let bytes = segments.iter().map(|s| s.bytes).sum();
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            fsync,
+            segments,
+            writer: None,
+            unsynced_since: None,
+            records,
+            bytes,
+        };
+        Ok((spool, recovery))
+    }
+
+    /// Records waiting in the spool.
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes the spool's segments take.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Appends `records`, all or none: fails with [`Full`] if they would pass the size limit.
+    pub(crate) fn append(
+        &mut self,
+        records: &[UsageRecord],
+    ) -> Result<Result<(), Full>, io::Error> {
+        let mut frames = Vec::with_capacity(records.len() * 600);
+        for record in records {
+            let payload = serde_json::to_vec(record).map_err(io::Error::other)?;
+            frames.extend_from_slice(&MAGIC);
+            frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            frames.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            frames.extend_from_slice(&payload);
+        }
+        if self.bytes + frames.len() as u64 > self.max_bytes {
+            return Ok(Err(Full));
+        }
+        let rotate = match self.segments.back() {
+            Some(tail) => self.writer.is_none() || tail.bytes >= SEGMENT_BYTES,
+            None => true,
+        };
+        if rotate {
+            self.start_segment()?;
+        }
+        let writer = self.writer.as_mut().expect("a segment open for writing");
+        writer.write_all(&frames)?;
+        let tail = self.segments.back_mut().expect("a tail segment");
+        tail.records += records.len() as u64;
+        tail.bytes += frames.len() as u64;
+        if let Some(pending) = &mut tail.pending {
+            pending.extend(records.iter().cloned());
+        }
+        self.records += records.len() as u64;
+        self.bytes += frames.len() as u64;
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.sync_if_due(false)?;
+        Ok(Ok(()))
+    }
+
+    /// Forces appended frames to disk when the policy says it is time (or always, if `force`).
+    pub(crate) fn sync_if_due(&mut self, force: bool) -> io::Result<()> {
+        let Some(since) = self.unsynced_since else {
+            return Ok(());
+        };
+        let due = force
+            || match self.fsync {
+                Fsync::Always => true,
+                Fsync::Interval(interval) => since.elapsed() >= interval,
+                Fsync::Never => false,
+            };
+        if due {
+            if let Some(writer) = &self.writer {
+                writer.sync_data()?;
+            }
+            self.unsynced_since = None;
+        }
+        Ok(())
+    }
+
+    fn start_segment(&mut self) -> io::Result<()> {
+        let sequence = self.segments.back().map_or(1, |tail| tail.sequence + 1);
+        let path = self.dir.join(format!("spool-{sequence:020}.seg"));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // The new file's name must survive a crash too.
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        self.writer = Some(file);
+        self.segments.push_back(Segment {
+            path,
+            sequence,
+            pending: Some(VecDeque::new()),
+            records: 0,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Up to `max` of the oldest records, left in the spool until [`consume`](Self::consume).
+    pub(crate) fn peek(&mut self, max: usize) -> io::Result<Vec<UsageRecord>> {
+        let Some(head) = self.segments.front_mut() else {
+            return Ok(Vec::new());
+        };
+        if head.pending.is_none() {
+            head.pending = Some(scan(&head.path)?.records.into());
+        }
+        let pending = head.pending.as_ref().expect("loaded");
+        Ok(pending.iter().take(max).cloned().collect())
+    }
+
+    /// Drops the `count` oldest records (written or quarantined); deletes a segment once all its
+    /// records are gone.
+    pub(crate) fn consume(&mut self, count: usize) -> io::Result<()> {
+        let Some(head) = self.segments.front_mut() else {
+            return Ok(());
+        };
+        let pending = head.pending.as_mut().expect("peeked before consumed");
+        let count = count.min(pending.len());
+        pending.drain(..count);
+        self.records -= count as u64;
+        if pending.is_empty() {
+            let head = self.segments.pop_front().expect("head");
+            if self.segments.is_empty() {
+                self.writer = None; // the head was the tail being written
+                self.unsynced_since = None;
+            }
+            self.bytes -= head.bytes;
+            fs::remove_file(&head.path)?;
+        }
+        Ok(())
+    }
+}
+
+struct Scan {
+    records: Vec<UsageRecord>,
+    /// Bytes up to the end of the last good frame.
+    good_bytes: u64,
+    torn: bool,
+    corrupt: u64,
+}
+
+/// Reads every frame of a segment: a frame cut short at the end is a torn tail; a frame whose
+/// checksum or JSON is wrong is corrupt, and reading resumes at the next magic.
+fn scan(path: &Path) -> io::Result<Scan> {
+    let mut data = Vec::new();
+    File::open(path)?.read_to_end(&mut data)?;
+    let mut scan = Scan {
+        records: Vec::new(),
+        good_bytes: 0,
+        torn: false,
+        corrupt: 0,
+    };
+    let mut at = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        if rest.len() < HEADER {
+            // A header cut short at the end is a torn tail; anything else there is junk.
+            if MAGIC.starts_with(&rest[..rest.len().min(MAGIC.len())]) {
+                scan.torn = true;
+            } else {
+                scan.corrupt += 1;
+            }
+            break;
+        }
+        let length = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
+        let next = find_magic(&data, at + 1);
+        if rest[..4] != MAGIC || length > MAX_FRAME {
+            scan.corrupt += 1;
+        } else if HEADER + length > rest.len() {
+            // Cut short: a torn tail when nothing follows, else a damaged length.
+            if next.is_none() {
+                scan.torn = true;
+                break;
+            }
+            scan.corrupt += 1;
+        } else {
+            let payload = &rest[HEADER..HEADER + length];
+            let record = (crc32c::crc32c(payload) == crc)
+                .then(|| serde_json::from_slice::<UsageRecord>(payload).ok())
+                .flatten();
+            if let Some(record) = record {
+                scan.records.push(record);
+                at += HEADER + length;
+                scan.good_bytes = at as u64;
+                continue;
+            }
+            scan.corrupt += 1;
+        }
+        // Resume at the next frame, if any.
+        match next {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    Ok(scan)
+}
+
+fn find_magic(data: &[u8], from: usize) -> Option<usize> {
+    data.get(from..)?
+        .windows(MAGIC.len())
+        .position(|window| window == MAGIC)
+        .map(|offset| from + offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32) -> UsageRecord {
+        UsageRecord {
+            id: uuid::Uuid::now_v7(),
+            operation: format!("op-{n}"),
+            function: "spool::tests::record".into(),
+            service: "test".into(),
+            instance: "test".into(),
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_micros(7),
+            outcome: crate::record::Outcome::Success,
+            error_type: None,
+            error_message: None,
+            tenant_id: Some("acme".into()),
+            user_id: None,
+            session_id: None,
+            model: None,
+            input_tokens: Some(3),
+            output_tokens: None,
+            cached_input_tokens: None,
+            cost_nano_usd: None,
+            attributes: serde_json::Map::new(),
+        }
+    }
+
+    fn open(dir: &Path) -> (Spool, Recovery) {
+        Spool::open(dir, u64::MAX, Fsync::Always).unwrap()
+    }
+
+    fn drain(spool: &mut Spool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let batch = spool.peek(3).unwrap();
+            if batch.is_empty() {
+                return seen;
+            }
+            seen.extend(batch.iter().map(|r| r.operation.clone()));
+            spool.consume(batch.len()).unwrap();
+        }
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool.append(&[record(1), record(2)]).unwrap().unwrap();
+        spool.append(&[record(3)]).unwrap().unwrap();
+        assert_eq!(spool.records(), 3);
+        // Reopened (a restart), then replayed.
+        drop(spool);
+        let (mut spool, recovery) = open(dir.path());
+        assert_eq!(
+            recovery,
+            Recovery {
+                records: 3,
+                torn: 0,
+                corrupt: 0
+            }
+        );
+        assert_eq!(drain(&mut spool), ["op-1", "op-2", "op-3"]);
+        assert_eq!((spool.records(), spool.bytes()), (0, 0));
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "segments deleted"
+        );
+    }
+
+    #[test]
+    fn the_size_limit_refuses_whole_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), 2000, Fsync::Never).unwrap();
+        spool.append(&[record(1)]).unwrap().unwrap();
+        let before = spool.records();
+        assert!(spool.append(&vec![record(2); 10]).unwrap().is_err());
+        assert_eq!(spool.records(), before);
+    }
+
+    fn segment(dir: &Path) -> PathBuf {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool
+            .append(&[record(1), record(2), record(3)])
+            .unwrap()
+            .unwrap();
+        drop(spool);
+        let path = segment(dir.path());
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let (mut spool, recovery) = open(dir.path());
+        assert_eq!(
+            recovery,
+            Recovery {
+                records: 2,
+                torn: 1,
+                corrupt: 0
+            }
+        );
+        assert_eq!(drain(&mut spool), ["op-1", "op-2"]);
+    }
+
+    #[test]
+    fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool
+            .append(&[record(1), record(2), record(3)])
+            .unwrap()
+            .unwrap();
+        drop(spool);
+        let path = segment(dir.path());
+        let mut data = fs::read(&path).unwrap();
+        let second = find_magic(&data, 1).unwrap();
+        data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload
+        fs::write(&path, &data).unwrap();
+        let (mut spool, recovery) = open(dir.path());
+        assert_eq!(
+            recovery,
+            Recovery {
+                records: 2,
+                torn: 0,
+                corrupt: 1
+            }
+        );
+        assert_eq!(drain(&mut spool), ["op-1", "op-3"]);
+    }
+
+    #[test]
+    fn empty_and_junk_files_never_stop_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("spool-00000000000000000001.seg"), b"").unwrap();
+        fs::write(
+            dir.path().join("spool-00000000000000000002.seg"),
+            b"not a spool at all",
+        )
+        .unwrap();
+        fs::write(dir.path().join("notes.txt"), b"left alone").unwrap();
+        let (mut spool, recovery) = open(dir.path());
+        assert_eq!(recovery.records, 0);
+        assert_eq!(recovery.corrupt, 1);
+        assert!(spool.is_empty());
+        assert!(dir
+            .path()
+            .join("spool-00000000000000000002.corrupt")
+            .exists());
+        assert!(!dir.path().join("spool-00000000000000000001.seg").exists());
+        // And it keeps working.
+        spool.append(&[record(9)]).unwrap().unwrap();
+        assert_eq!(drain(&mut spool), ["op-9"]);
+    }
+}
