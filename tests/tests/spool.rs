@@ -204,3 +204,135 @@ fn a_full_spool_counts_what_it_cannot_keep() {
     assert_eq!(health.spool_records + health.failed, 500, "{health:?}");
     assert!(health.spool_bytes <= 100_000);
 }
+
+#[test]
+fn while_retrying_the_worker_spills_the_queue_instead_of_dropping() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .spool_dir(dir.path())
+        .batch_size(10)
+        .queue_capacity(400)
+        .max_retries(20)
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(50))
+        .install()
+        .unwrap();
+    for n in 0..1000 {
+        work(n);
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let health = guard.health();
+    assert_eq!(health.dropped, 0, "{health:?}");
+    assert!(
+        health.spooled >= 800,
+        "the queue went to the spool: {health:?}"
+    );
+    sink.down.store(false, Ordering::SeqCst);
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(
+        (health.written, health.dropped, health.spool_records),
+        (1000, 0, 0)
+    );
+    let mut seen = numbers(&sink.records.records());
+    seen.sort();
+    assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn spool_first_puts_every_record_on_disk_before_writing_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::default();
+    let guard = tracker(&sink, dir.path())
+        .durability(usage_runtime::Durability::SpoolFirst)
+        .install()
+        .unwrap();
+    for n in 0..300 {
+        work(n);
+    }
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(
+        (health.spooled, health.replayed, health.written),
+        (300, 300, 300)
+    );
+    assert_eq!(health.spool_records, 0);
+    assert_eq!(
+        numbers(&sink.records.records()),
+        (0..300).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn spill_and_spool_first_need_a_spool() {
+    let _serial = serial();
+    let err = Tracker::builder()
+        .sink(MemorySink::new())
+        .overflow(usage_runtime::Overflow::Spill)
+        .install()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("spool_dir")),
+        "{err}"
+    );
+    let err = Tracker::builder()
+        .sink(MemorySink::new())
+        .durability(usage_runtime::Durability::SpoolFirst)
+        .install()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("spool_dir")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_spool_is_recovered_and_counted_at_install() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let down = Switch::default();
+    down.down.store(true, Ordering::SeqCst);
+    let guard = tracker(&down, dir.path()).install().unwrap();
+    for n in 0..40 {
+        work(n);
+    }
+    let _ = guard.flush_blocking();
+    drop(guard);
+    // Damage: cut the newest segment's tail, add junk and an empty segment.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap().clone();
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("spool-00000000000000000900.seg"),
+        b"junk junk junk",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("spool-00000000000000000901.seg"), b"").unwrap();
+
+    let up = Switch::default();
+    let guard = tracker(&up, dir.path()).install().unwrap();
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(health.spool_torn_tails, 1);
+    assert_eq!(health.spool_corrupt_frames, 1);
+    assert_eq!(health.replayed, 39, "all but the torn record");
+    assert_eq!(up.records.records().len(), 39);
+    // It keeps running.
+    work(1000);
+    guard.flush_blocking().unwrap();
+    assert_eq!(up.records.records().len(), 40);
+}

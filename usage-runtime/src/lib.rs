@@ -31,10 +31,10 @@ pub use tokens::{
     UsageReport,
 };
 pub use tracker::{
-    calls_without_tracker, Health, HealthState, Overflow, Tracker, TrackerBuilder, TrackerGuard,
-    DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
-    DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
+    calls_without_tracker, Durability, Health, HealthState, Overflow, Tracker, TrackerBuilder,
+    TrackerGuard, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE,
+    DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
 };
 
 /// Tracks every call of a fn, or of every method of an impl block.

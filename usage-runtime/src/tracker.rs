@@ -69,7 +69,8 @@ impl Tracker {
                 max: DEFAULT_RETRY_MAX,
             },
             quarantine_file: None,
-            overflow: Overflow::DropNewest,
+            overflow: None,
+            durability: Durability::Memory,
             spool: None,
         }
     }
@@ -99,6 +100,27 @@ pub enum Overflow {
     /// Wait, blocking the calling thread, up to this long for room; then drop and count. Opt-in:
     /// it makes handlers wait when the sink falls behind.
     Block(Duration),
+    /// The default with a spool: while the sink is failing, the worker moves queued records to
+    /// the spool as the queue fills, so it does not overflow; a call that still finds it full
+    /// (the disk slower than the calls) is dropped and counted. Needs a spool.
+    Spill,
+}
+
+/// When a record is safe from a crash of the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Records stay in memory until written (or spooled after the sink fails). A crash loses
+    /// the records in the queue and in the batch being written: up to `queue_capacity` plus a
+    /// batch, and whatever the spool had not yet forced to disk.
+    #[default]
+    Memory,
+    /// Every record is appended to the spool before it is written, and written from there. A
+    /// crash loses only the records still in the in-memory queue (the worker moves them to the
+    /// spool at each wake-up: a batch or a flush interval's worth) and, with
+    /// `Fsync::Interval`, what that interval had not yet forced to disk. Costs one disk append
+    /// per record. Needs a spool.
+    SpoolFirst,
 }
 
 /// How failed writes are retried.
@@ -134,7 +156,8 @@ pub struct TrackerBuilder {
     pricing: Option<Pricing>,
     retry: Retry,
     quarantine_file: Option<std::path::PathBuf>,
-    overflow: Overflow,
+    overflow: Option<Overflow>,
+    durability: Durability,
     spool: Option<SpoolSettings>,
 }
 
@@ -154,6 +177,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("retry", &self.retry)
             .field("quarantine_file", &self.quarantine_file)
             .field("overflow", &self.overflow)
+            .field("durability", &self.durability)
             .field("spool", &self.spool)
             .finish()
     }
@@ -283,9 +307,16 @@ impl TrackerBuilder {
         self
     }
 
-    /// What a finished call does when the queue is full. Default [`Overflow::DropNewest`].
+    /// What a finished call does when the queue is full. Default [`Overflow::Spill`] with a
+    /// spool, [`Overflow::DropNewest`] without.
     pub fn overflow(mut self, overflow: Overflow) -> Self {
-        self.overflow = overflow;
+        self.overflow = Some(overflow);
+        self
+    }
+
+    /// When records are safe from a crash. Default [`Durability::Memory`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
         self
     }
 
@@ -303,6 +334,18 @@ impl TrackerBuilder {
             return Err(Error::InvalidConfig(
                 "flush_interval must be above zero".into(),
             ));
+        }
+        if self.spool.is_none() {
+            if self.overflow == Some(Overflow::Spill) {
+                return Err(Error::InvalidConfig(
+                    "Overflow::Spill needs a spool: set spool_dir".into(),
+                ));
+            }
+            if self.durability == Durability::SpoolFirst {
+                return Err(Error::InvalidConfig(
+                    "Durability::SpoolFirst needs a spool: set spool_dir".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -348,11 +391,12 @@ impl TrackerBuilder {
             }
             None => (None, crate::spool::Recovery::default()),
         };
-        let shared = Arc::new(Shared::new(
-            self.queue_capacity,
-            self.batch_size,
-            self.overflow,
-        ));
+        let overflow = self.overflow.unwrap_or(if spool.is_some() {
+            Overflow::Spill
+        } else {
+            Overflow::DropNewest
+        });
+        let shared = Arc::new(Shared::new(self.queue_capacity, self.batch_size, overflow));
         shared
             .counters
             .spool_torn
@@ -370,6 +414,8 @@ impl TrackerBuilder {
             flush_interval: self.flush_interval,
             retry: self.retry,
             quarantine_file: self.quarantine_file,
+            spill: overflow == Overflow::Spill,
+            spool_first: self.durability == Durability::SpoolFirst,
             spool,
             inbox,
         })
@@ -819,7 +865,11 @@ mod tests {
         assert_eq!(builder.retry.max_retries, 5);
         assert_eq!(builder.retry.base, Duration::from_millis(100));
         assert_eq!(builder.retry.max, Duration::from_secs(10));
-        assert_eq!(builder.overflow, Overflow::DropNewest);
+        assert_eq!(
+            builder.overflow, None,
+            "Spill with a spool, DropNewest without"
+        );
+        assert_eq!(builder.durability, Durability::Memory);
         assert!(builder.check().is_ok());
     }
 

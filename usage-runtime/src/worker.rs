@@ -89,6 +89,10 @@ pub(crate) struct Config {
     pub(crate) retry: Retry,
     pub(crate) quarantine_file: Option<std::path::PathBuf>,
     pub(crate) spool: Option<Spool>,
+    /// Move queued records to the spool while the sink fails (`Overflow::Spill`).
+    pub(crate) spill: bool,
+    /// Every record goes through the spool (`Durability::SpoolFirst`).
+    pub(crate) spool_first: bool,
     pub(crate) inbox: mpsc::Receiver<Request>,
 }
 
@@ -158,6 +162,10 @@ impl Worker {
             let asked = !flushes.is_empty() || shutdown.is_some();
             self.replay(asked);
             self.drain();
+            if self.config.spool_first {
+                // What the drain just made durable is written now, not at the next wake-up.
+                self.replay(true);
+            }
             next_write = Instant::now() + interval;
             for reply in flushes {
                 reply.send(&self.config.shared);
@@ -202,8 +210,8 @@ impl Worker {
             if batch.is_empty() {
                 return;
             }
-            if self.spool_waiting() {
-                // Older records wait in the spool: keep the order, queue behind them.
+            if self.config.spool_first || self.spool_waiting() {
+                // Durable first, or older records wait in the spool: keep the order.
                 self.spool_or_fail(
                     &batch,
                     "the sink is failing; older records wait in the spool",
@@ -405,15 +413,60 @@ impl Worker {
         }
     }
 
-    /// Sleeps, waking early if the shutdown deadline passes.
-    fn sleep(&self, delay: Duration) {
-        let mut deadline = self.config.shared.shutdown_deadline.subscribe();
-        self.runtime.block_on(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = until_deadline(&mut deadline) => {}
+    /// Sleeps, waking early if the shutdown deadline passes. With `Overflow::Spill`, the wait is
+    /// spent moving queued records to the spool whenever the queue passes half full.
+    fn sleep(&mut self, delay: Duration) {
+        let until = Instant::now() + delay;
+        loop {
+            if self.config.spill {
+                self.spill();
             }
-        });
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            let slice = (until - now).min(Duration::from_millis(2));
+            let mut deadline = self.config.shared.shutdown_deadline.subscribe();
+            let passed = self.runtime.block_on(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(slice) => false,
+                    _ = until_deadline(&mut deadline) => true,
+                }
+            });
+            if passed {
+                return;
+            }
+        }
+    }
+
+    /// Moves queued records to the spool while the queue is more than half full.
+    fn spill(&mut self) {
+        let shared = Arc::clone(&self.config.shared);
+        let half = shared.queue.capacity() / 2;
+        if shared.queue.len() <= half {
+            return;
+        }
+        let anchor = Anchor::now();
+        let mut moved = Vec::with_capacity(self.config.batch_size);
+        while shared.queue.len() > half / 2 {
+            while moved.len() < self.config.batch_size {
+                let Some(call) = shared.queue.pop() else {
+                    break;
+                };
+                shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+                let record = call.into_record(&self.config.context, &anchor);
+                self.count_usage(&record);
+                moved.push(record);
+            }
+            if moved.is_empty() {
+                break;
+            }
+            self.spool_or_fail(
+                &moved,
+                "the sink is failing; the queue spilled to the spool",
+            );
+            moved.clear();
+        }
     }
 
     /// Appends a rejected record, with the reason, to the quarantine file (or the error log).
