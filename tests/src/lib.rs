@@ -119,6 +119,100 @@ pub fn awkward_records() -> Vec<usage_runtime::UsageRecord> {
     records
 }
 
+/// A TCP proxy in front of a real database, for outage tests: [`cut`](Proxy::cut) closes every
+/// connection and refuses new ones until [`restore`](Proxy::restore).
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    _runtime: std::thread::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on an ephemeral port of 127.0.0.1 and forwards to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+
+        let upstream = upstream.to_owned();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let runtime = {
+            let cut = std::sync::Arc::clone(&cut);
+            let connections = std::sync::Arc::clone(&connections);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                    loop {
+                        let Ok((mut client, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        if cut.load(Ordering::SeqCst) {
+                            drop(client);
+                            continue;
+                        }
+                        let upstream = upstream.clone();
+                        let task = tokio::spawn(async move {
+                            if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                        connections.lock().unwrap().push(task.abort_handle());
+                    }
+                });
+            })
+        };
+        Proxy {
+            port: port_rx.recv().unwrap(),
+            cut,
+            connections,
+            _runtime: runtime,
+        }
+    }
+
+    /// The proxy's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `url` pointed at the proxy instead of the database.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (format!("{userinfo}@"), rest),
+            None => (String::new(), rest),
+        };
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        format!("{scheme}://{userinfo}127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `host:port` of a database URL.
+pub fn upstream(url: &str) -> String {
+    let (host, port) = host_and_port(url);
+    format!("{host}:{port}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,111 @@
+//! Fault test: shutting down while the database is unreachable, with no runtime, inside a
+//! current-thread runtime and inside a multi-thread runtime. Each returns within the deadline and
+//! the records wait in the spool for the next start.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tests::{postgres_url, upstream, Proxy};
+use usage_runtime::sink::{MemorySink, PostgresSink, SqlConfig};
+use usage_runtime::{track_usage, Tracker, TrackerGuard};
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[track_usage(operation = "shutdown.call")]
+fn call(n: u64) -> u64 {
+    n
+}
+
+const CALLS: u64 = 1000;
+const DEADLINE: Duration = Duration::from_secs(1);
+
+/// A tracker writing through a proxy that is already cut.
+fn tracker_with_database_down(url: &str, spool: &std::path::Path) -> (TrackerGuard, Proxy) {
+    let proxy = Proxy::start(&upstream(url));
+    let config = SqlConfig::new().table_prefix("pg_shutdown_").unwrap();
+    let sink = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(PostgresSink::connect_with(&proxy.url(url), config))
+        .unwrap();
+    proxy.cut();
+    let guard = Tracker::builder()
+        .sink(sink)
+        .spool_dir(spool)
+        .max_retries(1)
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .shutdown_timeout(DEADLINE)
+        .install()
+        .unwrap();
+    for n in 0..CALLS {
+        call(n);
+    }
+    (guard, proxy)
+}
+
+/// The next start (with a sink that works) finds every call in the spool.
+fn assert_all_spooled(spool: &std::path::Path) {
+    let sink = MemorySink::new();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .spool_dir(spool)
+        .install()
+        .unwrap();
+    guard.flush_blocking().unwrap();
+    assert_eq!(guard.health().replayed, CALLS);
+    assert_eq!(sink.records().len() as u64, CALLS);
+}
+
+fn assert_bounded(started: Instant) {
+    let took = started.elapsed();
+    assert!(
+        took < DEADLINE + Duration::from_secs(3),
+        "shutdown took {took:?}"
+    );
+}
+
+#[test]
+fn no_runtime() {
+    let Some(url) = postgres_url() else { return };
+    let _serial = serial();
+    let spool = tempfile::tempdir().unwrap();
+    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
+    let started = Instant::now();
+    drop(guard);
+    assert_bounded(started);
+    assert_all_spooled(spool.path());
+}
+
+#[test]
+fn current_thread_runtime() {
+    let Some(url) = postgres_url() else { return };
+    let _serial = serial();
+    let spool = tempfile::tempdir().unwrap();
+    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let result = runtime.block_on(guard.shutdown());
+    assert_bounded(started);
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("spool"), "{err}");
+    assert_all_spooled(spool.path());
+}
+
+#[test]
+fn multi_thread_runtime() {
+    let Some(url) = postgres_url() else { return };
+    let _serial = serial();
+    let spool = tempfile::tempdir().unwrap();
+    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    runtime.block_on(async move { drop(guard) });
+    assert_bounded(started);
+    assert_all_spooled(spool.path());
+}
