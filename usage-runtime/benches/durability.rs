@@ -59,11 +59,18 @@ fn main() {
     }
     let memory = run("Memory (default)", None);
     for (name, fsync) in [
-        ("SpoolFirst, Fsync::Interval(200 ms)", Fsync::Interval(Duration::from_millis(200))),
+        (
+            "SpoolFirst, Fsync::Interval(200 ms)",
+            Fsync::Interval(Duration::from_millis(200)),
+        ),
         ("SpoolFirst, Fsync::Always", Fsync::Always),
         ("SpoolFirst, Fsync::Never", Fsync::Never),
     ] {
         let rate = run(name, Some((Durability::SpoolFirst, fsync)));
-        println!("{:<38} {:>9.2}x the default's throughput", "", rate / memory);
+        println!(
+            "{:<38} {:>9.2}x the default's throughput",
+            "",
+            rate / memory
+        );
     }
 }
