@@ -213,6 +213,39 @@ pub fn upstream(url: &str) -> String {
     format!("{host}:{port}")
 }
 
+/// Random records spread over hours, tenants, models, outcomes and durations.
+pub fn random_records(count: usize, seed: u64) -> Vec<usage_runtime::UsageRecord> {
+    use usage_runtime::testing::Capture;
+
+    #[usage_runtime::track_usage(operation = "rolled", tenant = tenant)]
+    fn rolled(tenant: Option<&str>) {}
+
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let capture = Capture::new();
+    capture.run(|| {
+        for _ in 0..count {
+            let tenant = ["acme", "globex", ""][rng.usize(..3)];
+            rolled((!tenant.is_empty()).then_some(tenant));
+        }
+    });
+    let mut records = capture.records();
+    let base = chrono::Utc::now() - chrono::Duration::days(2);
+    for record in &mut records {
+        record.started_at = base + chrono::Duration::microseconds(rng.i64(0..36 * 3_600_000_000));
+        record.duration = std::time::Duration::from_micros(rng.u64(0..5_000_000));
+        record.outcome = usage_runtime::Outcome::ALL[rng.usize(..4)];
+        record.model =
+            [None, Some("gpt-4o".to_owned()), Some("haiku".to_owned())][rng.usize(..3)].clone();
+        record.input_tokens = rng.bool().then(|| rng.u64(0..10_000));
+        record.output_tokens = rng.bool().then(|| rng.u64(0..10_000));
+        record.cost_nano_usd = rng.bool().then(|| rng.i64(0..1_000_000));
+        if rng.u8(..10) == 0 {
+            record.operation = "other".into();
+        }
+    }
+    records
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

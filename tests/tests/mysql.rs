@@ -20,7 +20,12 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A fresh prefix: the test's tables are dropped first, so reruns start clean.
 async fn fresh(url: &str, prefix: &str) -> SqlConfig {
     let mut db = MySqlConnection::connect(url).await.unwrap();
-    for table in ["usage_records", "usage_schema_migrations"] {
+    for table in [
+        "usage_records",
+        "usage_schema_migrations",
+        "usage_rollups_hourly",
+        "usage_rollup_latency",
+    ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {prefix}{table}"
         )))
@@ -351,4 +356,77 @@ async fn debug_output_never_shows_the_password() {
         "{shown}"
     );
     assert!(!shown.contains("topsecret"), "{shown}");
+}
+
+/// (hour, operation, tenant, model, outcome) -> (calls, input, output, cost, duration).
+type Sums =
+    std::collections::BTreeMap<(String, String, String, String, String), (i64, i64, i64, i64, i64)>;
+
+async fn sums(db: &mut MySqlConnection, query: &str) -> Sums {
+    sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
+                (r.get(5), r.get(6), r.get(7), r.get(8), r.get(9)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_rollup_").await;
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    for table in ["usage_rollups_hourly", "usage_rollup_latency"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS my_rollup_{table}"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let records = tests::random_records(3000, 9);
+    let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut at = 0;
+    while at < records.len() {
+        let end = (at + rng.usize(1..400)).min(records.len());
+        sink.write(&records[at..end]).await.unwrap();
+        if rng.bool() {
+            sink.write(&records[at..end]).await.unwrap();
+        }
+        if at > 0 && rng.u8(..4) == 0 {
+            let from = rng.usize(..at);
+            sink.write(&records[from..end]).await.unwrap();
+        }
+        at = end;
+    }
+    let rolled = sums(
+        &mut db,
+        "SELECT DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z'), operation, tenant_id, model, outcome, \
+         calls, input_tokens, output_tokens, cost_nano_usd, duration_us \
+         FROM my_rollup_usage_rollups_hourly",
+    )
+    .await;
+    let raw = sums(
+        &mut db,
+        "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:00:00Z'), operation, COALESCE(tenant_id, ''), \
+         COALESCE(model, ''), outcome, COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS SIGNED), \
+         CAST(COALESCE(SUM(output_tokens), 0) AS SIGNED), CAST(COALESCE(SUM(cost_nano_usd), 0) AS SIGNED), \
+         CAST(SUM(duration_us) AS SIGNED) FROM my_rollup_usage_records GROUP BY 1, 2, 3, 4, 5",
+    )
+    .await;
+    assert!(rolled.len() > 100);
+    assert_eq!(rolled, raw);
+    let latency: i64 =
+        sqlx::query_scalar("SELECT CAST(SUM(calls) AS SIGNED) FROM my_rollup_usage_rollup_latency")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(latency, 3000);
 }

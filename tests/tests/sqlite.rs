@@ -114,7 +114,7 @@ async fn wal_mode_and_recorded_migrations() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -334,7 +334,7 @@ async fn a_first_release_database_is_upgraded_in_place() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
              cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",
@@ -363,4 +363,101 @@ async fn a_first_release_database_is_upgraded_in_place() {
         Some(i64::MAX),
         "the largest count is held at SQLite's maximum"
     );
+}
+
+/// (hour, service, operation, tenant, model, outcome) -> (calls, input, output, cost, duration).
+type Sums = std::collections::BTreeMap<
+    (String, String, String, String, String, String),
+    (i64, i64, i64, i64, i64),
+>;
+
+async fn rollup_sums(db: &mut SqliteConnection) -> Sums {
+    sqlx::query(
+        "SELECT hour, service, operation, tenant_id, model, outcome, calls, input_tokens, \
+         output_tokens, cost_nano_usd, duration_us FROM usage_rollups_hourly",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
+            (r.get(6), r.get(7), r.get(8), r.get(9), r.get(10)),
+        )
+    })
+    .collect()
+}
+
+async fn raw_sums(db: &mut SqliteConnection) -> Sums {
+    sqlx::query(
+        "SELECT substr(started_at, 1, 13) || ':00:00Z', service, operation, \
+         COALESCE(tenant_id, ''), COALESCE(model, ''), outcome, COUNT(*), \
+         COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), \
+         COALESCE(SUM(cost_nano_usd), 0), SUM(duration_us) \
+         FROM usage_records GROUP BY 1, 2, 3, 4, 5, 6",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
+            (r.get(6), r.get(7), r.get(8), r.get(9), r.get(10)),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let records = tests::random_records(3000, 7);
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    // Batches of random sizes, each written once, some twice, some overlapping earlier ones.
+    let mut at = 0;
+    while at < records.len() {
+        let end = (at + rng.usize(1..400)).min(records.len());
+        sink.write(&records[at..end]).await.unwrap();
+        if rng.bool() {
+            sink.write(&records[at..end]).await.unwrap(); // a redelivery
+        }
+        if at > 0 && rng.u8(..4) == 0 {
+            let from = rng.usize(..at);
+            sink.write(&records[from..end]).await.unwrap(); // a replay spanning old batches
+        }
+        at = end;
+    }
+    let mut db = open(&url).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3000);
+    let rolled = rollup_sums(&mut db).await;
+    assert!(rolled.len() > 100, "the records spread over many keys");
+    assert_eq!(rolled, raw_sums(&mut db).await);
+
+    // The latency histograms hold exactly the raw durations' buckets.
+    let histogram: std::collections::BTreeMap<(String, String, i64), i64> = sqlx::query(
+        "SELECT hour, operation, bucket, SUM(calls) FROM usage_rollup_latency GROUP BY 1, 2, 3",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+    .collect();
+    let mut expected = std::collections::BTreeMap::new();
+    for record in &records {
+        let hour = record.started_at.format("%Y-%m-%dT%H:00:00Z").to_string();
+        let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
+        *expected
+            .entry((hour, record.operation.clone(), i64::from(bucket)))
+            .or_insert(0i64) += 1;
+    }
+    assert_eq!(histogram, expected);
 }

@@ -9,6 +9,7 @@ mod error;
 mod guard;
 mod pricing;
 mod record;
+pub mod rollup;
 pub mod sink;
 mod spool;
 mod stream;

@@ -13,11 +13,13 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
+use crate::rollup::{Parts, Rollup, RollupKey};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "usage_records",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "usage_records",
+        sql: r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id                  CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY,
     operation           VARCHAR(255)  NOT NULL,
@@ -43,7 +45,176 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     KEY {prefix}usage_records_operation_started_at (operation, started_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
-}];
+    },
+    Migration {
+        version: ROLLUPS,
+        description: "hourly rollups (backfilled from the records)",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
+    rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
+    hour                DATETIME        NOT NULL,
+    service             VARCHAR(255)    NOT NULL,
+    operation           VARCHAR(255)    NOT NULL,
+    tenant_id           VARCHAR(255)    NOT NULL,
+    model               VARCHAR(255)    NOT NULL,
+    outcome             VARCHAR(16)     NOT NULL,
+    calls               BIGINT          NOT NULL,
+    input_tokens        BIGINT          NOT NULL,
+    output_tokens       BIGINT          NOT NULL,
+    cached_input_tokens BIGINT          NOT NULL,
+    cost_nano_usd       BIGINT          NOT NULL,
+    duration_us         BIGINT          NOT NULL,
+    KEY {prefix}usage_rollups_hour (hour)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
+    rollup_key BINARY(16)   NOT NULL,
+    bucket     INT          NOT NULL,
+    hour       DATETIME     NOT NULL,
+    service    VARCHAR(255) NOT NULL,
+    operation  VARCHAR(255) NOT NULL,
+    tenant_id  VARCHAR(255) NOT NULL,
+    model      VARCHAR(255) NOT NULL,
+    outcome    VARCHAR(16)  NOT NULL,
+    calls      BIGINT       NOT NULL,
+    PRIMARY KEY (rollup_key, bucket),
+    KEY {prefix}usage_rollup_latency_hour (hour)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
+"#,
+    },
+];
+
+/// The migration that creates the rollups, after which existing records are rolled up.
+const ROLLUPS: i64 = 2;
+
+/// The rollup key as 16 bytes: MySQL cannot index the six key columns together (too long for an
+/// InnoDB key), so rows are keyed by a UUIDv5 of them.
+fn rollup_key(key: &RollupKey) -> [u8; 16] {
+    let text = format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        key.hour.timestamp(),
+        key.service,
+        key.operation,
+        key.tenant_id,
+        key.model,
+        key.outcome
+    );
+    *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).as_bytes()
+}
+
+/// Adds `rollup` to the rollup tables, in the caller's transaction.
+async fn add_rollup(
+    connection: &mut MySqlConnection,
+    config: &SqlConfig,
+    rollup: &Rollup,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = rollup.rows.iter().collect();
+    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+            "INSERT INTO {} (rollup_key, hour, service, operation, tenant_id, model, outcome, \
+             calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
+             duration_us) ",
+            config.rollups_table()
+        ));
+        upsert.push_values(chunk, |mut row, (key, sums)| {
+            row.push_bind(rollup_key(key).to_vec())
+                .push_bind(key.hour.format("%Y-%m-%d %H:00:00").to_string())
+                .push_bind(key.service.clone())
+                .push_bind(key.operation.clone())
+                .push_bind(key.tenant_id.clone())
+                .push_bind(key.model.clone())
+                .push_bind(key.outcome)
+                .push_bind(sums.calls)
+                .push_bind(sums.input_tokens)
+                .push_bind(sums.output_tokens)
+                .push_bind(sums.cached_input_tokens)
+                .push_bind(sums.cost_nano_usd)
+                .push_bind(sums.duration_us);
+        });
+        upsert.push(
+            " ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), \
+             input_tokens = input_tokens + VALUES(input_tokens), \
+             output_tokens = output_tokens + VALUES(output_tokens), \
+             cached_input_tokens = cached_input_tokens + VALUES(cached_input_tokens), \
+             cost_nano_usd = cost_nano_usd + VALUES(cost_nano_usd), \
+             duration_us = duration_us + VALUES(duration_us)",
+        );
+        upsert.build().execute(&mut *connection).await?;
+    }
+    let latency: Vec<_> = rollup.latency.iter().collect();
+    for chunk in latency.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+            "INSERT INTO {} (rollup_key, bucket, hour, service, operation, tenant_id, model, \
+             outcome, calls) ",
+            config.latency_table()
+        ));
+        upsert.push_values(chunk, |mut row, ((key, bucket), calls)| {
+            row.push_bind(rollup_key(key).to_vec())
+                .push_bind(*bucket)
+                .push_bind(key.hour.format("%Y-%m-%d %H:00:00").to_string())
+                .push_bind(key.service.clone())
+                .push_bind(key.operation.clone())
+                .push_bind(key.tenant_id.clone())
+                .push_bind(key.model.clone())
+                .push_bind(key.outcome)
+                .push_bind(**calls);
+        });
+        upsert.push(" ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls)");
+        upsert.build().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// Rolls up the records already in the table. DDL is not transactional in MySQL, so the rollups
+/// are emptied first: an interrupted backfill is simply redone.
+async fn backfill(connection: &mut MySqlConnection, config: &SqlConfig) -> Result<(), sqlx::Error> {
+    for table in [config.rollups_table(), config.latency_table()] {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&mut *connection)
+            .await?;
+    }
+    let mut after = String::new();
+    loop {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%s.%fZ'), service, operation, \
+             tenant_id, model, outcome, duration_us, input_tokens, output_tokens, \
+             cached_input_tokens, cost_nano_usd \
+             FROM {} WHERE id > ? ORDER BY id LIMIT 10000",
+            config.records_table()
+        )))
+        .bind(&after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let started: String = row.get(1);
+            let outcome: String = row.get(6);
+            rollup.add_parts(Parts {
+                started_at: chrono::DateTime::parse_from_rfc3339(&started)
+                    .map(|at| at.with_timezone(&chrono::Utc))
+                    .map_err(|error| sqlx::Error::Decode(error.into()))?,
+                service: row.get(2),
+                operation: row.get(3),
+                tenant_id: row.get(4),
+                model: row.get(5),
+                outcome: outcome
+                    .parse()
+                    .map_err(|error: crate::record::ParseOutcomeError| {
+                        sqlx::Error::Decode(error.into())
+                    })?,
+                duration_us: row.get(7),
+                input_tokens: row.get(8),
+                output_tokens: row.get(9),
+                cached_input_tokens: row.get(10),
+                cost_nano_usd: row.get(11),
+            });
+        }
+        add_rollup(connection, config, &rollup).await?;
+    }
+}
 
 const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
     outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
@@ -280,6 +451,9 @@ async fn migrate(
             sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
                 .execute(&mut *connection)
                 .await?;
+            if migration.version == ROLLUPS {
+                backfill(&mut *connection, config).await?;
+            }
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO {migrations} (version, description) VALUES (?, ?)"
             )))
@@ -382,6 +556,20 @@ impl Sink for MySqlSink {
         let table = self.config.records_table();
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut tx = pool.begin().await.map_err(fail)?;
+        // No RETURNING in MySQL: the ids already present are read (and locked) first, so only
+        // what this transaction inserts is rolled up and a replayed record counts once.
+        let mut present = std::collections::HashSet::new();
+        for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut select: QueryBuilder<MySql> =
+                QueryBuilder::new(format!("SELECT id FROM {table} WHERE id IN ("));
+            let mut ids = select.separated(", ");
+            for record in chunk {
+                ids.push_bind(record.id.hyphenated().to_string());
+            }
+            select.push(") FOR UPDATE");
+            let rows = select.build().fetch_all(&mut *tx).await.map_err(fail)?;
+            present.extend(rows.iter().map(|row| row.get::<String, _>(0)));
+        }
         let mut start = 0;
         while start < batch.len() {
             // Grow the statement until the next row would pass the packet budget.
@@ -399,6 +587,16 @@ impl Sink for MySqlSink {
                 .await
                 .map_err(fail)?;
             start = end;
+        }
+        let rollup = Rollup::of(
+            batch
+                .iter()
+                .filter(|record| !present.contains(&record.id.hyphenated().to_string())),
+        );
+        if !rollup.is_empty() {
+            add_rollup(&mut tx, &self.config, &rollup)
+                .await
+                .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
     }

@@ -12,11 +12,13 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
+use crate::rollup::{Parts, Rollup, RollupKey, RollupSums};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "usage_records",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "usage_records",
+        sql: r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id                  uuid        PRIMARY KEY,
     operation           text        NOT NULL,
@@ -46,7 +48,43 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     ON {prefix}usage_records (operation, started_at);
 "#,
-}];
+    },
+    Migration {
+        version: ROLLUPS,
+        description: "hourly rollups (backfilled from the records)",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
+    hour                timestamptz NOT NULL,
+    service             text        NOT NULL,
+    operation           text        NOT NULL,
+    tenant_id           text        NOT NULL,
+    model               text        NOT NULL,
+    outcome             text        NOT NULL,
+    calls               bigint      NOT NULL,
+    input_tokens        bigint      NOT NULL,
+    output_tokens       bigint      NOT NULL,
+    cached_input_tokens bigint      NOT NULL,
+    cost_nano_usd       bigint      NOT NULL,
+    duration_us         bigint      NOT NULL,
+    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
+);
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
+    hour      timestamptz NOT NULL,
+    service   text        NOT NULL,
+    operation text        NOT NULL,
+    tenant_id text        NOT NULL,
+    model     text        NOT NULL,
+    outcome   text        NOT NULL,
+    bucket    integer     NOT NULL,
+    calls     bigint      NOT NULL,
+    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket)
+);
+"#,
+    },
+];
+
+/// The migration that creates the rollups, after which existing records are rolled up.
+const ROLLUPS: i64 = 2;
 
 const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
     outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
@@ -107,7 +145,7 @@ impl PostgresSink {
                          $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
                          $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \
                          $16::int8[], $17::int8[], $18::int8[], $19::jsonb[]) \
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO NOTHING RETURNING id",
             table = config.records_table(),
         );
         Ok(PostgresSink {
@@ -274,6 +312,9 @@ async fn migrate(
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
+        if migration.version == ROLLUPS {
+            backfill(&mut tx, config).await.map_err(fail)?;
+        }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {migrations} (version, description) VALUES ($1, $2)"
         )))
@@ -286,12 +327,13 @@ async fn migrate(
     tx.commit().await.map_err(fail)
 }
 
-/// The batch as 19 column arrays, bound to the UNNEST statement with native types.
+/// The batch as 19 column arrays, bound to the UNNEST statement with native types; returns the
+/// ids it inserted (not those already present).
 async fn insert(
     connection: &mut PgConnection,
     statement: &str,
     batch: &[UsageRecord],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
     fn column<T>(batch: &[UsageRecord], f: impl Fn(&UsageRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
@@ -323,20 +365,151 @@ async fn insert(
         .bind(column(batch, |r| {
             sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone()))
         }))
-        .execute(connection)
+        .fetch_all(connection)
         .await
-        .map(|_| ())
+        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Adds `rollup` to the rollup tables, in the caller's transaction.
+async fn add_rollup(
+    connection: &mut PgConnection,
+    config: &SqlConfig,
+    rollup: &Rollup,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = rollup.rows.iter().collect();
+    let keys = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> {
+        rows.iter().map(|(key, _)| f(key)).collect()
+    };
+    let sums = |f: &dyn Fn(&RollupSums) -> i64| -> Vec<i64> {
+        rows.iter().map(|(_, sums)| f(sums)).collect()
+    };
+    let table = config.rollups_table();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (hour, service, operation, tenant_id, model, outcome, calls, \
+         input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
+                              $11::int8[], $12::int8[]) \
+         ON CONFLICT (hour, service, operation, tenant_id, model, outcome) DO UPDATE SET \
+         calls = {table}.calls + EXCLUDED.calls, \
+         input_tokens = {table}.input_tokens + EXCLUDED.input_tokens, \
+         output_tokens = {table}.output_tokens + EXCLUDED.output_tokens, \
+         cached_input_tokens = {table}.cached_input_tokens + EXCLUDED.cached_input_tokens, \
+         cost_nano_usd = {table}.cost_nano_usd + EXCLUDED.cost_nano_usd, \
+         duration_us = {table}.duration_us + EXCLUDED.duration_us"
+    )))
+    .bind(rows.iter().map(|(key, _)| key.hour).collect::<Vec<_>>())
+    .bind(keys(&|k| sql::without_nul(&k.service).into_owned()))
+    .bind(keys(&|k| sql::without_nul(&k.operation).into_owned()))
+    .bind(keys(&|k| sql::without_nul(&k.tenant_id).into_owned()))
+    .bind(keys(&|k| sql::without_nul(&k.model).into_owned()))
+    .bind(keys(&|k| k.outcome.to_owned()))
+    .bind(sums(&|s| s.calls))
+    .bind(sums(&|s| s.input_tokens))
+    .bind(sums(&|s| s.output_tokens))
+    .bind(sums(&|s| s.cached_input_tokens))
+    .bind(sums(&|s| s.cost_nano_usd))
+    .bind(sums(&|s| s.duration_us))
+    .execute(&mut *connection)
+    .await?;
+    let latency: Vec<_> = rollup.latency.iter().collect();
+    let table = config.latency_table();
+    let part = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> {
+        latency.iter().map(|((key, _), _)| f(key)).collect()
+    };
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (hour, service, operation, tenant_id, model, outcome, bucket, calls) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::int4[], $8::int8[]) \
+         ON CONFLICT (hour, service, operation, tenant_id, model, outcome, bucket) \
+         DO UPDATE SET calls = {table}.calls + EXCLUDED.calls"
+    )))
+    .bind(
+        latency
+            .iter()
+            .map(|((key, _), _)| key.hour)
+            .collect::<Vec<_>>(),
+    )
+    .bind(part(&|k| sql::without_nul(&k.service).into_owned()))
+    .bind(part(&|k| sql::without_nul(&k.operation).into_owned()))
+    .bind(part(&|k| sql::without_nul(&k.tenant_id).into_owned()))
+    .bind(part(&|k| sql::without_nul(&k.model).into_owned()))
+    .bind(part(&|k| k.outcome.to_owned()))
+    .bind(
+        latency
+            .iter()
+            .map(|((_, bucket), _)| *bucket as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(latency.iter().map(|(_, calls)| **calls).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Rolls up the records already in the table (when the rollups are created), in chunks.
+async fn backfill(connection: &mut PgConnection, config: &SqlConfig) -> Result<(), sqlx::Error> {
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, started_at, service, operation, tenant_id, model, outcome, duration_us, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd \
+             FROM {} WHERE id > $1 ORDER BY id LIMIT 10000",
+            config.records_table()
+        )))
+        .bind(after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let outcome: String = row.get(6);
+            let count = |column: usize| row.get::<Option<i64>, _>(column).map(|n| n.max(0) as u64);
+            rollup.add_parts(Parts {
+                started_at: row.get(1),
+                service: row.get(2),
+                operation: row.get(3),
+                tenant_id: row.get(4),
+                model: row.get(5),
+                outcome: outcome
+                    .parse()
+                    .map_err(|error: crate::record::ParseOutcomeError| {
+                        sqlx::Error::Decode(error.into())
+                    })?,
+                duration_us: row.get::<i64, _>(7).max(0) as u64,
+                input_tokens: count(8),
+                output_tokens: count(9),
+                cached_input_tokens: count(10),
+                cost_nano_usd: row.get(11),
+            });
+        }
+        add_rollup(connection, config, &rollup).await?;
+    }
 }
 
 impl Sink for PostgresSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
-        let mut connection = pool
-            .acquire()
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        let mut tx = pool
+            .begin()
             .await
             .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
-        insert(&mut connection, &self.insert, batch)
+        let inserted: std::collections::HashSet<uuid::Uuid> = insert(&mut tx, &self.insert, batch)
             .await
-            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+            .map_err(fail)?
+            .into_iter()
+            .collect();
+        // Only what this transaction inserted is rolled up: a replayed record counts once.
+        let rollup = Rollup::of(batch.iter().filter(|record| inserted.contains(&record.id)));
+        if !rollup.is_empty() {
+            add_rollup(&mut tx, &self.config, &rollup)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
     }
 }

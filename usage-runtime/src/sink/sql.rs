@@ -44,6 +44,16 @@ impl SqlConfig {
         format!("{}usage_records", self.table_prefix)
     }
 
+    /// The hourly rollups.
+    pub fn rollups_table(&self) -> String {
+        format!("{}usage_rollups_hourly", self.table_prefix)
+    }
+
+    /// The latency histograms beside the hourly rollups.
+    pub fn latency_table(&self) -> String {
+        format!("{}usage_rollup_latency", self.table_prefix)
+    }
+
     /// The table recording applied migrations.
     pub fn migrations_table(&self) -> String {
         format!("{}usage_schema_migrations", self.table_prefix)

@@ -9,12 +9,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite};
 
 use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
+use crate::rollup::{Parts, Rollup};
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -60,7 +61,42 @@ ALTER TABLE {prefix}usage_records ADD COLUMN cost_nano_usd INTEGER;
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usage_records (model, started_at);
 "#,
     },
+    Migration {
+        version: ROLLUPS,
+        description: "hourly rollups (backfilled from the records)",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
+    hour                TEXT    NOT NULL,
+    service             TEXT    NOT NULL,
+    operation           TEXT    NOT NULL,
+    tenant_id           TEXT    NOT NULL,
+    model               TEXT    NOT NULL,
+    outcome             TEXT    NOT NULL,
+    calls               INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_nano_usd       INTEGER NOT NULL,
+    duration_us         INTEGER NOT NULL,
+    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
+);
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
+    hour      TEXT    NOT NULL,
+    service   TEXT    NOT NULL,
+    operation TEXT    NOT NULL,
+    tenant_id TEXT    NOT NULL,
+    model     TEXT    NOT NULL,
+    outcome   TEXT    NOT NULL,
+    bucket    INTEGER NOT NULL,
+    calls     INTEGER NOT NULL,
+    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket)
+);
+"#,
+    },
 ];
+
+/// The migration that creates the rollups, after which existing records are rolled up.
+const ROLLUPS: i64 = 3;
 
 /// Writes records to a SQLite database file, creating the file and the schema.
 ///
@@ -237,6 +273,9 @@ async fn migrate(
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
+        if migration.version == ROLLUPS {
+            backfill(&mut tx, config).await.map_err(fail)?;
+        }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {migrations} (version, description, applied_at)
              VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
@@ -259,11 +298,12 @@ pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
         .to_string()
 }
 
+/// Inserts `rows`, skipping ids already present; returns the ids it inserted.
 async fn insert_rows(
     connection: &mut SqliteConnection,
     table: &str,
     rows: &[UsageRecord],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
         "INSERT INTO {table} (id, operation, function, service, instance, started_at, \
          duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
@@ -290,8 +330,126 @@ async fn insert_rows(
             .push_bind(record.cached_input_tokens.map(sql::clamp))
             .push_bind(record.cost_nano_usd);
     });
-    insert.push(" ON CONFLICT (id) DO NOTHING");
-    insert.build().execute(connection).await.map(|_| ())
+    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    let inserted = insert.build().fetch_all(connection).await?;
+    Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
+}
+
+/// Adds `rollup` to the rollup tables (in the caller's transaction).
+async fn add_rollup(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+    rollup: &Rollup,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = rollup.rows.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {} (hour, service, operation, tenant_id, model, outcome, calls, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us) ",
+            config.rollups_table()
+        ));
+        upsert.push_values(chunk, |mut row, (key, sums)| {
+            row.push_bind(hour_text(key.hour))
+                .push_bind(key.service.clone())
+                .push_bind(key.operation.clone())
+                .push_bind(key.tenant_id.clone())
+                .push_bind(key.model.clone())
+                .push_bind(key.outcome)
+                .push_bind(sums.calls)
+                .push_bind(sums.input_tokens)
+                .push_bind(sums.output_tokens)
+                .push_bind(sums.cached_input_tokens)
+                .push_bind(sums.cost_nano_usd)
+                .push_bind(sums.duration_us);
+        });
+        upsert.push(
+            " ON CONFLICT (hour, service, operation, tenant_id, model, outcome) DO UPDATE SET \
+             calls = calls + excluded.calls, \
+             input_tokens = input_tokens + excluded.input_tokens, \
+             output_tokens = output_tokens + excluded.output_tokens, \
+             cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
+             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
+             duration_us = duration_us + excluded.duration_us",
+        );
+        upsert.build().execute(&mut *connection).await?;
+    }
+    let latency: Vec<_> = rollup.latency.iter().collect();
+    for chunk in latency.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {} (hour, service, operation, tenant_id, model, outcome, bucket, calls) ",
+            config.latency_table()
+        ));
+        upsert.push_values(chunk, |mut row, ((key, bucket), calls)| {
+            row.push_bind(hour_text(key.hour))
+                .push_bind(key.service.clone())
+                .push_bind(key.operation.clone())
+                .push_bind(key.tenant_id.clone())
+                .push_bind(key.model.clone())
+                .push_bind(key.outcome)
+                .push_bind(i64::from(*bucket))
+                .push_bind(**calls);
+        });
+        upsert.push(
+            " ON CONFLICT (hour, service, operation, tenant_id, model, outcome, bucket) \
+             DO UPDATE SET calls = calls + excluded.calls",
+        );
+        upsert.build().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// An hour as stored in the rollups: RFC 3339, UTC, whole seconds.
+pub(crate) fn hour_text(hour: chrono::DateTime<chrono::Utc>) -> String {
+    hour.format("%Y-%m-%dT%H:00:00Z").to_string()
+}
+
+/// Rolls up the records already in the table (when the rollups are created), in chunks.
+async fn backfill(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT rowid, started_at, service, operation, tenant_id, model, outcome, duration_us, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd \
+             FROM {} WHERE rowid > ? ORDER BY rowid LIMIT 10000",
+            config.records_table()
+        )))
+        .bind(after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let started: String = row.get(1);
+            let outcome: String = row.get(6);
+            let count = |column: usize| row.get::<Option<i64>, _>(column).map(|n| n.max(0) as u64);
+            rollup.add_parts(Parts {
+                started_at: chrono::DateTime::parse_from_rfc3339(&started)
+                    .map(|at| at.with_timezone(&chrono::Utc))
+                    .map_err(|error| sqlx::Error::Decode(error.into()))?,
+                service: row.get(2),
+                operation: row.get(3),
+                tenant_id: row.get(4),
+                model: row.get(5),
+                outcome: outcome
+                    .parse()
+                    .map_err(|error: crate::record::ParseOutcomeError| {
+                        sqlx::Error::Decode(error.into())
+                    })?,
+                duration_us: row.get::<i64, _>(7).max(0) as u64,
+                input_tokens: count(8),
+                output_tokens: count(9),
+                cached_input_tokens: count(10),
+                cost_nano_usd: row.get(11),
+            });
+        }
+        add_rollup(connection, config, &rollup).await?;
+    }
 }
 
 impl Sink for SqliteSink {
@@ -300,8 +458,20 @@ impl Sink for SqliteSink {
         let table = self.config.records_table();
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut tx = pool.begin().await.map_err(fail)?;
+        let mut inserted = std::collections::HashSet::new();
         for rows in batch.chunks(ROWS_PER_STATEMENT) {
-            insert_rows(&mut tx, &table, rows).await.map_err(fail)?;
+            inserted.extend(insert_rows(&mut tx, &table, rows).await.map_err(fail)?);
+        }
+        // Only what this transaction inserted is rolled up: a replayed record counts once.
+        let rollup = Rollup::of(
+            batch
+                .iter()
+                .filter(|record| inserted.contains(&record.id.hyphenated().to_string())),
+        );
+        if !rollup.is_empty() {
+            add_rollup(&mut tx, &self.config, &rollup)
+                .await
+                .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
     }
