@@ -12,7 +12,7 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use crate::rollup::{Parts, Rollup, RollupKey, RollupSums};
+use crate::rollup::{latency_bucket, Parts, Rollup, RollupKey, RollupSums};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -99,6 +99,8 @@ pub struct PostgresSink {
     config: SqlConfig,
     target: String,
     insert: String,
+    /// The insert and its rollups in one statement.
+    write: String,
     pool: Option<PgPool>,
 }
 
@@ -148,11 +150,13 @@ impl PostgresSink {
              ON CONFLICT (id) DO NOTHING RETURNING id",
             table = config.records_table(),
         );
+        let write = write_statement(&config);
         Ok(PostgresSink {
             options,
             config,
             target,
             insert,
+            write,
             pool: None,
         })
     }
@@ -254,6 +258,66 @@ impl PostgresSink {
     }
 }
 
+/// One statement per batch: insert the records, and from the rows actually inserted (so a
+/// replayed record counts once) add to the hourly rollups and latency histograms. Sums saturate
+/// at the largest `bigint` rather than fail. Latency buckets come from the client (`$20`, `$21`),
+/// computed with the same function the backfill and reports use.
+fn write_statement(config: &SqlConfig) -> String {
+    let records = config.records_table();
+    let rollups = config.rollups_table();
+    let latency = config.latency_table();
+    let key = "hour, service, operation, tenant_id, model, outcome";
+    let saturating = |column: &str| {
+        format!(
+            "{column} = LEAST({rollups}.{column}::numeric + EXCLUDED.{column}, \
+             9223372036854775807)::int8"
+        )
+    };
+    let sums = [
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_nano_usd",
+        "duration_us",
+    ]
+    .map(saturating)
+    .join(", ");
+    let capped = |expression: &str| format!("LEAST({expression}, 9223372036854775807)::int8");
+    format!(
+        "WITH ins AS ( \
+           INSERT INTO {records} ({COLUMNS}) \
+           SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                       $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+                       $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \
+                       $16::int8[], $17::int8[], $18::int8[], $19::jsonb[]) \
+           ON CONFLICT (id) DO NOTHING \
+           RETURNING id, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+                     AS hour, service, operation, COALESCE(tenant_id, '') AS tenant_id, \
+                     COALESCE(model, '') AS model, outcome, duration_us, input_tokens, \
+                     output_tokens, cached_input_tokens, cost_nano_usd \
+         ), rolled AS ( \
+           INSERT INTO {rollups} ({key}, calls, input_tokens, output_tokens, \
+                                  cached_input_tokens, cost_nano_usd, duration_us) \
+           SELECT {key}, count(*), {}, {}, {}, {}, {} FROM ins GROUP BY {key} \
+           ON CONFLICT ({key}) DO UPDATE SET {sums} \
+         ) \
+         INSERT INTO {latency} ({key}, bucket, calls) \
+         SELECT ins.hour, ins.service, ins.operation, ins.tenant_id, ins.model, ins.outcome, \
+                b.bucket, count(*) \
+         FROM ins JOIN UNNEST($20::uuid[], $21::int4[]) AS b(id, bucket) USING (id) \
+         GROUP BY ins.hour, ins.service, ins.operation, ins.tenant_id, ins.model, ins.outcome, \
+                  b.bucket \
+         ON CONFLICT ({key}, bucket) DO UPDATE \
+         SET calls = {latency}.calls + EXCLUDED.calls",
+        capped("COALESCE(sum(input_tokens), 0)"),
+        capped("COALESCE(sum(output_tokens), 0)"),
+        capped("COALESCE(sum(cached_input_tokens), 0)"),
+        capped("COALESCE(sum(cost_nano_usd), 0)"),
+        capped("sum(duration_us)"),
+    )
+}
+
 /// Login failures (SQLSTATE class 28) are `authenticate`; everything else on the way in is
 /// `connect` (a refused port, a missing database).
 fn connect_step(error: &sqlx::Error) -> DbStep {
@@ -334,6 +398,38 @@ async fn insert(
     statement: &str,
     batch: &[UsageRecord],
 ) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    bind_records(statement, batch)
+        .fetch_all(connection)
+        .await
+        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Writes `batch` and its rollups with the [`write_statement`].
+async fn write_with_rollups(
+    connection: &mut PgConnection,
+    statement: &str,
+    batch: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let (ids, buckets): (Vec<uuid::Uuid>, Vec<i32>) = batch
+        .iter()
+        .map(|record| {
+            let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+            (record.id, latency_bucket(micros) as i32)
+        })
+        .unzip();
+    bind_records(statement, batch)
+        .bind(ids)
+        .bind(buckets)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+/// A statement over the 19 record columns as arrays (`$1` to `$19`), bound with native types.
+fn bind_records(
+    statement: &str,
+    batch: &[UsageRecord],
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     fn column<T>(batch: &[UsageRecord], f: impl Fn(&UsageRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
@@ -365,9 +461,6 @@ async fn insert(
         .bind(column(batch, |r| {
             sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone()))
         }))
-        .fetch_all(connection)
-        .await
-        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Adds `rollup` to the rollup tables, in the caller's transaction.
@@ -493,23 +586,13 @@ async fn backfill(connection: &mut PgConnection, config: &SqlConfig) -> Result<(
 impl Sink for PostgresSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
-        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
-        let mut tx = pool
-            .begin()
+        let mut connection = pool
+            .acquire()
             .await
             .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
-        let inserted: std::collections::HashSet<uuid::Uuid> = insert(&mut tx, &self.insert, batch)
+        // One statement, so one transaction: the records and their rollups commit together.
+        write_with_rollups(&mut connection, &self.write, batch)
             .await
-            .map_err(fail)?
-            .into_iter()
-            .collect();
-        // Only what this transaction inserted is rolled up: a replayed record counts once.
-        let rollup = Rollup::of(batch.iter().filter(|record| inserted.contains(&record.id)));
-        if !rollup.is_empty() {
-            add_rollup(&mut tx, &self.config, &rollup)
-                .await
-                .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 }
