@@ -246,6 +246,28 @@ pub fn random_records(count: usize, seed: u64) -> Vec<usage_runtime::UsageRecord
     records
 }
 
+/// Two records with the same rollup key (hour, operation, tenant, model, outcome) and token
+/// counts so large that their sum overflows any 64-bit integer.
+pub fn overflowing_pair() -> Vec<usage_runtime::UsageRecord> {
+    #[usage_runtime::track_usage(operation = "huge", tenant = "acme")]
+    fn huge() {}
+
+    let capture = usage_runtime::testing::Capture::new();
+    capture.run(|| {
+        huge();
+        huge();
+    });
+    let mut records = capture.records();
+    let hour = records[0].started_at;
+    for record in &mut records {
+        record.started_at = hour;
+        record.input_tokens = Some(u64::MAX);
+        record.cost_nano_usd = Some(i64::MAX);
+        record.model = Some("gpt-4o".into());
+    }
+    records
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

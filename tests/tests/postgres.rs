@@ -437,3 +437,22 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
             .unwrap();
     assert_eq!(latency, 3000);
 }
+
+#[tokio::test]
+async fn rollup_sums_saturate_instead_of_failing() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_sat_").await;
+    let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    let records = tests::overflowing_pair();
+    sink.write(&records[..1]).await.unwrap();
+    sink.write(&records[1..]).await.unwrap();
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let (calls, input, cost): (i64, i64, i64) = sqlx::query_as(
+        "SELECT calls, input_tokens, cost_nano_usd FROM pg_sat_usage_rollups_hourly \
+         WHERE operation = 'huge'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((calls, input, cost), (2, i64::MAX, i64::MAX));
+}

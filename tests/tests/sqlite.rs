@@ -461,3 +461,21 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     }
     assert_eq!(histogram, expected);
 }
+
+#[tokio::test]
+async fn rollup_sums_saturate_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    let records = tests::overflowing_pair();
+    sink.write(&records[..1]).await.unwrap();
+    sink.write(&records[1..]).await.unwrap();
+    let mut db = open(&url).await;
+    let (calls, input, cost): (i64, i64, i64) = sqlx::query_as(
+        "SELECT calls, input_tokens, cost_nano_usd FROM usage_rollups_hourly WHERE operation = 'huge'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((calls, input, cost), (2, i64::MAX, i64::MAX));
+}

@@ -101,6 +101,22 @@ fn rollup_key(key: &RollupKey) -> [u8; 16] {
     *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).as_bytes()
 }
 
+/// `ON DUPLICATE KEY UPDATE` adding each sum, held at the largest BIGINT.
+fn saturating_sums() -> String {
+    let sums: Vec<String> = [
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_nano_usd",
+        "duration_us",
+    ]
+    .iter()
+    .map(|c| format!("{c} = LEAST(CAST({c} AS DECIMAL(21)) + VALUES({c}), 9223372036854775807)"))
+    .collect();
+    format!(" ON DUPLICATE KEY UPDATE {}", sums.join(", "))
+}
+
 /// Adds `rollup` to the rollup tables, in the caller's transaction.
 async fn add_rollup(
     connection: &mut MySqlConnection,
@@ -131,12 +147,8 @@ async fn add_rollup(
                 .push_bind(sums.duration_us);
         });
         upsert.push(
-            " ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls), \
-             input_tokens = input_tokens + VALUES(input_tokens), \
-             output_tokens = output_tokens + VALUES(output_tokens), \
-             cached_input_tokens = cached_input_tokens + VALUES(cached_input_tokens), \
-             cost_nano_usd = cost_nano_usd + VALUES(cost_nano_usd), \
-             duration_us = duration_us + VALUES(duration_us)",
+            // Sums saturate at the largest BIGINT instead of failing the batch.
+            &saturating_sums(),
         );
         upsert.build().execute(&mut *connection).await?;
     }

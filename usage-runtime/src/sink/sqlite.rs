@@ -363,13 +363,16 @@ async fn add_rollup(
                 .push_bind(sums.duration_us);
         });
         upsert.push(
+            // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
+            // float, which MIN then caps).
             " ON CONFLICT (hour, service, operation, tenant_id, model, outcome) DO UPDATE SET \
-             calls = calls + excluded.calls, \
-             input_tokens = input_tokens + excluded.input_tokens, \
-             output_tokens = output_tokens + excluded.output_tokens, \
-             cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens, \
-             cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd, \
-             duration_us = duration_us + excluded.duration_us",
+             calls = MIN(calls + excluded.calls, 9223372036854775807), \
+             input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
+             output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
+             cached_input_tokens = \
+                 MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
+             cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
+             duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807)",
         );
         upsert.build().execute(&mut *connection).await?;
     }
