@@ -148,7 +148,7 @@ async fn add_rollup(
         });
         upsert.push(
             // Sums saturate at the largest BIGINT instead of failing the batch.
-            &saturating_sums(),
+            saturating_sums(),
         );
         upsert.build().execute(&mut *connection).await?;
     }
