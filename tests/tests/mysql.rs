@@ -25,6 +25,7 @@ async fn fresh(url: &str, prefix: &str) -> SqlConfig {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_operations",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {prefix}{table}"
@@ -448,4 +449,31 @@ async fn rollup_sums_saturate_instead_of_failing() {
     .await
     .unwrap();
     assert_eq!((calls, input, cost), (2, i64::MAX, i64::MAX));
+}
+
+#[tokio::test]
+async fn the_operation_catalog_is_recorded_at_start() {
+    let Some(url) = mysql_url() else { return };
+    let _serial = serial();
+    let config = fresh(&url, "my_catalog_").await;
+    let guard = Tracker::builder()
+        .service("catalog-test")
+        .sink(MySqlSink::connect_with(&url, config).await.unwrap())
+        .install()
+        .unwrap();
+    guard.shutdown().await.unwrap();
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let (function, line): (String, i32) = sqlx::query_as(
+        "SELECT function, line FROM my_catalog_usage_operations \
+         WHERE service = 'catalog-test' AND operation = 'chat'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(function, "mysql::chat");
+    assert!(include_str!("mysql.rs")
+        .lines()
+        .nth(line as usize - 1)
+        .unwrap()
+        .contains("fn chat("));
 }

@@ -25,6 +25,7 @@ async fn fresh(url: &str, prefix: &str) -> SqlConfig {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_operations",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {prefix}{table} CASCADE"
@@ -455,4 +456,31 @@ async fn rollup_sums_saturate_instead_of_failing() {
     .await
     .unwrap();
     assert_eq!((calls, input, cost), (2, i64::MAX, i64::MAX));
+}
+
+#[tokio::test]
+async fn the_operation_catalog_is_recorded_at_start() {
+    let Some(url) = postgres_url() else { return };
+    let _serial = serial();
+    let config = fresh(&url, "pg_catalog_").await;
+    let guard = Tracker::builder()
+        .service("catalog-test")
+        .sink(PostgresSink::connect_with(&url, config).await.unwrap())
+        .install()
+        .unwrap();
+    guard.shutdown().await.unwrap();
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let (function, line): (String, i32) = sqlx::query_as(
+        "SELECT function, line FROM pg_catalog_usage_operations \
+         WHERE service = 'catalog-test' AND operation = 'chat'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(function, "postgres::chat");
+    assert!(include_str!("postgres.rs")
+        .lines()
+        .nth(line as usize - 1)
+        .unwrap()
+        .contains("fn chat("));
 }

@@ -114,7 +114,7 @@ async fn wal_mode_and_recorded_migrations() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -334,7 +334,7 @@ async fn a_first_release_database_is_upgraded_in_place() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
              cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",
@@ -478,4 +478,52 @@ async fn rollup_sums_saturate_instead_of_failing() {
     .await
     .unwrap();
     assert_eq!((calls, input, cost), (2, i64::MAX, i64::MAX));
+}
+
+#[tokio::test]
+async fn the_operation_catalog_is_recorded_at_start() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let guard = Tracker::builder()
+        .service("catalog-test")
+        .sink(SqliteSink::connect(&url).await.unwrap())
+        .install()
+        .unwrap();
+    guard.flush().await.unwrap();
+    guard.shutdown().await.unwrap();
+    let mut db = open(&url).await;
+    let query = "SELECT function, file, line, first_seen, last_seen FROM usage_operations \
+                 WHERE service = 'catalog-test' AND operation = 'chat'";
+    let (function, file, line, first, last): (String, String, i64, String, String) =
+        sqlx::query_as(query).fetch_one(&mut db).await.unwrap();
+    assert_eq!(function, "sqlite::chat");
+    assert!(file.ends_with("sqlite.rs"), "{file}");
+    let source = include_str!("sqlite.rs");
+    assert!(source
+        .lines()
+        .nth(line as usize - 1)
+        .unwrap()
+        .contains("fn chat("));
+    assert_eq!(first, last);
+    // Never called in this test, yet listed: the catalog is every annotated fn.
+    let never: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM usage_operations WHERE operation = 'complete'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(never, 1);
+
+    // A restart keeps first_seen and moves last_seen.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let guard = Tracker::builder()
+        .service("catalog-test")
+        .sink(SqliteSink::connect(&url).await.unwrap())
+        .install()
+        .unwrap();
+    guard.shutdown().await.unwrap();
+    let (_, _, _, first_again, last_again): (String, String, i64, String, String) =
+        sqlx::query_as(query).fetch_one(&mut db).await.unwrap();
+    assert_eq!(first_again, first);
+    assert!(last_again > last, "{last_again} <= {last}");
 }

@@ -126,6 +126,7 @@ impl Worker {
     fn run(mut self) {
         let interval = self.config.flush_interval;
         self.publish_spool();
+        self.register_operations();
         // What a previous process left in the spool is replayed at once.
         let mut next_write = if self.spool_waiting() {
             Instant::now()
@@ -231,6 +232,31 @@ impl Worker {
                 self.settle(&outcome, before, after);
             }
             batch.clear();
+        }
+    }
+
+    /// Hands the operation catalog to the sink once, at start. A failure is logged, not fatal:
+    /// the catalog is refreshed at the next start.
+    fn register_operations(&mut self) {
+        let operations = crate::catalog::operations();
+        let service = self.config.context.service.clone();
+        let sink = &mut self.config.sink;
+        let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.runtime.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    sink.register_dyn(&service, &operations),
+                )
+                .await
+            })
+        }));
+        match registered {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, "usage operation catalog not recorded")
+            }
+            Ok(Err(_)) => tracing::warn!("usage operation catalog not recorded: timed out"),
+            Err(_) => tracing::warn!("usage operation catalog not recorded: the sink panicked"),
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::catalog::Operation;
 use crate::error::Error;
 use crate::record::UsageRecord;
 
@@ -36,6 +37,19 @@ pub trait Sink: fmt::Debug + Send + 'static {
     /// Writes `batch`. Must be idempotent on [`UsageRecord::id`]: writing a record already
     /// written is not an error and leaves one copy.
     fn write(&mut self, batch: &[UsageRecord]) -> impl Future<Output = Result<(), Error>>;
+
+    /// Records the operation catalog of this program (every `#[track_usage]` fn linked in, called
+    /// or not) for `service`, once when the tracker starts. The SQL sinks keep it in
+    /// `usage_operations` with when each operation was first and last seen; the default does
+    /// nothing.
+    fn register(
+        &mut self,
+        service: &str,
+        operations: &[&'static Operation],
+    ) -> impl Future<Output = Result<(), Error>> {
+        let _ = (service, operations);
+        async { Ok(()) }
+    }
 }
 
 pub(crate) type BoxedSink = Box<dyn DynSink>;
@@ -45,11 +59,24 @@ type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
 /// The object-safe form of [`Sink`] the worker holds.
 pub(crate) trait DynSink: fmt::Debug + Send {
     fn write_dyn<'a>(&'a mut self, batch: &'a [UsageRecord]) -> WriteFuture<'a>;
+    fn register_dyn<'a>(
+        &'a mut self,
+        service: &'a str,
+        operations: &'a [&'static Operation],
+    ) -> WriteFuture<'a>;
 }
 
 impl<S: Sink> DynSink for S {
     fn write_dyn<'a>(&'a mut self, batch: &'a [UsageRecord]) -> WriteFuture<'a> {
         Box::pin(self.write(batch))
+    }
+
+    fn register_dyn<'a>(
+        &'a mut self,
+        service: &'a str,
+        operations: &'a [&'static Operation],
+    ) -> WriteFuture<'a> {
+        Box::pin(self.register(service, operations))
     }
 }
 

@@ -81,6 +81,22 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
     },
+    Migration {
+        version: 3,
+        description: "operation catalog",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
+    operation_key BINARY(16)    NOT NULL PRIMARY KEY,
+    service       VARCHAR(255)  NOT NULL,
+    operation     VARCHAR(255)  NOT NULL,
+    function      VARCHAR(1024) NOT NULL,
+    file          VARCHAR(1024) NOT NULL,
+    line          INT           NOT NULL,
+    first_seen    DATETIME(6)   NOT NULL,
+    last_seen     DATETIME(6)   NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
+"#,
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
@@ -563,6 +579,43 @@ async fn insert_rows(
 }
 
 impl Sink for MySqlSink {
+    async fn register(
+        &mut self,
+        service: &str,
+        operations: &[&'static crate::catalog::Operation],
+    ) -> Result<(), Error> {
+        let (pool, _) = self.pool().await?;
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string();
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        for chunk in operations.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+                "INSERT INTO {} (operation_key, service, operation, function, file, line, \
+                 first_seen, last_seen) ",
+                self.config.operations_table()
+            ));
+            upsert.push_values(chunk, |mut row, op| {
+                let key = format!("{service}\u{1f}{}\u{1f}{}", op.name(), op.function());
+                let key = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes());
+                row.push_bind(key.as_bytes().to_vec())
+                    .push_bind(service.to_owned())
+                    .push_bind(op.name())
+                    .push_bind(op.function())
+                    .push_bind(op.file())
+                    .push_bind(op.line())
+                    .push_bind(now.clone())
+                    .push_bind(now.clone());
+            });
+            upsert.push(
+                " ON DUPLICATE KEY UPDATE file = VALUES(file), line = VALUES(line), \
+                 last_seen = VALUES(last_seen)",
+            );
+            upsert.build().execute(&pool).await.map_err(fail)?;
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let (pool, budget) = self.pool().await?;
         let table = self.config.records_table();

@@ -81,6 +81,22 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
 );
 "#,
     },
+    Migration {
+        version: 3,
+        description: "operation catalog",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
+    service    text        NOT NULL,
+    operation  text        NOT NULL,
+    function   text        NOT NULL,
+    file       text        NOT NULL,
+    line       integer     NOT NULL,
+    first_seen timestamptz NOT NULL,
+    last_seen  timestamptz NOT NULL,
+    PRIMARY KEY (service, operation, function)
+);
+"#,
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
@@ -584,6 +600,43 @@ async fn backfill(connection: &mut PgConnection, config: &SqlConfig) -> Result<(
 }
 
 impl Sink for PostgresSink {
+    async fn register(
+        &mut self,
+        service: &str,
+        operations: &[&'static crate::catalog::Operation],
+    ) -> Result<(), Error> {
+        let pool = self.pool().await?;
+        let table = self.config.operations_table();
+        let column = |f: fn(&crate::catalog::Operation) -> &'static str| -> Vec<String> {
+            operations
+                .iter()
+                .map(|op| sql::without_nul(f(op)).into_owned())
+                .collect()
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (service, operation, function, file, line, first_seen, last_seen) \
+             SELECT $1, operation, function, file, line, now(), now() \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int4[]) \
+                  AS t(operation, function, file, line) \
+             ON CONFLICT (service, operation, function) DO UPDATE SET \
+             file = EXCLUDED.file, line = EXCLUDED.line, last_seen = EXCLUDED.last_seen"
+        )))
+        .bind(sql::without_nul(service).into_owned())
+        .bind(column(|op| op.name()))
+        .bind(column(|op| op.function()))
+        .bind(column(|op| op.file()))
+        .bind(
+            operations
+                .iter()
+                .map(|op| op.line() as i32)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&pool)
+        .await
+        .map(|_| ())
+        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+    }
+
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
         let mut connection = pool

@@ -54,6 +54,11 @@ impl SqlConfig {
         format!("{}usage_rollup_latency", self.table_prefix)
     }
 
+    /// The operation catalog.
+    pub fn operations_table(&self) -> String {
+        format!("{}usage_operations", self.table_prefix)
+    }
+
     /// The table recording applied migrations.
     pub fn migrations_table(&self) -> String {
         format!("{}usage_schema_migrations", self.table_prefix)

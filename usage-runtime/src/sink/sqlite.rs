@@ -93,6 +93,22 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        description: "operation catalog",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
+    service    TEXT    NOT NULL,
+    operation  TEXT    NOT NULL,
+    function   TEXT    NOT NULL,
+    file       TEXT    NOT NULL,
+    line       INTEGER NOT NULL,
+    first_seen TEXT    NOT NULL,
+    last_seen  TEXT    NOT NULL,
+    PRIMARY KEY (service, operation, function)
+);
+"#,
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
@@ -456,6 +472,41 @@ async fn backfill(
 }
 
 impl Sink for SqliteSink {
+    async fn register(
+        &mut self,
+        service: &str,
+        operations: &[&'static crate::catalog::Operation],
+    ) -> Result<(), Error> {
+        let pool = self.pool().await?;
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        let mut tx = pool.begin().await.map_err(fail)?;
+        for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {} (service, operation, function, file, line, first_seen, \
+                 last_seen) ",
+                self.config.operations_table()
+            ));
+            upsert.push_values(chunk, |mut row, op| {
+                row.push_bind(service.to_owned())
+                    .push_bind(op.name())
+                    .push_bind(op.function())
+                    .push_bind(op.file())
+                    .push_bind(i64::from(op.line()))
+                    .push_bind(now.clone())
+                    .push_bind(now.clone());
+            });
+            upsert.push(
+                " ON CONFLICT (service, operation, function) DO UPDATE SET \
+                 file = excluded.file, line = excluded.line, last_seen = excluded.last_seen",
+            );
+            upsert.build().execute(&mut *tx).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
+    }
+
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
         let table = self.config.records_table();
