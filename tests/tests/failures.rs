@@ -265,3 +265,33 @@ fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
     );
     assert_ne!(health.state, HealthState::Failing);
 }
+
+/// Never finishes a write.
+#[derive(Debug)]
+struct Hung;
+
+impl Sink for Hung {
+    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn a_hung_write_times_out_and_is_retried() {
+    let _serial = serial();
+    let guard = Tracker::builder()
+        .sink(Hung)
+        .write_timeout(Duration::from_millis(50))
+        .max_retries(2)
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .install()
+        .unwrap();
+    work("acme");
+    let started = std::time::Instant::now();
+    let err = guard.flush_blocking().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, Error::NotWritten { count: 1, .. }), "{err:?}");
+    let health = guard.health();
+    assert_eq!((health.retries, health.failed), (2, 1));
+    assert!(health.last_error.unwrap().contains("timed out"));
+}

@@ -431,6 +431,13 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
         }
         at = end;
     }
+    // A record repeated within one batch (a broker's redelivery) counts once.
+    let repeated: Vec<_> = records[..20]
+        .iter()
+        .chain(&records[..20])
+        .cloned()
+        .collect();
+    sink.write(&repeated).await.unwrap();
     let mut db = open(&url).await;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
         .fetch_one(&mut db)

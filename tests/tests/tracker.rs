@@ -384,17 +384,18 @@ fn tracked_futures_stay_send() {
     _assert_send_future(async_work(1));
 }
 
-/// Panics on its first write, then writes normally.
+/// Panics on any batch holding the record of call number 1 (a sink bug tied to one record).
 #[derive(Debug, Clone, Default)]
-struct PanicsOnce {
-    panicked: Arc<Mutex<bool>>,
+struct PanicsOnOne {
     records: MemorySink,
 }
 
-impl Sink for PanicsOnce {
+impl Sink for PanicsOnOne {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
-        let first = !std::mem::replace(&mut *self.panicked.lock().unwrap(), true);
-        if first {
+        if batch
+            .iter()
+            .any(|r| r.error_message.as_deref() == Some("bad 9"))
+        {
             panic!("sink bug");
         }
         self.records.write(batch).await
@@ -402,28 +403,32 @@ impl Sink for PanicsOnce {
 }
 
 #[test]
-fn a_panicking_sink_fails_its_batch_not_the_worker() {
+fn a_panicking_sink_fails_only_the_record_it_chokes_on() {
     let _serial = serial();
-    let sink = PanicsOnce::default();
-    let guard = Tracker::builder().sink(sink.clone()).install().unwrap();
-    for n in 0..3 {
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let sink = PanicsOnOne::default();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .quarantine_file(&quarantine)
+        .install()
+        .unwrap();
+    for n in 0..20 {
         let _ = work(n);
     }
     match guard.flush_blocking() {
-        Err(Error::NotWritten { count, reason }) => {
-            assert_eq!(count, 3);
-            assert!(
-                reason.contains("panicked") && reason.contains("sink bug"),
-                "{reason}"
-            );
-        }
+        Err(Error::NotWritten { count, .. }) => assert_eq!(count, 1),
         other => panic!("expected NotWritten, got {other:?}"),
     }
-    for n in 0..4 {
-        let _ = work(n);
-    }
-    guard.flush_blocking().unwrap();
     let health = guard.health();
-    assert_eq!((health.accepted, health.written, health.failed), (7, 4, 3));
-    assert_eq!(sink.records.records().len(), 4);
+    assert_eq!(
+        (health.written, health.quarantined, health.failed),
+        (19, 1, 0)
+    );
+    let line = std::fs::read_to_string(&quarantine).unwrap();
+    assert!(line.contains("sink bug"), "{line}");
+    // The worker is alive.
+    let _ = work(1);
+    guard.flush_blocking().unwrap();
+    assert_eq!(sink.records.records().len(), 20);
 }

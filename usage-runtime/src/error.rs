@@ -133,11 +133,13 @@ impl Error {
     }
 
     /// The kind of a database failure; other errors are [`FailureKind::Other`], except a timeout,
-    /// which is [`FailureKind::Transient`].
+    /// which is [`FailureKind::Transient`], and a sink that panicked, which is
+    /// [`FailureKind::Rejected`] (the batch is split to find the record it cannot take).
     pub fn failure_kind(&self) -> FailureKind {
         match self {
             Error::Database { kind, .. } => *kind,
             Error::Timeout(_) => FailureKind::Transient,
+            Error::SinkPanicked(_) => FailureKind::Rejected,
             _ => FailureKind::Other,
         }
     }

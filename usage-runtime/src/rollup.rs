@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::record::UsageRecord;
 
@@ -93,7 +93,8 @@ pub(crate) struct Rollup {
 }
 
 fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+    let hour = at.timestamp().div_euclid(3600) * 3600;
+    DateTime::from_timestamp(hour, 0).unwrap_or(at)
 }
 
 /// A count as a signed 64-bit integer, held at `i64::MAX` (as the sinks store counts).

@@ -55,7 +55,6 @@ pub(crate) struct Recovery {
 
 struct Segment {
     path: PathBuf,
-    sequence: u64,
     /// Frames not yet replayed, loaded when the segment reaches the head.
     pending: Option<VecDeque<UsageRecord>>,
     records: u64,
@@ -70,6 +69,8 @@ pub(crate) struct Spool {
     segments: VecDeque<Segment>,
     writer: Option<File>,
     unsynced_since: Option<Instant>,
+    /// Never reused, so a segment that could not be deleted is never appended to again.
+    next_sequence: u64,
     records: u64,
     bytes: u64,
 }
@@ -107,34 +108,57 @@ impl Spool {
         found.sort();
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
-        for (sequence, path) in found {
-            let scan = scan(&path)?;
+        let next_sequence = found.last().map_or(1, |(sequence, _)| sequence + 1);
+        for (_, path) in found {
+            let scan = match scan(&path) {
+                Ok(scan) => scan,
+                Err(error) => {
+                    // Unreadable: set it aside if possible, count it, and start anyway.
+                    recovery.corrupt += 1;
+                    let aside = path.with_extension("corrupt");
+                    let moved = fs::rename(&path, &aside);
+                    tracing::error!(
+                        file = %path.display(),
+                        %error,
+                        set_aside = moved.is_ok(),
+                        "usage spool segment unreadable"
+                    );
+                    continue;
+                }
+            };
             recovery.torn += u64::from(scan.torn);
             recovery.corrupt += scan.corrupt;
             if scan.records.is_empty() {
-                if scan.corrupt > 0 {
-                    let aside = path.with_extension("corrupt");
-                    fs::rename(&path, &aside)?;
-                    tracing::error!(file = %aside.display(), "usage spool segment unreadable: set aside");
+                let result = if scan.corrupt > 0 {
+                    fs::rename(&path, path.with_extension("corrupt"))
                 } else {
-                    fs::remove_file(&path)?;
+                    fs::remove_file(&path)
+                };
+                if let Err(error) = result {
+                    tracing::error!(file = %path.display(), %error, "usage spool: cannot clear a segment");
                 }
                 continue;
             }
             if scan.torn {
-                OpenOptions::new()
+                let truncated = OpenOptions::new()
                     .write(true)
-                    .open(&path)?
-                    .set_len(scan.good_bytes)?;
-                tracing::warn!(file = %path.display(), "usage spool: truncated a torn tail");
+                    .open(&path)
+                    .and_then(|file| file.set_len(scan.good_bytes));
+                if let Err(error) = truncated {
+                    tracing::error!(file = %path.display(), %error, "usage spool: cannot truncate a torn tail");
+                } else {
+                    tracing::warn!(file = %path.display(), "usage spool: truncated a torn tail");
+                }
             }
-            recovery.records += scan.records.len() as u64;
+            let count = scan.records.len() as u64;
+            recovery.records += count;
+            // Only the head's records are kept in memory; the others are read when they reach it.
+            let pending = segments.is_empty().then(|| scan.records.into());
             segments.push_back(Segment {
                 path,
-                sequence,
-                records: scan.records.len() as u64,
+                records: count,
                 bytes: scan.good_bytes,
-                pending: Some(scan.records.into()),
+                pending,
             });
         }
         if recovery.corrupt > 0 {
@@ -152,6 +176,7 @@ impl Spool {
             segments,
             writer: None,
             unsynced_since: None,
+            next_sequence,
             records,
             bytes,
         };
@@ -180,6 +205,12 @@ impl Spool {
         let mut frames = Vec::with_capacity(records.len() * 600);
         for record in records {
             let payload = serde_json::to_vec(record).map_err(io::Error::other)?;
+            if payload.len() > MAX_FRAME {
+                return Err(io::Error::other(format!(
+                    "a record of {} bytes is larger than a spool frame may be",
+                    payload.len()
+                )));
+            }
             frames.extend_from_slice(&MAGIC);
             frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             frames.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
@@ -230,10 +261,26 @@ impl Spool {
         Ok(())
     }
 
+    /// When appended frames must next be forced to disk, under `Fsync::Interval`.
+    pub(crate) fn sync_due_at(&self) -> Option<Instant> {
+        match (self.fsync, self.unsynced_since) {
+            (Fsync::Interval(interval), Some(since)) => Some(since + interval),
+            _ => None,
+        }
+    }
+
     fn start_segment(&mut self) -> io::Result<()> {
-        let sequence = self.segments.back().map_or(1, |tail| tail.sequence + 1);
+        // What went to the segment being closed is forced to disk first.
+        if let Some(previous) = self.writer.take() {
+            previous.sync_data()?;
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
         let path = self.dir.join(format!("spool-{sequence:020}.seg"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
         // The new file's name must survive a crash too.
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
@@ -241,7 +288,6 @@ impl Spool {
         self.writer = Some(file);
         self.segments.push_back(Segment {
             path,
-            sequence,
             pending: Some(VecDeque::new()),
             records: 0,
             bytes: 0,

@@ -35,6 +35,8 @@ pub const DEFAULT_MAX_RETRIES: u32 = 5;
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(100);
 /// No retry waits longer than this.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
+/// A sink write taking longer than this fails as a timeout (and is retried).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The namespace in which non-UUID user and session ids are mapped to UUIDv5.
 pub const DEFAULT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0e_2c4b_6a1d_4e57_9b3c_d1f2_a0e4_c7b5);
 
@@ -69,6 +71,7 @@ impl Tracker {
                 max: DEFAULT_RETRY_MAX,
             },
             quarantine_file: None,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             overflow: None,
             durability: Durability::Memory,
             spool: None,
@@ -156,6 +159,7 @@ pub struct TrackerBuilder {
     pricing: Option<Pricing>,
     retry: Retry,
     quarantine_file: Option<std::path::PathBuf>,
+    write_timeout: Duration,
     overflow: Option<Overflow>,
     durability: Durability,
     spool: Option<SpoolSettings>,
@@ -176,6 +180,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("pricing", &self.pricing)
             .field("retry", &self.retry)
             .field("quarantine_file", &self.quarantine_file)
+            .field("write_timeout", &self.write_timeout)
             .field("overflow", &self.overflow)
             .field("durability", &self.durability)
             .field("spool", &self.spool)
@@ -268,6 +273,14 @@ impl TrackerBuilder {
         self
     }
 
+    /// How long one sink write may take before it fails as a timeout and is retried (a
+    /// half-open connection can otherwise hang a write for minutes). Default
+    /// [`DEFAULT_WRITE_TIMEOUT`].
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// Where records the database rejects (after the batch is split to find them) are appended,
     /// one JSON object per line with the database's reason. Without it they are logged at error
     /// level with their content. Either way they are counted in [`Health::quarantined`].
@@ -333,6 +346,11 @@ impl TrackerBuilder {
         if self.flush_interval.is_zero() {
             return Err(Error::InvalidConfig(
                 "flush_interval must be above zero".into(),
+            ));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "write_timeout must be above zero".into(),
             ));
         }
         if self.spool.is_none() {
@@ -413,6 +431,7 @@ impl TrackerBuilder {
             batch_size: self.batch_size,
             flush_interval: self.flush_interval,
             retry: self.retry,
+            write_timeout: self.write_timeout,
             quarantine_file: self.quarantine_file,
             spill: overflow == Overflow::Spill,
             spool_first: self.durability == Durability::SpoolFirst,

@@ -87,6 +87,8 @@ pub(crate) struct Config {
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) retry: Retry,
+    /// A write that takes longer fails as a (transient) timeout.
+    pub(crate) write_timeout: Duration,
     pub(crate) quarantine_file: Option<std::path::PathBuf>,
     pub(crate) spool: Option<Spool>,
     /// Move queued records to the spool while the sink fails (`Overflow::Spill`).
@@ -126,7 +128,7 @@ impl Worker {
     fn run(mut self) {
         let interval = self.config.flush_interval;
         self.publish_spool();
-        self.register_operations();
+        let mut registered = false;
         // What a previous process left in the spool is replayed at once.
         let mut next_write = if self.spool_waiting() {
             Instant::now()
@@ -136,8 +138,13 @@ impl Worker {
         loop {
             let now = Instant::now();
             let batch_waiting = self.config.shared.queue.len() >= self.config.batch_size;
-            if now < next_write && !batch_waiting && !self.config.shared.take_wake() {
-                thread::park_timeout(next_write - now);
+            // Wake for the next write, or sooner when spooled records are due to be fsynced.
+            let wake_at = match self.config.spool.as_ref().and_then(Spool::sync_due_at) {
+                Some(sync) => next_write.min(sync),
+                None => next_write,
+            };
+            if now < wake_at && !batch_waiting && !self.config.shared.take_wake() {
+                thread::park_timeout(wake_at - now);
                 self.config.shared.take_wake();
             }
             let mut flushes = Vec::new();
@@ -163,6 +170,11 @@ impl Worker {
             let asked = !flushes.is_empty() || shutdown.is_some();
             self.replay(asked);
             self.drain();
+            if !registered {
+                // After the first drain, so a database that is down at start delays no record.
+                registered = true;
+                self.register_operations();
+            }
             if self.config.spool_first {
                 // What the drain just made durable is written now, not at the next wake-up.
                 self.replay(true);
@@ -244,7 +256,7 @@ impl Worker {
         let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.runtime.block_on(async {
                 tokio::time::timeout(
-                    Duration::from_secs(30),
+                    Duration::from_secs(5),
                     sink.register_dyn(&service, &operations),
                 )
                 .await
@@ -296,7 +308,16 @@ impl Worker {
                 self.publish_spool();
             }
             Err(why) => {
-                counters.failed.fetch_add(count, Ordering::Relaxed);
+                let deadline = *self.config.shared.shutdown_deadline.borrow();
+                if self.config.spool.is_none()
+                    && deadline.is_some_and(|deadline| Instant::now() >= deadline)
+                {
+                    counters
+                        .dropped_at_shutdown
+                        .fetch_add(count, Ordering::Relaxed);
+                } else {
+                    counters.failed.fetch_add(count, Ordering::Relaxed);
+                }
                 if self.config.spool.is_some() {
                     tracing::error!(records = count, error = %why, last_error = %reason, "usage records lost");
                 }
@@ -358,7 +379,7 @@ impl Worker {
             shared
                 .counters
                 .replayed
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                .fetch_add(outcome.written, Ordering::Relaxed);
             self.publish_spool();
             let after = Tallies::read(&shared.counters);
             self.settle(&outcome, before, after);
@@ -584,6 +605,7 @@ impl Worker {
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let sink = &mut self.config.sink;
         let runtime = &self.runtime;
+        let write_timeout = self.config.write_timeout;
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let write = sink.write_dyn(batch);
             runtime.block_on(async move {
@@ -591,6 +613,7 @@ impl Worker {
                     biased;
                     result = write => result,
                     waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
+                    () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
                 }
             })
         }));

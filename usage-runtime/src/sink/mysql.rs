@@ -318,9 +318,13 @@ impl MySqlSink {
         )
         .await?;
         sql::with_connect_timeout(&self.target, async {
-            MySqlConnection::connect_with(&self.options)
+            let mut connection = MySqlConnection::connect_with(&self.options)
                 .await
-                .map_err(|error| Error::database(connect_step(&error), &self.target, error))
+                .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
+            strict(&mut connection)
+                .await
+                .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+            Ok(connection)
         })
         .await
     }
@@ -339,6 +343,7 @@ impl MySqlSink {
         let pool = MySqlPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(sql::CONNECT_TIMEOUT)
+            .after_connect(|connection, _| Box::pin(strict(connection)))
             .connect_with(self.options.clone())
             .await
             .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
@@ -408,6 +413,18 @@ impl MySqlSink {
         let _ = connection.close().await;
         Ok(clock.report(&self.target, version))
     }
+}
+
+/// Strict mode for the session, whatever the server's default: a value too long for its column
+/// is an error (and the record is quarantined), never silently truncated.
+async fn strict(connection: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "SET SESSION sql_mode = \
+         CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')",
+    )
+    .execute(connection)
+    .await
+    .map(|_| ())
 }
 
 /// Access denied (1045) and its relatives are `authenticate`; everything else on the way in is
@@ -538,7 +555,7 @@ fn row_bytes(record: &UsageRecord) -> usize {
         + text(&record.error_message)
         + text(&record.tenant_id)
         + text(&record.model)
-        + record.attributes.len() * 64
+        + serde_json::to_string(&record.attributes).map_or(0, |json| json.len())
 }
 
 async fn insert_rows(
@@ -653,10 +670,11 @@ impl Sink for MySqlSink {
                 .map_err(fail)?;
             start = end;
         }
+        // `insert`: a record repeated within the batch counts once too.
         let rollup = Rollup::of(
             batch
                 .iter()
-                .filter(|record| !present.contains(&record.id.hyphenated().to_string())),
+                .filter(|record| present.insert(record.id.hyphenated().to_string())),
         );
         if !rollup.is_empty() {
             add_rollup(&mut tx, &self.config, &rollup)

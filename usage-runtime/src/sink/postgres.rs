@@ -426,8 +426,11 @@ async fn write_with_rollups(
     statement: &str,
     batch: &[UsageRecord],
 ) -> Result<(), sqlx::Error> {
+    // Each id once: a record repeated within the batch is inserted and counted once.
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let (ids, buckets): (Vec<uuid::Uuid>, Vec<i32>) = batch
         .iter()
+        .filter(|record| seen.insert(record.id))
         .map(|record| {
             let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
             (record.id, latency_bucket(micros) as i32)

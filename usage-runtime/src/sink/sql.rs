@@ -248,9 +248,9 @@ fn database_failure(db: &(dyn sqlx::error::DatabaseError + 'static)) -> FailureK
             2006 | 2013 | 1205 | 1213 | 1040 | 1053 | 1290 | 1836 => FailureKind::Transient,
             // data too long, incorrect value, out of range, truncated, bad date, null in not-null,
             // invalid JSON, foreign key, check constraint, incorrect string (encoding)
-            1406 | 1366 | 1264 | 1265 | 1292 | 1048 | 3140 | 1452 | 3819 | 1300 => {
-                FailureKind::Rejected
-            }
+            // ... and a statement or value too large for the server (packet, row size)
+            1406 | 1366 | 1264 | 1265 | 1292 | 1048 | 3140 | 1452 | 3819 | 1300 | 1153 | 1301
+            | 1118 => FailureKind::Rejected,
             _ => FailureKind::Other,
         };
     }
@@ -270,8 +270,9 @@ fn database_failure(db: &(dyn sqlx::error::DatabaseError + 'static)) -> FailureK
         // serialization failure, deadlock; lock not available
         Some("40") => FailureKind::Transient,
         _ if code == "55P03" => FailureKind::Transient,
-        // data exception, integrity constraint violation
-        Some("22") | Some("23") => FailureKind::Rejected,
+        // data exception, integrity constraint violation, program limit (a value too large for
+        // an index row)
+        Some("22") | Some("23") | Some("54") => FailureKind::Rejected,
         _ => FailureKind::Other,
     }
 }

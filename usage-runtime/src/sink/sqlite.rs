@@ -517,10 +517,11 @@ impl Sink for SqliteSink {
             inserted.extend(insert_rows(&mut tx, &table, rows).await.map_err(fail)?);
         }
         // Only what this transaction inserted is rolled up: a replayed record counts once.
+        // `remove`: a record repeated within the batch counts once too.
         let rollup = Rollup::of(
             batch
                 .iter()
-                .filter(|record| inserted.contains(&record.id.hyphenated().to_string())),
+                .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
         );
         if !rollup.is_empty() {
             add_rollup(&mut tx, &self.config, &rollup)
