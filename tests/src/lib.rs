@@ -242,6 +242,7 @@ pub fn random_records(count: usize, seed: u64) -> Vec<usage_runtime::UsageRecord
         if rng.u8(..10) == 0 {
             record.operation = "other".into();
         }
+        record.user_id = rng.bool().then(|| uuid::Uuid::from_u128(rng.u128(0..7)));
     }
     records
 }

@@ -9,6 +9,8 @@ mod error;
 mod guard;
 mod pricing;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod report;
 pub mod rollup;
 pub mod sink;
 mod spool;

@@ -1,0 +1,738 @@
+//! Reports: calls, errors, tokens, cost and latency percentiles, filtered and grouped, read from
+//! the hourly rollups when the question allows it and from the records otherwise, with the same
+//! answer either way (percentiles come from the same log-linear histogram in both).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), usage_runtime::Error> {
+//! use usage_runtime::report::{Dimension, Query, Reader, TimeBucket};
+//!
+//! let reader = Reader::connect("sqlite://usage.db").await?;
+//! let month = Query::new()
+//!     .since("2026-11-01T00:00:00Z".parse().unwrap())
+//!     .group_by([Dimension::Tenant, Dimension::Operation])
+//!     .bucket(TimeBucket::Month);
+//! for row in reader.report(&month).await?.rows {
+//!     println!("{:?}: {} calls, {} nano-USD, p95 {} ms", row.group, row.calls, row.cost_nano_usd, row.p95_ms);
+//! }
+//! // A tenant's own view can never see another tenant's rows.
+//! let acme = reader.for_tenant("acme").report(&Query::new()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use serde::Serialize;
+
+use crate::error::{redact_url, DbStep, Error};
+use crate::record::Outcome;
+use crate::rollup::{bucket_midpoint, latency_bucket};
+use crate::sink::SqlConfig;
+
+/// What rows can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Dimension {
+    /// The service name.
+    Service,
+    /// The operation.
+    Operation,
+    /// The tenant (`""` when the call had none).
+    Tenant,
+    /// The user (only from the records, not the rollups).
+    User,
+    /// The model (`""` when the call had none).
+    Model,
+    /// The outcome.
+    Outcome,
+}
+
+impl Dimension {
+    /// The name used in [`ReportRow::group`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Service => "service",
+            Dimension::Operation => "operation",
+            Dimension::Tenant => "tenant",
+            Dimension::User => "user",
+            Dimension::Model => "model",
+            Dimension::Outcome => "outcome",
+        }
+    }
+}
+
+impl FromStr for Dimension {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [
+            Dimension::Service,
+            Dimension::Operation,
+            Dimension::Tenant,
+            Dimension::User,
+            Dimension::Model,
+            Dimension::Outcome,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
+        .ok_or_else(|| {
+            format!("unknown dimension `{name}`; expected service, operation, tenant, user, model or outcome")
+        })
+    }
+}
+
+/// Time buckets for grouping (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeBucket {
+    /// Whole hours.
+    Hour,
+    /// Whole days.
+    Day,
+    /// Calendar months.
+    Month,
+}
+
+impl TimeBucket {
+    fn start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let (y, m, d, h) = (at.year(), at.month(), at.day(), at.hour());
+        let (d, h) = match self {
+            TimeBucket::Hour => (d, h),
+            TimeBucket::Day => (d, 0),
+            TimeBucket::Month => (1, 0),
+        };
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0)
+            .single()
+            .unwrap_or(at)
+    }
+}
+
+/// What to report: filters and grouping. Everything is optional; the default is one row for
+/// everything.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    service: Option<String>,
+    tenant: Option<String>,
+    operation: Option<String>,
+    user: Option<uuid::Uuid>,
+    model: Option<String>,
+    outcome: Option<Outcome>,
+    group_by: Vec<Dimension>,
+    bucket: Option<TimeBucket>,
+    distinct_users: bool,
+}
+
+impl Query {
+    /// Everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Calls started at or after `at`.
+    pub fn since(mut self, at: DateTime<Utc>) -> Self {
+        self.since = Some(at);
+        self
+    }
+    /// Calls started before `at`.
+    pub fn until(mut self, at: DateTime<Utc>) -> Self {
+        self.until = Some(at);
+        self
+    }
+    /// One service.
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+    /// One tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+    /// One operation.
+    pub fn operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = Some(operation.into());
+        self
+    }
+    /// One user (read from the records).
+    pub fn user(mut self, user: uuid::Uuid) -> Self {
+        self.user = Some(user);
+        self
+    }
+    /// One model.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+    /// One outcome.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+    /// Groups by these dimensions, in this order.
+    pub fn group_by(mut self, dimensions: impl IntoIterator<Item = Dimension>) -> Self {
+        self.group_by = dimensions.into_iter().collect();
+        self
+    }
+    /// Groups by time bucket too.
+    pub fn bucket(mut self, bucket: TimeBucket) -> Self {
+        self.bucket = Some(bucket);
+        self
+    }
+    /// Counts distinct users per group (read from the records).
+    pub fn distinct_users(mut self) -> Self {
+        self.distinct_users = true;
+        self
+    }
+
+    /// Whether the rollups can answer: no user, and time limits on whole hours.
+    fn rollups_answer(&self) -> bool {
+        let whole_hour = |at: &Option<DateTime<Utc>>| {
+            at.is_none_or(|at| {
+                at.timestamp().rem_euclid(3600) == 0 && at.timestamp_subsec_nanos() == 0
+            })
+        };
+        self.user.is_none()
+            && !self.distinct_users
+            && !self.group_by.contains(&Dimension::User)
+            && whole_hour(&self.since)
+            && whole_hour(&self.until)
+    }
+}
+
+/// Where a report was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The hourly rollups.
+    Rollups,
+    /// The records.
+    Records,
+}
+
+/// One group of a report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ReportRow {
+    /// The group: each dimension's name with its value, and `bucket` (RFC 3339) when bucketed.
+    pub group: BTreeMap<String, String>,
+    /// Calls.
+    pub calls: u64,
+    /// Calls with outcome `error`.
+    pub errors: u64,
+    /// `errors / calls`.
+    pub error_rate: f64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cached input tokens.
+    pub cached_input_tokens: u64,
+    /// Cost in nano-USD (unpriced calls add nothing).
+    pub cost_nano_usd: i64,
+    /// Median latency, ms (from the histogram: within about 3%).
+    pub p50_ms: f64,
+    /// 95th percentile latency, ms.
+    pub p95_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Distinct operations called.
+    pub distinct_operations: u64,
+    /// Distinct users, when asked for.
+    pub distinct_users: Option<u64>,
+}
+
+/// A report's rows, sorted by group, and where they came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The rows.
+    pub rows: Vec<ReportRow>,
+    /// The rollups or the records.
+    pub source: Source,
+}
+
+/// One call (or one rollup row standing for `calls` calls) as the aggregation sees it.
+struct Fact {
+    at: DateTime<Utc>,
+    service: String,
+    operation: String,
+    tenant: String,
+    user: String,
+    model: String,
+    outcome: String,
+    calls: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    cost: i64,
+}
+
+#[derive(Default)]
+struct Group {
+    calls: u64,
+    errors: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    cost: i64,
+    histogram: BTreeMap<u32, u64>,
+    operations: BTreeSet<String>,
+    users: BTreeSet<String>,
+}
+
+impl Query {
+    fn key(&self, fact: &Fact) -> BTreeMap<String, String> {
+        let mut key = BTreeMap::new();
+        for dimension in &self.group_by {
+            let value = match dimension {
+                Dimension::Service => &fact.service,
+                Dimension::Operation => &fact.operation,
+                Dimension::Tenant => &fact.tenant,
+                Dimension::User => &fact.user,
+                Dimension::Model => &fact.model,
+                Dimension::Outcome => &fact.outcome,
+            };
+            key.insert(dimension.name().to_owned(), value.clone());
+        }
+        if let Some(bucket) = self.bucket {
+            key.insert(
+                "bucket".to_owned(),
+                bucket
+                    .start(fact.at)
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string(),
+            );
+        }
+        key
+    }
+}
+
+fn percentile(histogram: &BTreeMap<u32, u64>, total: u64, q: f64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (bucket, count) in histogram {
+        seen += count;
+        if seen >= rank {
+            return bucket_midpoint(*bucket) as f64 / 1000.0;
+        }
+    }
+    0.0
+}
+
+fn finish(
+    query: &Query,
+    groups: BTreeMap<BTreeMap<String, String>, Group>,
+    source: Source,
+) -> Report {
+    let rows = groups
+        .into_iter()
+        .map(|(group, g)| ReportRow {
+            group,
+            calls: g.calls,
+            errors: g.errors,
+            error_rate: if g.calls == 0 {
+                0.0
+            } else {
+                g.errors as f64 / g.calls as f64
+            },
+            input_tokens: g.input,
+            output_tokens: g.output,
+            cached_input_tokens: g.cached,
+            cost_nano_usd: g.cost,
+            p50_ms: percentile(&g.histogram, g.calls, 0.50),
+            p95_ms: percentile(&g.histogram, g.calls, 0.95),
+            p99_ms: percentile(&g.histogram, g.calls, 0.99),
+            distinct_operations: g.operations.len() as u64,
+            distinct_users: query.distinct_users.then_some(g.users.len() as u64),
+        })
+        .collect();
+    Report { rows, source }
+}
+
+enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+}
+
+/// Reads reports from a database written by one of the SQL sinks.
+pub struct Reader {
+    pool: Pool,
+    config: SqlConfig,
+    target: String,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("database", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reader limited to one tenant: every report it gives is filtered to that tenant, whatever
+/// the query says.
+#[derive(Debug)]
+pub struct TenantReader<'a> {
+    reader: &'a Reader,
+    tenant: String,
+}
+
+impl TenantReader<'_> {
+    /// The report for this tenant only.
+    pub async fn report(&self, query: &Query) -> Result<Report, Error> {
+        let mut query = query.clone();
+        query.tenant = Some(self.tenant.clone());
+        self.reader.report(&query).await
+    }
+}
+
+/// Placeholders as each backend writes them.
+fn placeholders(sql: &str, dollar: bool) -> String {
+    if !dollar {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Reader {
+    /// Connects to the database at `url` (`sqlite://`, `postgres://` or `mysql://`).
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, SqlConfig::new()).await
+    }
+
+    /// [`connect`](Self::connect) with the table prefix the sink used.
+    pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self, Error> {
+        let target = redact_url(url);
+        let fail = |error: sqlx::Error| Error::database(DbStep::Connect, &target, error);
+        let pool = match url.split(':').next() {
+            #[cfg(feature = "sqlite")]
+            Some("sqlite") => Pool::Sqlite(sqlx::SqlitePool::connect(url).await.map_err(fail)?),
+            #[cfg(feature = "postgres")]
+            Some("postgres" | "postgresql") => {
+                Pool::Postgres(sqlx::PgPool::connect(url).await.map_err(fail)?)
+            }
+            #[cfg(feature = "mysql")]
+            Some("mysql" | "mariadb") => {
+                Pool::MySql(sqlx::MySqlPool::connect(url).await.map_err(fail)?)
+            }
+            _ => {
+                return Err(Error::InvalidUrl {
+                    url: target,
+                    reason: "expected a sqlite://, postgres:// or mysql:// URL (with its feature)"
+                        .into(),
+                })
+            }
+        };
+        Ok(Reader {
+            pool,
+            config,
+            target,
+        })
+    }
+
+    /// A reader that only ever returns `tenant`'s rows.
+    pub fn for_tenant(&self, tenant: impl Into<String>) -> TenantReader<'_> {
+        TenantReader {
+            reader: self,
+            tenant: tenant.into(),
+        }
+    }
+
+    /// The report for `query`: from the rollups when they can answer it, else from the records.
+    pub async fn report(&self, query: &Query) -> Result<Report, Error> {
+        if query.rollups_answer() {
+            self.read_rollups(query).await
+        } else {
+            self.read_records(query).await
+        }
+    }
+
+    /// The report computed from the records, whatever the query (for checks and benchmarks).
+    pub async fn report_from_records(&self, query: &Query) -> Result<Report, Error> {
+        self.read_records(query).await
+    }
+
+    fn fail(&self) -> impl Fn(sqlx::Error) -> Error + '_ {
+        move |error| Error::database(DbStep::Read, &self.target, error)
+    }
+
+    /// Filters as SQL (with `?` placeholders) and their values, over a table whose time column
+    /// is `time` and whose missing tenant/model are `missing` (`''` in rollups, NULL in records).
+    fn filters(
+        &self,
+        query: &Query,
+        time: &str,
+        rollup: bool,
+        kind: Kind,
+    ) -> (String, Vec<String>) {
+        let mut sql = String::from(" WHERE 1 = 1");
+        let mut values = Vec::new();
+        let cast = match kind {
+            Kind::Sqlite => "?",
+            Kind::Postgres => "CAST(? AS timestamptz)",
+            Kind::MySql => "CAST(? AS DATETIME(6))",
+        };
+        let text = |at: DateTime<Utc>| match (kind, rollup) {
+            (Kind::Sqlite, true) => at.format("%Y-%m-%dT%H:00:00Z").to_string(),
+            (Kind::Sqlite, false) => at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            (Kind::MySql, _) => at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            (Kind::Postgres, _) => at.to_rfc3339(),
+        };
+        if let Some(since) = query.since {
+            sql.push_str(&format!(" AND {time} >= {cast}"));
+            values.push(text(since));
+        }
+        if let Some(until) = query.until {
+            sql.push_str(&format!(" AND {time} < {cast}"));
+            values.push(text(until));
+        }
+        let mut equal = |column: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                values.push(value.clone());
+            }
+        };
+        equal("service", &query.service);
+        equal("tenant_id", &query.tenant);
+        equal("operation", &query.operation);
+        equal("model", &query.model);
+        equal("outcome", &query.outcome.map(|o| o.as_str().to_owned()));
+        if let Some(user) = query.user {
+            let column = match kind {
+                Kind::Postgres => "user_id::text",
+                _ => "user_id",
+            };
+            sql.push_str(&format!(" AND {column} = ?"));
+            values.push(user.hyphenated().to_string());
+        }
+        (sql, values)
+    }
+
+    fn kind(&self) -> Kind {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Kind::Sqlite,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Kind::Postgres,
+            #[cfg(feature = "mysql")]
+            Pool::MySql(_) => Kind::MySql,
+        }
+    }
+
+    async fn read_rollups(&self, query: &Query) -> Result<Report, Error> {
+        let kind = self.kind();
+        let hour = match kind {
+            Kind::Sqlite => "hour".to_owned(),
+            Kind::Postgres => {
+                "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')".to_owned()
+            }
+            Kind::MySql => "DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z')".to_owned(),
+        };
+        let count = |column: &str| match kind {
+            Kind::MySql => format!("CAST({column} AS CHAR)"),
+            Kind::Postgres => format!("{column}::text"),
+            Kind::Sqlite => format!("CAST({column} AS TEXT)"),
+        };
+        let (filters, values) = self.filters(query, "hour", true, kind);
+        let sums = format!(
+            "SELECT {hour}, service, operation, tenant_id, model, outcome, {}, {}, {}, {}, {} \
+             FROM {}{filters}",
+            count("calls"),
+            count("input_tokens"),
+            count("output_tokens"),
+            count("cached_input_tokens"),
+            count("cost_nano_usd"),
+            self.config.rollups_table()
+        );
+        let latency = format!(
+            "SELECT {hour}, service, operation, tenant_id, model, outcome, {}, {} FROM {}{filters}",
+            count("bucket"),
+            count("calls"),
+            self.config.latency_table()
+        );
+        let sums = self.text_rows(&sums, &values).await?;
+        let latency = self.text_rows(&latency, &values).await?;
+        let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
+        let fact = |row: &[String], calls: u64| -> Result<Fact, Error> {
+            Ok(Fact {
+                at: parse_time(&row[0])
+                    .map_err(|e| Error::database(DbStep::Read, &self.target, e.to_string()))?,
+                service: row[1].clone(),
+                operation: row[2].clone(),
+                tenant: row[3].clone(),
+                user: String::new(),
+                model: row[4].clone(),
+                outcome: row[5].clone(),
+                calls,
+                input: 0,
+                output: 0,
+                cached: 0,
+                cost: 0,
+            })
+        };
+        for row in &sums {
+            let number = |i: usize| row[i].parse::<i64>().unwrap_or(0);
+            let mut f = fact(row, number(6).max(0) as u64)?;
+            f.input = number(7).max(0) as u64;
+            f.output = number(8).max(0) as u64;
+            f.cached = number(9).max(0) as u64;
+            f.cost = number(10);
+            add(query, &mut groups, &f, None);
+        }
+        for row in &latency {
+            let bucket: u32 = row[6].parse().unwrap_or(0);
+            let calls: u64 = row[7].parse().unwrap_or(0);
+            let f = fact(row, calls)?;
+            let group = groups.entry(query.key(&f)).or_default();
+            *group.histogram.entry(bucket).or_default() += calls;
+        }
+        Ok(finish(query, groups, Source::Rollups))
+    }
+
+    async fn read_records(&self, query: &Query) -> Result<Report, Error> {
+        let kind = self.kind();
+        let (time, user, text) = match kind {
+            Kind::Sqlite => (
+                "started_at".to_owned(),
+                "COALESCE(user_id, '')".to_owned(),
+                "CAST(%s AS TEXT)",
+            ),
+            Kind::Postgres => (
+                "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                    .to_owned(),
+                "COALESCE(user_id::text, '')".to_owned(),
+                "%s::text",
+            ),
+            Kind::MySql => (
+                "DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%s.%fZ')".to_owned(),
+                "COALESCE(user_id, '')".to_owned(),
+                "CAST(%s AS CHAR)",
+            ),
+        };
+        let cast = |column: &str| text.replace("%s", &format!("COALESCE({column}, 0)"));
+        let (filters, values) = self.filters(query, "started_at", false, kind);
+        let sql = format!(
+            "SELECT {time}, service, operation, COALESCE(tenant_id, ''), {user}, COALESCE(model, ''), \
+             outcome, {}, {}, {}, {}, {} FROM {}{filters}",
+            cast("duration_us"),
+            cast("input_tokens"),
+            cast("output_tokens"),
+            cast("cached_input_tokens"),
+            cast("cost_nano_usd"),
+            self.config.records_table()
+        );
+        let rows = self.text_rows(&sql, &values).await?;
+        let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
+        for row in &rows {
+            let number = |i: usize| row[i].parse::<u64>().unwrap_or(0);
+            let f = Fact {
+                at: parse_time(&row[0])
+                    .map_err(|e| Error::database(DbStep::Read, &self.target, e.to_string()))?,
+                service: row[1].clone(),
+                operation: row[2].clone(),
+                tenant: row[3].clone(),
+                user: row[4].clone(),
+                model: row[5].clone(),
+                outcome: row[6].clone(),
+                calls: 1,
+                input: number(8),
+                output: number(9),
+                cached: number(10),
+                cost: row[11].parse().unwrap_or(0),
+            };
+            add(query, &mut groups, &f, Some(latency_bucket(number(7))));
+        }
+        Ok(finish(query, groups, Source::Records))
+    }
+
+    /// Runs `sql` (with `?` placeholders bound to `values`) and reads every column as text.
+    async fn text_rows(&self, sql: &str, values: &[String]) -> Result<Vec<Vec<String>>, Error> {
+        use sqlx::Row;
+        macro_rules! fetch {
+            ($pool:expr, $dollar:expr) => {{
+                let sql = placeholders(sql, $dollar);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for value in values {
+                    q = q.bind(value.clone());
+                }
+                let rows = q.fetch_all($pool).await.map_err(self.fail())?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| {
+                                row.try_get::<Option<String>, _>(i)
+                                    .map(Option::unwrap_or_default)
+                            })
+                            .collect::<Result<Vec<String>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(self.fail())
+            }};
+        }
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(pool) => fetch!(pool, false),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => fetch!(pool, true),
+            #[cfg(feature = "mysql")]
+            Pool::MySql(pool) => fetch!(pool, false),
+        }
+    }
+}
+
+/// The SQL dialect (each variant exists whatever features are on, to keep the SQL in one place).
+#[derive(Clone, Copy)]
+#[allow(dead_code)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc))
+}
+
+fn add(
+    query: &Query,
+    groups: &mut BTreeMap<BTreeMap<String, String>, Group>,
+    fact: &Fact,
+    bucket: Option<u32>,
+) {
+    let group = groups.entry(query.key(fact)).or_default();
+    group.calls += fact.calls;
+    if fact.outcome == "error" {
+        group.errors += fact.calls;
+    }
+    group.input = group.input.saturating_add(fact.input);
+    group.output = group.output.saturating_add(fact.output);
+    group.cached = group.cached.saturating_add(fact.cached);
+    group.cost = group.cost.saturating_add(fact.cost);
+    group.operations.insert(fact.operation.clone());
+    if !fact.user.is_empty() {
+        group.users.insert(fact.user.clone());
+    }
+    if let Some(bucket) = bucket {
+        *group.histogram.entry(bucket).or_default() += fact.calls;
+    }
+}
