@@ -28,7 +28,7 @@ pub use dimension::{IdInput, IdValue, TenantValue};
 pub use error::{redact_url, BoxError, DbStep, Error, FailureKind};
 pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
 pub use record::{Outcome, ParseOutcomeError, UsageRecord};
-pub use spool::Fsync;
+pub use spool::{status as spool_status, Fsync, SpoolStatus};
 pub use tokens::{
     record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
     UsageReport,

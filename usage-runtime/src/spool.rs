@@ -42,6 +42,52 @@ pub enum Fsync {
     Never,
 }
 
+/// What a spool directory holds, read without changing anything (for `usage spool status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct SpoolStatus {
+    /// Segment files.
+    pub segments: u64,
+    /// Readable records waiting to be replayed.
+    pub records: u64,
+    /// Bytes the segments take.
+    pub bytes: u64,
+    /// Segments whose tail was cut short (a crash while appending).
+    pub torn_tails: u64,
+    /// Frames that are unreadable.
+    pub corrupt_frames: u64,
+    /// Files set aside as `*.corrupt` earlier.
+    pub set_aside: u64,
+    /// When the oldest waiting record's call started.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Reads what the spool in `dir` holds, changing nothing.
+pub fn status(dir: &Path) -> io::Result<SpoolStatus> {
+    let mut status = SpoolStatus::default();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("seg") => {
+                status.segments += 1;
+                status.bytes += fs::metadata(&path)?.len();
+                let scan = scan(&path)?;
+                status.records += scan.records.len() as u64;
+                status.torn_tails += u64::from(scan.torn);
+                status.corrupt_frames += scan.corrupt;
+                let oldest = scan.records.iter().map(|r| r.started_at).min();
+                status.oldest = match (status.oldest, oldest) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Some("corrupt") => status.set_aside += 1,
+            _ => {}
+        }
+    }
+    Ok(status)
+}
+
 /// What opening a spool found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Recovery {
