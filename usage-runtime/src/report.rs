@@ -426,15 +426,29 @@ impl Reader {
         let fail = |error: sqlx::Error| Error::database(DbStep::Connect, &target, error);
         let pool = match url.split(':').next() {
             #[cfg(feature = "sqlite")]
-            Some("sqlite") => Pool::Sqlite(sqlx::SqlitePool::connect(url).await.map_err(fail)?),
+            Some("sqlite") => Pool::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(fail)?,
+            ),
             #[cfg(feature = "postgres")]
-            Some("postgres" | "postgresql") => {
-                Pool::Postgres(sqlx::PgPool::connect(url).await.map_err(fail)?)
-            }
+            Some("postgres" | "postgresql") => Pool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(fail)?,
+            ),
             #[cfg(feature = "mysql")]
-            Some("mysql" | "mariadb") => {
-                Pool::MySql(sqlx::MySqlPool::connect(url).await.map_err(fail)?)
-            }
+            Some("mysql" | "mariadb") => Pool::MySql(
+                sqlx::mysql::MySqlPoolOptions::new()
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(fail)?,
+            ),
             _ => {
                 return Err(Error::InvalidUrl {
                     url: target,
@@ -816,7 +830,7 @@ impl Reader {
         };
         let mut total = 0;
         loop {
-            let deleted = self.execute(&sql, &[cutoff.clone()]).await?;
+            let deleted = self.execute(&sql, std::slice::from_ref(&cutoff)).await?;
             total += deleted;
             progress(total);
             if deleted == 0 {

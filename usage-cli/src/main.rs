@@ -1,0 +1,546 @@
+//! `usage`: read and maintain what the usage tracker wrote.
+//!
+//! Exit codes: 0 success, 1 failure (a database, a file), 2 bad usage (clap's own).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use usage_runtime::report::{Dimension, Query, Reader, Report, TimeBucket};
+use usage_runtime::sink::{MySqlSink, PostgresSink, SqlConfig, SqliteSink, VerifyReport};
+use usage_runtime::{Error, Tracker};
+
+const EXAMPLES: &str = "\
+Examples:
+  usage report --database-url sqlite://usage.db --since 7d --by operation,tenant
+  usage report --database-url postgres://app@db/usage --since 30d --tenant acme --by day --format json
+  usage operations --database-url sqlite://usage.db --since 7d
+  usage verify --database-url mysql://app:secret@db:3306/usage
+  usage spool status --dir /var/lib/app/usage-spool
+  usage spool replay --dir /var/lib/app/usage-spool --database-url sqlite://usage.db
+  usage prune --database-url sqlite://usage.db --older-than 30d";
+
+#[derive(Debug, Parser)]
+#[command(name = "usage", version, about = "Reports and maintenance for usage tracking", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Database {
+    /// The database: sqlite://..., postgres://... or mysql://...
+    #[arg(long, env = "USAGE_DATABASE_URL")]
+    database_url: String,
+    /// The table prefix the tracker's sink was configured with.
+    #[arg(long, default_value = "")]
+    table_prefix: String,
+}
+
+impl Database {
+    fn config(&self) -> Result<SqlConfig, Error> {
+        SqlConfig::new().table_prefix(&self.table_prefix)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Calls, errors, tokens, cost and latency, filtered and grouped.
+    Report {
+        #[command(flatten)]
+        database: Database,
+        /// Calls since: an age (7d, 12h, 30m) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Calls before: an age or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this operation.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Group by: any of service, operation, tenant, user, model, outcome, and hour, day or
+        /// month, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        by: Vec<String>,
+        /// Also count distinct users per group (reads the records).
+        #[arg(long)]
+        distinct_users: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// The operation catalog with calls per operation; silent operations are marked.
+    Operations {
+        #[command(flatten)]
+        database: Database,
+        /// Count calls since: an age or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Connects, migrates, writes, reads back and deletes a probe record, step by step.
+    Verify {
+        #[command(flatten)]
+        database: Database,
+    },
+    /// Creates or upgrades the schema.
+    Migrate {
+        #[command(flatten)]
+        database: Database,
+    },
+    /// The disk spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+    /// Deletes records older than an age, keeping the rollups (reports over old months still
+    /// answer).
+    Prune {
+        #[command(flatten)]
+        database: Database,
+        /// The age: 30d, 12h, ...
+        #[arg(long)]
+        older_than: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SpoolCommand {
+    /// What the spool holds, without changing it.
+    Status {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Writes what the spool holds to a database.
+    Replay {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        database: Database,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An age (`7d`, `12h`, `30m`, `45s`, `2w`) before now, or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let age = parse_age(text)?;
+    Ok(Utc::now() - age)
+}
+
+fn parse_age(text: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("`{text}` is neither an age (7d, 12h, 30m, 45s, 2w) nor an RFC 3339 time");
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(chrono::Duration::seconds(number * seconds))
+}
+
+fn usage_error(message: String) -> Error {
+    Error::InvalidConfig(message)
+}
+
+async fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Report {
+            database,
+            since,
+            until,
+            tenant,
+            operation,
+            model,
+            by,
+            distinct_users,
+            format,
+        } => {
+            let mut query = Query::new();
+            if let Some(since) = since {
+                query = query.since(parse_time(&since).map_err(usage_error)?);
+            }
+            if let Some(until) = until {
+                query = query.until(parse_time(&until).map_err(usage_error)?);
+            }
+            if let Some(tenant) = tenant {
+                query = query.tenant(tenant);
+            }
+            if let Some(operation) = operation {
+                query = query.operation(operation);
+            }
+            if let Some(model) = model {
+                query = query.model(model);
+            }
+            let mut dimensions = Vec::new();
+            for name in &by {
+                match name.as_str() {
+                    "hour" => query = query.bucket(TimeBucket::Hour),
+                    "day" => query = query.bucket(TimeBucket::Day),
+                    "month" => query = query.bucket(TimeBucket::Month),
+                    other => dimensions.push(other.parse::<Dimension>().map_err(usage_error)?),
+                }
+            }
+            query = query.group_by(dimensions);
+            if distinct_users {
+                query = query.distinct_users();
+            }
+            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            print_report(&reader.report(&query).await?, &by, format);
+            Ok(())
+        }
+        Command::Operations {
+            database,
+            since,
+            format,
+        } => {
+            let since = since
+                .map(|s| parse_time(&s))
+                .transpose()
+                .map_err(usage_error)?;
+            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let operations = reader.operations(since).await?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&operations).expect("rows serialize")
+                ),
+                Format::Csv => {
+                    let mut out = csv::Writer::from_writer(std::io::stdout());
+                    let _ = out.write_record([
+                        "service",
+                        "operation",
+                        "function",
+                        "file",
+                        "line",
+                        "calls",
+                        "silent",
+                    ]);
+                    for op in &operations {
+                        let _ = out.write_record([
+                            op.service.clone(),
+                            op.operation.clone(),
+                            op.function.clone(),
+                            op.file.clone(),
+                            op.line.to_string(),
+                            op.calls.to_string(),
+                            (op.calls == 0).to_string(),
+                        ]);
+                    }
+                    let _ = out.flush();
+                }
+                Format::Table => {
+                    let mut table = comfy_table::Table::new();
+                    table.set_header(["service", "operation", "function", "where", "calls", ""]);
+                    for op in &operations {
+                        table.add_row([
+                            op.service.clone(),
+                            op.operation.clone(),
+                            op.function.clone(),
+                            format!("{}:{}", op.file, op.line),
+                            op.calls.to_string(),
+                            if op.calls == 0 {
+                                "SILENT".into()
+                            } else {
+                                String::new()
+                            },
+                        ]);
+                    }
+                    println!("{table}");
+                    let silent = operations.iter().filter(|op| op.calls == 0).count();
+                    println!("{} operations, {silent} silent", operations.len());
+                }
+            }
+            Ok(())
+        }
+        Command::Verify { database } => {
+            let report = verify(&database).await?;
+            print!("{report}");
+            println!("verified");
+            Ok(())
+        }
+        Command::Migrate { database } => {
+            connect(&database).await?;
+            println!("the schema is up to date");
+            Ok(())
+        }
+        Command::Spool { command } => match command {
+            SpoolCommand::Status { dir, format } => {
+                let status = usage_runtime::spool_status(&dir).map_err(|source| Error::Spool {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+                match format {
+                    Format::Json | Format::Csv => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).expect("status serializes")
+                    ),
+                    Format::Table => {
+                        println!("segments        {}", status.segments);
+                        println!("records         {}", status.records);
+                        println!("bytes           {}", status.bytes);
+                        println!("torn tails      {}", status.torn_tails);
+                        println!("corrupt frames  {}", status.corrupt_frames);
+                        println!("set aside       {}", status.set_aside);
+                        if let Some(oldest) = status.oldest {
+                            println!("oldest call     {}", oldest.to_rfc3339());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            SpoolCommand::Replay { dir, database } => replay(&dir, &database).await,
+        },
+        Command::Prune {
+            database,
+            older_than,
+        } => {
+            let age = parse_age(&older_than).map_err(usage_error)?;
+            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message("records deleted");
+            let deleted = reader
+                .prune(Utc::now() - age, 10_000, |total| bar.set_position(total))
+                .await?;
+            bar.finish_and_clear();
+            println!("deleted {deleted} records older than {older_than}; the rollups are kept");
+            Ok(())
+        }
+    }
+}
+
+/// The sink for the URL's scheme, connected (and so migrated).
+async fn connect(database: &Database) -> Result<AnySink, Error> {
+    let url = &database.database_url;
+    let config = database.config()?;
+    Ok(match url.split(':').next() {
+        Some("sqlite") => AnySink::Sqlite(SqliteSink::connect_with(url, config).await?),
+        Some("postgres" | "postgresql") => {
+            AnySink::Postgres(PostgresSink::connect_with(url, config).await?)
+        }
+        Some("mysql" | "mariadb") => AnySink::MySql(MySqlSink::connect_with(url, config).await?),
+        _ => {
+            return Err(Error::InvalidUrl {
+                url: usage_runtime::redact_url(url),
+                reason: "expected sqlite://, postgres:// or mysql://".into(),
+            })
+        }
+    })
+}
+
+enum AnySink {
+    Sqlite(SqliteSink),
+    Postgres(PostgresSink),
+    MySql(MySqlSink),
+}
+
+async fn verify(database: &Database) -> Result<VerifyReport, Error> {
+    match connect(database).await? {
+        AnySink::Sqlite(sink) => sink.verify().await,
+        AnySink::Postgres(sink) => sink.verify().await,
+        AnySink::MySql(sink) => sink.verify().await,
+    }
+}
+
+async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Error> {
+    let status = usage_runtime::spool_status(dir).map_err(|source| Error::Spool {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let builder = Tracker::builder()
+        .service("usage-cli")
+        .spool_dir(dir)
+        .max_retries(2);
+    let guard = match connect(database).await? {
+        AnySink::Sqlite(sink) => builder.sink(sink).install()?,
+        AnySink::Postgres(sink) => builder.sink(sink).install()?,
+        AnySink::MySql(sink) => builder.sink(sink).install()?,
+    };
+    let bar = indicatif::ProgressBar::new(status.records);
+    let mut stalled = 0;
+    loop {
+        let before = guard.health().spool_records;
+        let _ = guard.flush().await;
+        let health = guard.health();
+        bar.set_position(status.records.saturating_sub(health.spool_records));
+        if health.spool_records == 0 {
+            break;
+        }
+        stalled = if health.spool_records < before {
+            0
+        } else {
+            stalled + 1
+        };
+        if stalled >= 5 {
+            bar.abandon();
+            return Err(Error::NotWritten {
+                count: health.spool_records,
+                reason: health.last_error.unwrap_or_else(|| "no progress".into()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.finish_and_clear();
+    let health = guard.health();
+    guard.shutdown().await?;
+    println!(
+        "replayed {} records ({} quarantined)",
+        health.replayed, health.quarantined
+    );
+    Ok(())
+}
+
+fn print_report(report: &Report, by: &[String], format: Format) {
+    let columns: Vec<String> = by
+        .iter()
+        .map(|name| match name.as_str() {
+            "hour" | "day" | "month" => "bucket".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = report
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut object = serde_json::Map::new();
+                    for (name, value) in &row.group {
+                        object.insert(name.clone(), value.clone().into());
+                    }
+                    object.insert("calls".into(), row.calls.into());
+                    object.insert("errors".into(), row.errors.into());
+                    object.insert("input_tokens".into(), row.input_tokens.into());
+                    object.insert("output_tokens".into(), row.output_tokens.into());
+                    object.insert("cost_nano_usd".into(), row.cost_nano_usd.into());
+                    object.insert("p50_ms".into(), row.p50_ms.into());
+                    object.insert("p95_ms".into(), row.p95_ms.into());
+                    object.insert("p99_ms".into(), row.p99_ms.into());
+                    if let Some(users) = row.distinct_users {
+                        object.insert("distinct_users".into(), users.into());
+                    }
+                    serde_json::Value::Object(object)
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).expect("rows serialize")
+            );
+        }
+        Format::Csv => {
+            let mut out = csv::Writer::from_writer(std::io::stdout());
+            let mut header = columns.clone();
+            header.extend(
+                [
+                    "calls",
+                    "errors",
+                    "input_tokens",
+                    "output_tokens",
+                    "cost_nano_usd",
+                    "p50_ms",
+                    "p95_ms",
+                    "p99_ms",
+                ]
+                .map(String::from),
+            );
+            let _ = out.write_record(&header);
+            for row in &report.rows {
+                let mut record: Vec<String> = columns
+                    .iter()
+                    .map(|c| row.group.get(c).cloned().unwrap_or_default())
+                    .collect();
+                record.extend([
+                    row.calls.to_string(),
+                    row.errors.to_string(),
+                    row.input_tokens.to_string(),
+                    row.output_tokens.to_string(),
+                    row.cost_nano_usd.to_string(),
+                    format!("{:.3}", row.p50_ms),
+                    format!("{:.3}", row.p95_ms),
+                    format!("{:.3}", row.p99_ms),
+                ]);
+                let _ = out.write_record(&record);
+            }
+            let _ = out.flush();
+        }
+        Format::Table => {
+            let mut table = comfy_table::Table::new();
+            let mut header = columns.clone();
+            header.extend(
+                [
+                    "calls",
+                    "errors",
+                    "tokens in",
+                    "tokens out",
+                    "cost (USD)",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                ]
+                .map(String::from),
+            );
+            table.set_header(header);
+            for row in &report.rows {
+                let mut cells: Vec<String> = columns
+                    .iter()
+                    .map(|c| row.group.get(c).cloned().unwrap_or_default())
+                    .collect();
+                cells.extend([
+                    row.calls.to_string(),
+                    row.errors.to_string(),
+                    row.input_tokens.to_string(),
+                    row.output_tokens.to_string(),
+                    format!(
+                        "{}.{:09}",
+                        row.cost_nano_usd / 1_000_000_000,
+                        row.cost_nano_usd % 1_000_000_000
+                    ),
+                    format!("{:.1}", row.p50_ms),
+                    format!("{:.1}", row.p95_ms),
+                    format!("{:.1}", row.p99_ms),
+                ]);
+                table.add_row(cells);
+            }
+            println!("{table}");
+        }
+    }
+}

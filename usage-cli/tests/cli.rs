@@ -1,0 +1,346 @@
+//! The `usage` binary, run for real against SQLite, PostgreSQL and MySQL.
+
+use std::process::Command;
+
+use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig, SqliteSink};
+
+fn usage(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_usage"))
+        .args(args)
+        .env_remove("USAGE_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Tests that install the process-wide tracker take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// The JSON report grouped by tenant must add up to the records, and CSV and table agree.
+fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord]) {
+    let (code, out, err) = usage(&[
+        "report",
+        "--database-url",
+        url,
+        "--table-prefix",
+        prefix,
+        "--by",
+        "tenant,month",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, records.len() as u64);
+    for key in [
+        "tenant",
+        "bucket",
+        "calls",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "cost_nano_usd",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    ] {
+        assert!(rows[0].get(key).is_some(), "{key} missing in {}", rows[0]);
+    }
+    let acme: u64 = rows
+        .iter()
+        .filter(|r| r["tenant"] == "acme")
+        .map(|r| r["calls"].as_u64().unwrap())
+        .sum();
+    let expected = records
+        .iter()
+        .filter(|r| r.tenant_id.as_deref() == Some("acme"))
+        .count();
+    assert_eq!(acme, expected as u64);
+
+    let (code, out, _) = usage(&[
+        "report",
+        "--database-url",
+        url,
+        "--table-prefix",
+        prefix,
+        "--by",
+        "outcome",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "outcome,calls,errors,input_tokens,output_tokens,cost_nano_usd,p50_ms,p95_ms,p99_ms"
+    );
+    assert_eq!(lines.count(), 4, "{out}");
+
+    let (code, out, _) = usage(&[
+        "report",
+        "--database-url",
+        url,
+        "--table-prefix",
+        prefix,
+        "--tenant",
+        "acme",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&expected.to_string()), "{out}");
+}
+
+#[test]
+fn sqlite_report_operations_verify_migrate_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let records = tests::random_records(2000, 51);
+    runtime().block_on(async {
+        let mut sink = SqliteSink::connect(&url).await.unwrap();
+        sink.write(&records).await.unwrap();
+    });
+    check_report(&url, "", &records);
+
+    let (code, out, err) = usage(&["verify", "--database-url", &url]);
+    assert_eq!(code, 0, "{err}");
+    for step in ["connect", "migrate", "write", "read", "verified"] {
+        assert!(out.contains(step), "{step} missing in {out}");
+    }
+    let (code, out, _) = usage(&["migrate", "--database-url", &url]);
+    assert_eq!((code, out.trim()), (0, "the schema is up to date"));
+
+    // Prune keeps the rollups: the report still counts every call.
+    let (code, out, err) = usage(&["prune", "--database-url", &url, "--older-than", "1d"]);
+    assert_eq!(code, 0, "{err}");
+    let deleted: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let old = records
+        .iter()
+        .filter(|r| r.started_at < chrono::Utc::now() - chrono::Duration::days(1))
+        .count();
+    assert_eq!(deleted, old as u64);
+    assert!(deleted > 0);
+    let (_, out, _) = usage(&["report", "--database-url", &url, "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["calls"], 2000, "from the rollups after pruning");
+}
+
+#[test]
+fn operations_mark_silent_ones() {
+    use usage_runtime::{track_usage, Tracker};
+
+    #[track_usage(operation = "cli.called")]
+    fn called() {}
+
+    #[track_usage(operation = "cli.silent")]
+    #[allow(dead_code)]
+    fn silent() {}
+
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    runtime().block_on(async {
+        let guard = Tracker::builder()
+            .service("cli-test")
+            .sink(SqliteSink::connect(&url).await.unwrap())
+            .install()
+            .unwrap();
+        called();
+        guard.shutdown().await.unwrap();
+    });
+    let (code, out, err) = usage(&[
+        "operations",
+        "--database-url",
+        &url,
+        "--since",
+        "1h",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let calls = |name: &str| rows.iter().find(|r| r["operation"] == name).unwrap()["calls"].clone();
+    assert_eq!(calls("cli.called"), 1);
+    assert_eq!(calls("cli.silent"), 0);
+    let (_, table, _) = usage(&["operations", "--database-url", &url]);
+    assert!(table.contains("SILENT"), "{table}");
+}
+
+#[test]
+fn spool_status_and_replay() {
+    use usage_runtime::{track_usage, Tracker};
+
+    #[track_usage(operation = "cli.spooled")]
+    fn spooled() {}
+
+    #[derive(Debug)]
+    struct Down;
+    impl Sink for Down {
+        async fn write(
+            &mut self,
+            _: &[usage_runtime::UsageRecord],
+        ) -> Result<(), usage_runtime::Error> {
+            Err(usage_runtime::Error::Database {
+                step: usage_runtime::DbStep::Connect,
+                target: "down".into(),
+                source: "refused".into(),
+                kind: usage_runtime::FailureKind::Transient,
+            })
+        }
+    }
+
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let guard = Tracker::builder()
+        .sink(Down)
+        .spool_dir(&spool)
+        .max_retries(0)
+        .install()
+        .unwrap();
+    for _ in 0..30 {
+        spooled();
+    }
+    drop(guard);
+    let (code, out, err) = usage(&[
+        "spool",
+        "status",
+        "--dir",
+        spool.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["records"], 30);
+
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let (code, out, err) = usage(&[
+        "spool",
+        "replay",
+        "--dir",
+        spool.to_str().unwrap(),
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 30"), "{out}");
+    let (_, out, _) = usage(&[
+        "spool",
+        "status",
+        "--dir",
+        spool.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["records"], 0);
+}
+
+#[test]
+fn bad_usage_exits_2_and_failures_exit_1_without_secrets() {
+    let (code, _, err) = usage(&["report", "--bogus"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = usage(&[
+        "report",
+        "--database-url",
+        "sqlite://x.db",
+        "--since",
+        "soon",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("neither an age"), "{err}");
+    let (code, _, err) = usage(&[
+        "verify",
+        "--database-url",
+        "postgres://app:hunter2@127.0.0.1:1/db",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("connect failed") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let (code, out, _) = usage(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Examples:"));
+}
+
+#[test]
+fn postgres_report_and_verify() {
+    let Some(url) = tests::postgres_url() else {
+        return;
+    };
+    let prefix = "pg_cli_";
+    let records = tests::random_records(1500, 53);
+    runtime().block_on(async {
+        drop_tables(&url, prefix).await;
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
+        sink.write(&records).await.unwrap();
+    });
+    check_report(&url, prefix, &records);
+    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authenticate"), "{out}");
+}
+
+#[test]
+fn mysql_report_and_verify() {
+    let Some(url) = tests::mysql_url() else {
+        return;
+    };
+    let prefix = "my_cli_";
+    let records = tests::random_records(1500, 57);
+    runtime().block_on(async {
+        drop_tables(&url, prefix).await;
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
+        sink.write(&records).await.unwrap();
+    });
+    check_report(&url, prefix, &records);
+    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authenticate"), "{out}");
+}
+
+async fn drop_tables(url: &str, prefix: &str) {
+    use sqlx::Connection;
+    let tables = [
+        "usage_records",
+        "usage_schema_migrations",
+        "usage_rollups_hourly",
+        "usage_rollup_latency",
+        "usage_operations",
+    ];
+    if url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+        for table in tables {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS {prefix}{table}"
+            )))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+    } else {
+        let mut db = sqlx::MySqlConnection::connect(url).await.unwrap();
+        for table in tables {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS {prefix}{table}"
+            )))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+    }
+}
