@@ -655,9 +655,8 @@ impl Reader {
             cast("cost_nano_usd"),
             self.config.records_table()
         );
-        let rows = self.text_rows(&sql, &values).await?;
         let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
-        for row in &rows {
+        self.each_row(&sql, &values, |row| {
             let number = |i: usize| row[i].parse::<u64>().unwrap_or(0);
             let f = Fact {
                 at: parse_time(&row[0])
@@ -675,41 +674,63 @@ impl Reader {
                 cost: row[11].parse().unwrap_or(0),
             };
             add(query, &mut groups, &f, Some(latency_bucket(number(7))));
-        }
+            Ok(())
+        })
+        .await?;
         Ok(finish(query, groups, Source::Records))
     }
 
     /// Runs `sql` (with `?` placeholders bound to `values`) and reads every column as text.
     async fn text_rows(&self, sql: &str, values: &[String]) -> Result<Vec<Vec<String>>, Error> {
+        let mut rows = Vec::new();
+        self.each_row(sql, values, |row| {
+            rows.push(row.to_vec());
+            Ok(())
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// Streams the rows of `sql` (every column read as text) through `each`, one at a time, so a
+    /// report over millions of records runs in constant memory.
+    async fn each_row(
+        &self,
+        sql: &str,
+        values: &[String],
+        mut each: impl FnMut(&[String]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        use futures_util::TryStreamExt;
         use sqlx::Row;
-        macro_rules! fetch {
+        macro_rules! stream {
             ($pool:expr, $dollar:expr) => {{
                 let sql = placeholders(sql, $dollar);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for value in values {
                     q = q.bind(value.clone());
                 }
-                let rows = q.fetch_all($pool).await.map_err(self.fail())?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len())
-                            .map(|i| {
-                                row.try_get::<Option<String>, _>(i)
-                                    .map(Option::unwrap_or_default)
-                            })
-                            .collect::<Result<Vec<String>, _>>()
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(self.fail())
+                let mut rows = q.fetch($pool);
+                let mut texts = Vec::new();
+                while let Some(row) = rows.try_next().await.map_err(self.fail())? {
+                    texts.clear();
+                    for i in 0..row.len() {
+                        let text = row
+                            .try_get::<Option<String>, _>(i)
+                            .map_err(self.fail())?
+                            .unwrap_or_default();
+                        texts.push(text);
+                    }
+                    each(&texts)?;
+                }
+                Ok(())
             }};
         }
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => fetch!(pool, false),
+            Pool::Sqlite(pool) => stream!(pool, false),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => fetch!(pool, true),
+            Pool::Postgres(pool) => stream!(pool, true),
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => fetch!(pool, false),
+            Pool::MySql(pool) => stream!(pool, false),
         }
     }
 }
