@@ -202,6 +202,11 @@ impl Query {
     }
 }
 
+/// The start of the hour `at` falls in: a time limit the rollups can answer for.
+pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    TimeBucket::Hour.start(at)
+}
+
 /// Where a report was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
