@@ -534,3 +534,35 @@ async fn the_operation_catalog_is_recorded_at_start() {
     assert_eq!(first_again, first);
     assert!(last_again > last, "{last_again} <= {last}");
 }
+
+#[tokio::test]
+async fn a_retention_on_the_tracker_prunes_old_records_and_keeps_the_rollups() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let mut records = tests::random_records(400, 61);
+    for record in records.iter_mut().step_by(2) {
+        record.started_at -= chrono::Duration::days(40);
+    }
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    sink.write(&records).await.unwrap();
+    let guard = Tracker::builder()
+        .sink(SqliteSink::connect(&url).await.unwrap())
+        .retention(std::time::Duration::from_secs(30 * 86_400))
+        .install()
+        .unwrap();
+    guard.flush().await.unwrap();
+    assert_eq!(guard.health().pruned, 200);
+    guard.shutdown().await.unwrap();
+    let mut db = open(&url).await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 200);
+    let rolled: i64 = sqlx::query_scalar("SELECT SUM(calls) FROM usage_rollups_hourly")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rolled, 400, "the rollups keep the pruned hours");
+}

@@ -834,26 +834,8 @@ impl Reader {
         chunk: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, Error> {
-        let table = self.config.records_table();
-        let kind = self.kind();
-        let sql = match kind {
-            Kind::Sqlite => format!(
-                "DELETE FROM {table} WHERE rowid IN \
-                 (SELECT rowid FROM {table} WHERE started_at < ? LIMIT {chunk})"
-            ),
-            Kind::Postgres => format!(
-                "DELETE FROM {table} WHERE id IN \
-                 (SELECT id FROM {table} WHERE started_at < CAST(? AS timestamptz) LIMIT {chunk})"
-            ),
-            Kind::MySql => format!(
-                "DELETE FROM {table} WHERE started_at < CAST(? AS DATETIME(6)) LIMIT {chunk}"
-            ),
-        };
-        let cutoff = match kind {
-            Kind::Sqlite => before.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-            Kind::MySql => before.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-            Kind::Postgres => before.to_rfc3339(),
-        };
+        let sql = prune_statement(self.kind(), &self.config.records_table(), chunk);
+        let cutoff = time_text(self.kind(), before);
         let mut total = 0;
         loop {
             let deleted = self.execute(&sql, std::slice::from_ref(&cutoff)).await?;
@@ -890,14 +872,7 @@ impl Reader {
     }
 }
 
-/// The SQL dialect (each variant exists whatever features are on, to keep the SQL in one place).
-#[derive(Clone, Copy)]
-#[allow(dead_code)]
-enum Kind {
-    Sqlite,
-    Postgres,
-    MySql,
-}
+use crate::sink::sql::{prune_statement, time_text, Dialect as Kind};
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc))

@@ -72,6 +72,7 @@ impl Tracker {
             },
             quarantine_file: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            retention: None,
             overflow: None,
             durability: Durability::Memory,
             spool: None,
@@ -160,6 +161,7 @@ pub struct TrackerBuilder {
     retry: Retry,
     quarantine_file: Option<std::path::PathBuf>,
     write_timeout: Duration,
+    retention: Option<Duration>,
     overflow: Option<Overflow>,
     durability: Durability,
     spool: Option<SpoolSettings>,
@@ -181,6 +183,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("retry", &self.retry)
             .field("quarantine_file", &self.quarantine_file)
             .field("write_timeout", &self.write_timeout)
+            .field("retention", &self.retention)
             .field("overflow", &self.overflow)
             .field("durability", &self.durability)
             .field("spool", &self.spool)
@@ -281,6 +284,14 @@ impl TrackerBuilder {
         self
     }
 
+    /// Deletes records of calls older than `age` (at start, then hourly), keeping the rollups,
+    /// so reports over old months still answer. Detailed records are personal data: keep them
+    /// only as long as needed. Default: kept forever.
+    pub fn retention(mut self, age: Duration) -> Self {
+        self.retention = Some(age);
+        self
+    }
+
     /// Where records the database rejects (after the batch is split to find them) are appended,
     /// one JSON object per line with the database's reason. Without it they are logged at error
     /// level with their content. Either way they are counted in [`Health::quarantined`].
@@ -347,6 +358,9 @@ impl TrackerBuilder {
             return Err(Error::InvalidConfig(
                 "flush_interval must be above zero".into(),
             ));
+        }
+        if self.retention.is_some_and(|age| age.is_zero()) {
+            return Err(Error::InvalidConfig("retention must be above zero".into()));
         }
         if self.write_timeout.is_zero() {
             return Err(Error::InvalidConfig(
@@ -435,6 +449,7 @@ impl TrackerBuilder {
             quarantine_file: self.quarantine_file,
             spill: overflow == Overflow::Spill,
             spool_first: self.durability == Durability::SpoolFirst,
+            retention: self.retention,
             spool,
             inbox,
         })
@@ -488,6 +503,7 @@ pub(crate) struct Counters {
     pub(crate) saturated: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) pruned: AtomicU64,
     pub(crate) spooled: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) spool_records: AtomicU64,
@@ -622,6 +638,7 @@ impl Shared {
             state: status.state,
             retries: counters.retries.load(Ordering::Relaxed),
             quarantined: counters.quarantined.load(Ordering::Relaxed),
+            pruned: counters.pruned.load(Ordering::Relaxed),
             spooled: counters.spooled.load(Ordering::Relaxed),
             replayed: counters.replayed.load(Ordering::Relaxed),
             spool_records: counters.spool_records.load(Ordering::Relaxed),
@@ -703,6 +720,8 @@ pub struct Health {
     pub retries: u64,
     /// Records the database rejected, set aside with the reason (never retried).
     pub quarantined: u64,
+    /// Records deleted by the retention (in all).
+    pub pruned: u64,
     /// Records put in the disk spool because the sink was failing (in all).
     pub spooled: u64,
     /// Records written from the spool (in all, including those a previous run left).

@@ -95,6 +95,8 @@ pub(crate) struct Config {
     pub(crate) spill: bool,
     /// Every record goes through the spool (`Durability::SpoolFirst`).
     pub(crate) spool_first: bool,
+    /// Records older than this are deleted (the rollups stay).
+    pub(crate) retention: Option<Duration>,
     pub(crate) inbox: mpsc::Receiver<Request>,
 }
 
@@ -110,6 +112,7 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 runtime,
                 replay_failures: 0,
                 next_replay: Instant::now(),
+                next_prune: Instant::now(),
             }
             .run()
         })
@@ -122,7 +125,12 @@ struct Worker {
     /// stays down, so a busy service does not hammer a dead database).
     replay_failures: u32,
     next_replay: Instant,
+    /// When the retention may next prune.
+    next_prune: Instant,
 }
+
+/// How often records past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Worker {
     fn run(mut self) {
@@ -175,6 +183,7 @@ impl Worker {
                 registered = true;
                 self.register_operations();
             }
+            self.prune_if_due();
             if self.config.spool_first {
                 // What the drain just made durable is written now, not at the next wake-up.
                 self.replay(true);
@@ -269,6 +278,42 @@ impl Worker {
             }
             Ok(Err(_)) => tracing::warn!("usage operation catalog not recorded: timed out"),
             Err(_) => tracing::warn!("usage operation catalog not recorded: the sink panicked"),
+        }
+    }
+
+    /// With a retention set, deletes the records older than it, at the first drain and then
+    /// hourly, while the sink is healthy.
+    fn prune_if_due(&mut self) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        if Instant::now() < self.next_prune || self.spool_waiting() {
+            return;
+        }
+        self.next_prune = Instant::now() + PRUNE_EVERY;
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let sink = &mut self.config.sink;
+        let pruned = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(300), sink.prune_dyn(before)).await
+        });
+        match pruned {
+            Ok(Ok(deleted)) => {
+                self.config
+                    .shared
+                    .counters
+                    .pruned
+                    .fetch_add(deleted, Ordering::Relaxed);
+                if deleted > 0 {
+                    tracing::info!(
+                        deleted,
+                        ?retention,
+                        "usage records past the retention deleted"
+                    );
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "usage retention: pruning failed"),
+            Err(_) => tracing::warn!("usage retention: pruning timed out"),
         }
     }
 

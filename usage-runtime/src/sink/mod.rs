@@ -5,6 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use chrono::{DateTime, Utc};
+
 use crate::catalog::Operation;
 use crate::error::Error;
 use crate::record::UsageRecord;
@@ -16,7 +18,7 @@ mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -50,11 +52,20 @@ pub trait Sink: fmt::Debug + Send + 'static {
         let _ = (service, operations);
         async { Ok(()) }
     }
+
+    /// Deletes the records of calls started before `before`, keeping the rollups, and returns
+    /// how many it deleted; called by the tracker when a retention is set. The default keeps
+    /// everything.
+    fn prune(&mut self, before: DateTime<Utc>) -> impl Future<Output = Result<u64, Error>> {
+        let _ = before;
+        async { Ok(0) }
+    }
 }
 
 pub(crate) type BoxedSink = Box<dyn DynSink>;
 
 type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+type PruneFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, Error>> + 'a>>;
 
 /// The object-safe form of [`Sink`] the worker holds.
 pub(crate) trait DynSink: fmt::Debug + Send {
@@ -64,6 +75,7 @@ pub(crate) trait DynSink: fmt::Debug + Send {
         service: &'a str,
         operations: &'a [&'static Operation],
     ) -> WriteFuture<'a>;
+    fn prune_dyn(&mut self, before: DateTime<Utc>) -> PruneFuture<'_>;
 }
 
 impl<S: Sink> DynSink for S {
@@ -77,6 +89,10 @@ impl<S: Sink> DynSink for S {
         operations: &'a [&'static Operation],
     ) -> WriteFuture<'a> {
         Box::pin(self.register(service, operations))
+    }
+
+    fn prune_dyn(&mut self, before: DateTime<Utc>) -> PruneFuture<'_> {
+        Box::pin(self.prune(before))
     }
 }
 

@@ -303,3 +303,41 @@ mod tests {
         );
     }
 }
+
+/// The SQL dialect (each variant exists whatever features are on, to keep the SQL in one place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// Deletes up to `chunk` records of calls started before the bound time (`?`).
+pub(crate) fn prune_statement(dialect: Dialect, table: &str, chunk: u64) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE started_at < ? LIMIT {chunk})"
+        ),
+        Dialect::Postgres => format!(
+            "DELETE FROM {table} WHERE id IN \
+             (SELECT id FROM {table} WHERE started_at < CAST($1 AS timestamptz) LIMIT {chunk})"
+        ),
+        Dialect::MySql => {
+            format!("DELETE FROM {table} WHERE started_at < CAST(? AS DATETIME(6)) LIMIT {chunk}")
+        }
+    }
+}
+
+/// A time as each dialect compares it with `started_at` (text on SQLite).
+pub(crate) fn time_text(dialect: Dialect, at: chrono::DateTime<chrono::Utc>) -> String {
+    match dialect {
+        Dialect::Sqlite => at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Dialect::MySql => at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        Dialect::Postgres => at.to_rfc3339(),
+    }
+}
+
+/// Records deleted per statement when pruning.
+pub(crate) const PRUNE_CHUNK: u64 = 10_000;
