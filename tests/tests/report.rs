@@ -105,6 +105,21 @@ async fn check(reader: &Reader, records: &[UsageRecord]) {
         .count();
     assert_eq!(acme.rows[0].calls, acme_calls as u64);
 
+    // No tenant is not a tenant; a look-alike tenant sees nothing.
+    assert!(reader.for_tenant("").report(&Query::new()).await.is_err());
+    let lookalike = reader
+        .for_tenant("acme ")
+        .report(&Query::new())
+        .await
+        .unwrap();
+    assert!(lookalike.rows.is_empty(), "{:?}", lookalike.rows);
+    let lookalike = reader
+        .for_tenant("acme ")
+        .report(&Query::new().distinct_users())
+        .await
+        .unwrap();
+    assert!(lookalike.rows.is_empty(), "{:?}", lookalike.rows);
+
     // Distinct users need the records.
     let users = reader
         .report(&Query::new().distinct_users().group_by([Dimension::Tenant]))

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Args)]
 struct Database {
     /// The database: sqlite://..., postgres://... or mysql://...
-    #[arg(long, env = "USAGE_DATABASE_URL")]
+    #[arg(long, env = "USAGE_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The table prefix the tracker's sink was configured with.
     #[arg(long, default_value = "")]
@@ -57,7 +57,8 @@ enum Command {
     Report {
         #[command(flatten)]
         database: Database,
-        /// Calls since: an age (7d, 12h, 30m) or an RFC 3339 time.
+        /// Calls since: an age (7d, 12h, 30m; rounded down to the hour, so the rollups answer)
+        /// or an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
         /// Calls before: an age or an RFC 3339 time.
@@ -147,20 +148,44 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(error)) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// An age (`7d`, `12h`, `30m`, `45s`, `2w`) before now, or an RFC 3339 time.
+/// Why a command failed: bad usage (exit 2) or a failure while running (exit 1).
+#[derive(Debug)]
+enum Failure {
+    Usage(String),
+    Run(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidConfig(message) => Failure::Usage(message),
+            other => Failure::Run(other),
+        }
+    }
+}
+
+/// An age (`7d`, `12h`, `30m`, `45s`, `2w`) before now, rounded down to the hour, or an
+/// RFC 3339 time.
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
     let age = parse_age(text)?;
-    Ok(Utc::now() - age)
+    Utc::now()
+        .checked_sub_signed(age)
+        .map(usage_runtime::report::hour_start)
+        .ok_or_else(|| format!("`{text}` reaches before the start of time"))
 }
 
 fn parse_age(text: &str) -> Result<chrono::Duration, String> {
@@ -175,14 +200,17 @@ fn parse_age(text: &str) -> Result<chrono::Duration, String> {
         "w" => 7 * 86_400,
         _ => return Err(bad()),
     };
-    Ok(chrono::Duration::seconds(number * seconds))
+    number
+        .checked_mul(seconds)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| format!("`{text}` is too long an age"))
 }
 
-fn usage_error(message: String) -> Error {
-    Error::InvalidConfig(message)
+fn usage_error(message: String) -> Failure {
+    Failure::Usage(message)
 }
 
-async fn run(command: Command) -> Result<(), Error> {
+async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Report {
             database,
@@ -212,12 +240,22 @@ async fn run(command: Command) -> Result<(), Error> {
                 query = query.model(model);
             }
             let mut dimensions = Vec::new();
+            let mut bucketed = false;
             for name in &by {
-                match name.as_str() {
-                    "hour" => query = query.bucket(TimeBucket::Hour),
-                    "day" => query = query.bucket(TimeBucket::Day),
-                    "month" => query = query.bucket(TimeBucket::Month),
-                    other => dimensions.push(other.parse::<Dimension>().map_err(usage_error)?),
+                let bucket = match name.as_str() {
+                    "hour" => Some(TimeBucket::Hour),
+                    "day" => Some(TimeBucket::Day),
+                    "month" => Some(TimeBucket::Month),
+                    other => {
+                        dimensions.push(other.parse::<Dimension>().map_err(usage_error)?);
+                        None
+                    }
+                };
+                if let Some(bucket) = bucket {
+                    if std::mem::replace(&mut bucketed, true) {
+                        return Err(usage_error("--by takes one of hour, day or month".into()));
+                    }
+                    query = query.bucket(bucket);
                 }
             }
             query = query.group_by(dimensions);
@@ -335,14 +373,19 @@ async fn run(command: Command) -> Result<(), Error> {
             older_than,
         } => {
             let age = parse_age(&older_than).map_err(usage_error)?;
+            let before = Utc::now()
+                .checked_sub_signed(age)
+                .ok_or_else(|| usage_error(format!("`{older_than}` is too long an age")))?;
             let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_message("records deleted");
             let deleted = reader
-                .prune(Utc::now() - age, 10_000, |total| bar.set_position(total))
+                .prune(before, 10_000, |total| bar.set_position(total))
                 .await?;
             bar.finish_and_clear();
-            println!("deleted {deleted} records older than {older_than}; the rollups are kept");
+            println!(
+                "deleted {deleted} records older than {older_than} (whole hours); the rollups are kept"
+            );
             Ok(())
         }
     }
@@ -381,7 +424,7 @@ async fn verify(database: &Database) -> Result<VerifyReport, Error> {
     }
 }
 
-async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Error> {
+async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Failure> {
     let status = usage_runtime::spool_status(dir).map_err(|source| Error::Spool {
         dir: dir.display().to_string(),
         source,
@@ -412,10 +455,10 @@ async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Error>
         };
         if stalled >= 5 {
             bar.abandon();
-            return Err(Error::NotWritten {
+            return Err(Failure::Run(Error::NotWritten {
                 count: health.spool_records,
                 reason: health.last_error.unwrap_or_else(|| "no progress".into()),
-            });
+            }));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -529,11 +572,7 @@ fn print_report(report: &Report, by: &[String], format: Format) {
                     row.errors.to_string(),
                     row.input_tokens.to_string(),
                     row.output_tokens.to_string(),
-                    format!(
-                        "{}.{:09}",
-                        row.cost_nano_usd / 1_000_000_000,
-                        row.cost_nano_usd % 1_000_000_000
-                    ),
+                    dollars(row.cost_nano_usd),
                     format!("{:.1}", row.p50_ms),
                     format!("{:.1}", row.p95_ms),
                     format!("{:.1}", row.p99_ms),
@@ -542,5 +581,43 @@ fn print_report(report: &Report, by: &[String], format: Format) {
             }
             println!("{table}");
         }
+    }
+}
+
+/// Nano-USD as dollars, exactly, with the sign in front.
+fn dollars(nano_usd: i64) -> String {
+    let sign = if nano_usd < 0 { "-" } else { "" };
+    let abs = nano_usd.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_are_exact_and_signed() {
+        assert_eq!(dollars(12_500_000), "0.012500000");
+        assert_eq!(dollars(-500_000_000), "-0.500000000");
+        assert_eq!(dollars(-1_500_000_000), "-1.500000000");
+        assert_eq!(dollars(i64::MIN), "-9223372036.854775808");
+    }
+
+    #[test]
+    fn ages_and_times_parse() {
+        assert!(parse_age("7d").is_ok());
+        assert!(parse_age("7y").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+        assert!(
+            parse_age("9999999999999999d").is_err(),
+            "overflow is an error, not a panic"
+        );
+        let at = parse_time("2026-11-01T00:00:00Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(
+            parse_time("3h").unwrap().timestamp() % 3600,
+            0,
+            "rounded to the hour"
+        );
     }
 }

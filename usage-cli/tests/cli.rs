@@ -126,7 +126,12 @@ fn sqlite_report_operations_verify_migrate_prune() {
     let deleted: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
     let old = records
         .iter()
-        .filter(|r| r.started_at < chrono::Utc::now() - chrono::Duration::days(1))
+        .filter(|r| {
+            // Whole hours: the cutoff is the start of the hour a day ago.
+            let cutoff =
+                usage_runtime::report::hour_start(chrono::Utc::now() - chrono::Duration::days(1));
+            r.started_at < cutoff
+        })
         .count();
     assert_eq!(deleted, old as u64);
     assert!(deleted > 0);
@@ -258,8 +263,48 @@ fn bad_usage_exits_2_and_failures_exit_1_without_secrets() {
         "--since",
         "soon",
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "bad usage");
     assert!(err.contains("neither an age"), "{err}");
+    for args in [
+        [
+            "report",
+            "--database-url",
+            "sqlite://x.db",
+            "--since",
+            "99999999999999999d",
+        ],
+        [
+            "report",
+            "--database-url",
+            "sqlite://x.db",
+            "--by",
+            "hour,day",
+        ],
+        [
+            "report",
+            "--database-url",
+            "sqlite://x.db",
+            "--by",
+            "colour",
+        ],
+        [
+            "report",
+            "--database-url",
+            "sqlite://x.db",
+            "--table-prefix",
+            "a-b",
+        ],
+    ] {
+        let (code, _, err) = usage(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    // The URL from the environment is never shown by --help.
+    let output = Command::new(env!("CARGO_BIN_EXE_usage"))
+        .args(["report", "--help"])
+        .env("USAGE_DATABASE_URL", "postgres://app:topsecret@db/x")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("topsecret"));
     let (code, _, err) = usage(&[
         "verify",
         "--database-url",

@@ -395,6 +395,12 @@ pub struct TenantReader<'a> {
 impl TenantReader<'_> {
     /// The report for this tenant only.
     pub async fn report(&self, query: &Query) -> Result<Report, Error> {
+        if self.tenant.is_empty() {
+            // `''` stands for "no tenant": it would show every untenanted call.
+            return Err(Error::InvalidConfig(
+                "a tenant reader needs a non-empty tenant".into(),
+            ));
+        }
         let mut query = query.clone();
         query.tenant = Some(self.tenant.clone());
         self.reader.report(&query).await
@@ -525,9 +531,20 @@ impl Reader {
             sql.push_str(&format!(" AND {time} < {cast}"));
             values.push(text(until));
         }
+        // Exact matches: byte for byte on MySQL (its collations ignore trailing spaces, which
+        // would let `acme ` see `acme`'s rows), and a missing tenant or model is `''` in both the
+        // rollups and the records.
         let mut equal = |column: &str, value: &Option<String>| {
             if let Some(value) = value {
-                sql.push_str(&format!(" AND {column} = ?"));
+                let column = if !rollup && (column == "tenant_id" || column == "model") {
+                    format!("COALESCE({column}, '')")
+                } else {
+                    column.to_owned()
+                };
+                match kind {
+                    Kind::MySql => sql.push_str(&format!(" AND BINARY {column} = BINARY ?")),
+                    _ => sql.push_str(&format!(" AND {column} = ?")),
+                }
                 values.push(value.clone());
             }
         };
@@ -662,7 +679,8 @@ impl Reader {
         );
         let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
         self.each_row(&sql, &values, |row| {
-            let number = |i: usize| row[i].parse::<u64>().unwrap_or(0);
+            // Capped as the rollups cap them (MySQL keeps counts above i64::MAX).
+            let number = |i: usize| row[i].parse::<u64>().unwrap_or(0).min(i64::MAX as u64);
             let f = Fact {
                 at: parse_time(&row[0])
                     .map_err(|e| Error::database(DbStep::Read, &self.target, e.to_string()))?,
@@ -825,7 +843,7 @@ impl Reader {
             .collect())
     }
 
-    /// Deletes the records of calls started before `before`, `chunk` rows at a time (calling
+    /// Deletes the records of calls started before the hour `before` falls in, `chunk` rows at a time (calling
     /// `progress` with the running total), keeping the rollups: reports over those hours still
     /// answer from them. Returns how many records were deleted.
     pub async fn prune(
@@ -834,7 +852,10 @@ impl Reader {
         chunk: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, Error> {
-        let sql = prune_statement(self.kind(), &self.config.records_table(), chunk);
+        // Whole hours only: an hour is in the records entirely or not at all, so a report from
+        // the records over a kept hour matches the rollups.
+        let before = hour_start(before);
+        let sql = prune_statement(self.kind(), &self.config.records_table(), chunk.max(1));
         let cutoff = time_text(self.kind(), before);
         let mut total = 0;
         loop {

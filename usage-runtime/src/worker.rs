@@ -291,8 +291,15 @@ impl Worker {
             return;
         }
         self.next_prune = Instant::now() + PRUNE_EVERY;
-        let before =
-            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        // Whole hours, as `usage prune` does: an hour is kept or pruned entirely.
+        let age = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let before = Utc::now()
+            .checked_sub_signed(age)
+            .map(|at| {
+                let hour = at.timestamp().div_euclid(3600) * 3600;
+                chrono::DateTime::from_timestamp(hour, 0).unwrap_or(at)
+            })
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let sink = &mut self.config.sink;
         let pruned = self.runtime.block_on(async {
             tokio::time::timeout(Duration::from_secs(300), sink.prune_dyn(before)).await
