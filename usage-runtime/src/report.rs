@@ -575,74 +575,151 @@ impl Reader {
         }
     }
 
+    /// The report from the rollups, grouped by the database: only one row per group (and per
+    /// latency bucket) comes back.
     async fn read_rollups(&self, query: &Query) -> Result<Report, Error> {
         let kind = self.kind();
-        let hour = match kind {
-            Kind::Sqlite => "hour".to_owned(),
-            Kind::Postgres => {
-                "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')".to_owned()
-            }
-            Kind::MySql => "DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z')".to_owned(),
+        let text = |expression: &str| match kind {
+            Kind::MySql => format!("CAST({expression} AS CHAR)"),
+            Kind::Postgres => format!("({expression})::text"),
+            Kind::Sqlite => format!("CAST({expression} AS TEXT)"),
         };
-        let count = |column: &str| match kind {
-            Kind::MySql => format!("CAST({column} AS CHAR)"),
-            Kind::Postgres => format!("{column}::text"),
-            Kind::Sqlite => format!("CAST({column} AS TEXT)"),
+        // The grouping columns, named as in `ReportRow::group`, in the same text as the records
+        // path produces.
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut columns: Vec<String> = Vec::new();
+        for dimension in &query.group_by {
+            let column = match dimension {
+                Dimension::Service => "service",
+                Dimension::Operation => "operation",
+                Dimension::Tenant => "tenant_id",
+                Dimension::Model => "model",
+                Dimension::Outcome => "outcome",
+                Dimension::User => unreachable!("the rollups do not answer for users"),
+            };
+            names.push(dimension.name());
+            columns.push(column.to_owned());
+        }
+        if let Some(bucket) = query.bucket {
+            names.push("bucket");
+            columns.push(match (kind, bucket) {
+                (Kind::Sqlite, TimeBucket::Hour) => "hour".to_owned(),
+                (Kind::Sqlite, TimeBucket::Day) => "substr(hour, 1, 10) || 'T00:00:00Z'".to_owned(),
+                (Kind::Sqlite, TimeBucket::Month) => {
+                    "substr(hour, 1, 7) || '-01T00:00:00Z'".to_owned()
+                }
+                (Kind::Postgres, bucket) => format!(
+                    "to_char(date_trunc('{}', hour AT TIME ZONE 'UTC'), \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                    match bucket {
+                        TimeBucket::Hour => "hour",
+                        TimeBucket::Day => "day",
+                        TimeBucket::Month => "month",
+                    }
+                ),
+                (Kind::MySql, TimeBucket::Hour) => {
+                    "DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z')".to_owned()
+                }
+                (Kind::MySql, TimeBucket::Day) => {
+                    "DATE_FORMAT(hour, '%Y-%m-%dT00:00:00Z')".to_owned()
+                }
+                (Kind::MySql, TimeBucket::Month) => {
+                    "DATE_FORMAT(hour, '%Y-%m-01T00:00:00Z')".to_owned()
+                }
+            });
+        }
+        let group_by = if columns.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", columns.join(", "))
+        };
+        let selected = if columns.is_empty() {
+            String::new()
+        } else {
+            format!("{}, ", columns.join(", "))
         };
         let (filters, values) = self.filters(query, "hour", true, kind);
         let sums = format!(
-            "SELECT {hour}, service, operation, tenant_id, model, outcome, {}, {}, {}, {}, {} \
-             FROM {}{filters}",
-            count("calls"),
-            count("input_tokens"),
-            count("output_tokens"),
-            count("cached_input_tokens"),
-            count("cost_nano_usd"),
+            "SELECT {selected}{}, {}, {}, {}, {}, {}, {} FROM {}{filters}{group_by}",
+            text("SUM(calls)"),
+            text("SUM(CASE WHEN outcome = 'error' THEN calls ELSE 0 END)"),
+            text("SUM(input_tokens)"),
+            text("SUM(output_tokens)"),
+            text("SUM(cached_input_tokens)"),
+            text("SUM(cost_nano_usd)"),
+            text("COUNT(DISTINCT operation)"),
             self.config.rollups_table()
         );
+        let latency_group = if columns.is_empty() {
+            " GROUP BY bucket".to_owned()
+        } else {
+            format!("{group_by}, bucket")
+        };
         let latency = format!(
-            "SELECT {hour}, service, operation, tenant_id, model, outcome, {}, {} FROM {}{filters}",
-            count("bucket"),
-            count("calls"),
+            "SELECT {selected}{}, {} FROM {}{filters}{latency_group}",
+            text("bucket"),
+            text("SUM(calls)"),
             self.config.latency_table()
         );
-        let sums = self.text_rows(&sums, &values).await?;
-        let latency = self.text_rows(&latency, &values).await?;
-        let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
-        let fact = |row: &[String], calls: u64| -> Result<Fact, Error> {
-            Ok(Fact {
-                at: parse_time(&row[0])
-                    .map_err(|e| Error::database(DbStep::Read, &self.target, e.to_string()))?,
-                service: row[1].clone(),
-                operation: row[2].clone(),
-                tenant: row[3].clone(),
-                user: String::new(),
-                model: row[4].clone(),
-                outcome: row[5].clone(),
-                calls,
-                input: 0,
-                output: 0,
-                cached: 0,
-                cost: 0,
-            })
+        let key = |row: &[String]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .zip(row)
+                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .collect()
         };
-        for row in &sums {
-            let number = |i: usize| row[i].parse::<i64>().unwrap_or(0);
-            let mut f = fact(row, number(6).max(0) as u64)?;
-            f.input = number(7).max(0) as u64;
-            f.output = number(8).max(0) as u64;
-            f.cached = number(9).max(0) as u64;
-            f.cost = number(10);
-            add(query, &mut groups, &f, None);
+        let n = names.len();
+        let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
+        let mut operations: BTreeMap<BTreeMap<String, String>, u64> = BTreeMap::new();
+        self.each_row(&sums, &values, |row| {
+            let number = |i: usize| -> u64 {
+                // SUM may come back as a decimal; counts are whole and never negative here.
+                row[n + i]
+                    .split('.')
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            };
+            let calls = number(0);
+            if calls == 0 {
+                return Ok(()); // SUM over no rows
+            }
+            let group = groups.entry(key(row)).or_default();
+            group.calls = calls;
+            group.errors = number(1);
+            group.input = number(2).min(i64::MAX as u64);
+            group.output = number(3).min(i64::MAX as u64);
+            group.cached = number(4).min(i64::MAX as u64);
+            group.cost = row[n + 5]
+                .split('.')
+                .next()
+                .unwrap_or("0")
+                .parse::<i64>()
+                .unwrap_or(i64::MAX);
+            operations.insert(key(row), number(6));
+            Ok(())
+        })
+        .await?;
+        self.each_row(&latency, &values, |row| {
+            let bucket: u32 = row[n].parse().unwrap_or(0);
+            let calls: u64 = row[n + 1]
+                .split('.')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            if let Some(group) = groups.get_mut(&key(row)) {
+                *group.histogram.entry(bucket).or_default() += calls;
+            }
+            Ok(())
+        })
+        .await?;
+        let mut report = finish(query, groups, Source::Rollups);
+        for row in &mut report.rows {
+            row.distinct_operations = operations.get(&row.group).copied().unwrap_or(0);
         }
-        for row in &latency {
-            let bucket: u32 = row[6].parse().unwrap_or(0);
-            let calls: u64 = row[7].parse().unwrap_or(0);
-            let f = fact(row, calls)?;
-            let group = groups.entry(query.key(&f)).or_default();
-            *group.histogram.entry(bucket).or_default() += calls;
-        }
-        Ok(finish(query, groups, Source::Rollups))
+        Ok(report)
     }
 
     async fn read_records(&self, query: &Query) -> Result<Report, Error> {
