@@ -204,7 +204,7 @@ impl Query {
 
 /// The start of the hour `at` falls in: a time limit the rollups can answer for.
 pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
-    TimeBucket::Hour.start(at)
+    crate::rollup::hour_of(at)
 }
 
 /// Where a report was read from.

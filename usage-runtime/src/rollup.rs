@@ -92,7 +92,9 @@ pub(crate) struct Rollup {
     pub(crate) latency: BTreeMap<(RollupKey, u32), i64>,
 }
 
-fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+/// The start of the hour `at` falls in (UTC): the one truncation every rollup, report and prune
+/// uses.
+pub(crate) fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
     let hour = at.timestamp().div_euclid(3600) * 3600;
     DateTime::from_timestamp(hour, 0).unwrap_or(at)
 }

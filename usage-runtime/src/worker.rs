@@ -295,10 +295,7 @@ impl Worker {
         let age = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let before = Utc::now()
             .checked_sub_signed(age)
-            .map(|at| {
-                let hour = at.timestamp().div_euclid(3600) * 3600;
-                chrono::DateTime::from_timestamp(hour, 0).unwrap_or(at)
-            })
+            .map(crate::rollup::hour_of)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let sink = &mut self.config.sink;
         let pruned = self.runtime.block_on(async {

@@ -598,25 +598,7 @@ async fn insert_rows(
 impl Sink for MySqlSink {
     async fn prune(&mut self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, Error> {
         let (pool, _) = self.pool().await?;
-        let statement = sql::prune_statement(
-            sql::Dialect::MySql,
-            &self.config.records_table(),
-            sql::PRUNE_CHUNK,
-        );
-        let cutoff = sql::time_text(sql::Dialect::MySql, before);
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(AssertSqlSafe(statement.clone()))
-                .bind(&cutoff)
-                .execute(&pool)
-                .await
-                .map_err(|error| Error::database(DbStep::Write, &self.target, error))?
-                .rows_affected();
-            total += deleted;
-            if deleted == 0 {
-                return Ok(total);
-            }
-        }
+        sql::prune_in_chunks!(self, &pool, sql::Dialect::MySql, before)
     }
 
     async fn register(

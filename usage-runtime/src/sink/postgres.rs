@@ -605,25 +605,7 @@ async fn backfill(connection: &mut PgConnection, config: &SqlConfig) -> Result<(
 impl Sink for PostgresSink {
     async fn prune(&mut self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, Error> {
         let pool = self.pool().await?;
-        let statement = sql::prune_statement(
-            sql::Dialect::Postgres,
-            &self.config.records_table(),
-            sql::PRUNE_CHUNK,
-        );
-        let cutoff = sql::time_text(sql::Dialect::Postgres, before);
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(AssertSqlSafe(statement.clone()))
-                .bind(&cutoff)
-                .execute(&pool)
-                .await
-                .map_err(|error| Error::database(DbStep::Write, &self.target, error))?
-                .rows_affected();
-            total += deleted;
-            if deleted == 0 {
-                return Ok(total);
-            }
-        }
+        sql::prune_in_chunks!(self, &pool, sql::Dialect::Postgres, before)
     }
 
     async fn register(

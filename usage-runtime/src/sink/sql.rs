@@ -341,3 +341,30 @@ pub(crate) fn time_text(dialect: Dialect, at: chrono::DateTime<chrono::Utc>) -> 
 
 /// Records deleted per statement when pruning.
 pub(crate) const PRUNE_CHUNK: u64 = 10_000;
+
+/// A sink's `prune`: deletes, `PRUNE_CHUNK` at a time, the records of calls started before the
+/// hour `$before` falls in (whole hours, as everywhere). A macro because each sink has its own
+/// pool type; `$sink` has `config` and `target`.
+macro_rules! prune_in_chunks {
+    ($sink:expr, $pool:expr, $dialect:expr, $before:expr) => {{
+        let before = crate::rollup::hour_of($before);
+        let statement =
+            sql::prune_statement($dialect, &$sink.config.records_table(), sql::PRUNE_CHUNK);
+        let cutoff = sql::time_text($dialect, before);
+        let mut total = 0u64;
+        loop {
+            let deleted = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .bind(&cutoff)
+                .execute($pool)
+                .await
+                .map_err(|error| Error::database(DbStep::Write, &$sink.target, error))?
+                .rows_affected();
+            total += deleted;
+            if deleted == 0 {
+                break Ok(total);
+            }
+        }
+    }};
+}
+
+pub(crate) use prune_in_chunks;

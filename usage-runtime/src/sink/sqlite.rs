@@ -474,25 +474,7 @@ async fn backfill(
 impl Sink for SqliteSink {
     async fn prune(&mut self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, Error> {
         let pool = self.pool().await?;
-        let statement = sql::prune_statement(
-            sql::Dialect::Sqlite,
-            &self.config.records_table(),
-            sql::PRUNE_CHUNK,
-        );
-        let cutoff = sql::time_text(sql::Dialect::Sqlite, before);
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(AssertSqlSafe(statement.clone()))
-                .bind(&cutoff)
-                .execute(&pool)
-                .await
-                .map_err(|error| Error::database(DbStep::Write, &self.target, error))?
-                .rows_affected();
-            total += deleted;
-            if deleted == 0 {
-                return Ok(total);
-            }
-        }
+        sql::prune_in_chunks!(self, &pool, sql::Dialect::Sqlite, before)
     }
 
     async fn register(
