@@ -1,4 +1,5 @@
-//! Per-call overhead of `#[track_usage]` against a bare call and the clock floor, in one run.
+//! Per-call overhead of `#[track_usage]` against a bare call, the clock floor and
+//! `#[tracing::instrument]` with a `fmt` subscriber, in one run, on one thread and on two.
 //!
 //! ```sh
 //! cargo bench -p usage-runtime --bench overhead
@@ -6,13 +7,18 @@
 //!
 //! The tracked fns run with a real installed tracker whose worker drains the queue into a sink
 //! that discards, so the figure includes the queue push and the worker's competition for the
-//! cache lines, but no database.
+//! cache lines, but no database. The `instrument` peer runs under a global `fmt` subscriber that
+//! writes to `std::io::sink()`, the way a service would install it.
+//!
+//! The `two_threads` group runs each fn on two threads at once and reports wall time divided by
+//! the calls made on both, so a figure half the single-thread one means perfect scaling.
 
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use usage_runtime::sink::Sink;
@@ -56,6 +62,12 @@ fn tracked_with_tenant(tenant: &str, a: u64) -> u64 {
     a.wrapping_add(tenant.len() as u64)
 }
 
+#[inline(never)]
+#[tracing::instrument]
+fn instrumented(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+
 fn poll_once<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     match future
@@ -67,7 +79,35 @@ fn poll_once<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Runs `call` `iters` times on each of two threads started together; returns the wall time
+/// per call made across both.
+fn on_two_threads(iters: u64, call: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..iters {
+                    call();
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // Leaving the scope joins both threads.
+        start
+    })
+    .elapsed()
+        / 2
+}
+
 fn overhead(c: &mut Criterion) {
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .finish(),
+    )
+    .expect("the bench installs the only subscriber");
     let _tracker = Tracker::builder()
         .sink(Discard)
         .flush_interval(Duration::from_millis(100))
@@ -98,6 +138,33 @@ fn overhead(c: &mut Criterion) {
     });
     group.bench_function("track_usage_with_tenant", |b| {
         b.iter(|| tracked_with_tenant(black_box("acme"), black_box(2)))
+    });
+    group.bench_function("tracing_instrument_fmt", |b| {
+        b.iter(|| instrumented(black_box(1), black_box(2)))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("two_threads");
+    group.bench_function("bare_fn", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                black_box(bare(black_box(1), black_box(2)));
+            })
+        })
+    });
+    group.bench_function("track_usage_sync", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                black_box(tracked(black_box(1), black_box(2)));
+            })
+        })
+    });
+    group.bench_function("tracing_instrument_fmt", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, || {
+                black_box(instrumented(black_box(1), black_box(2)));
+            })
+        })
     });
     group.finish();
 }
