@@ -8,6 +8,7 @@ mod dimension;
 mod error;
 mod guard;
 mod pricing;
+mod queue;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod report;

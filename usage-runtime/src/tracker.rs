@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
-use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::call::{RawCall, RecordContext};
 use crate::error::Error;
 use crate::pricing::Pricing;
+use crate::queue::Queue;
 use crate::sink::{BoxedSink, Sink};
 use crate::worker::{self, Reply, ReplyTo, Request};
 
@@ -481,7 +481,7 @@ fn default_instance() -> String {
 
 /// State shared by the hot path, the worker and the guard.
 pub(crate) struct Shared {
-    pub(crate) queue: ArrayQueue<RawCall>,
+    pub(crate) queue: Queue<RawCall>,
     overflow: Overflow,
     wake_threshold: usize,
     wake_pending: AtomicBool,
@@ -536,10 +536,12 @@ pub enum HealthState {
 
 impl Shared {
     fn new(capacity: usize, batch_size: usize, overflow: Overflow) -> Self {
+        let queue = Queue::new(capacity);
         Shared {
-            queue: ArrayQueue::new(capacity),
+            // Each thread sees only its own ring's length; wake when a share of a batch waits in it.
+            wake_threshold: batch_size.div_ceil(queue.shard_count()).max(1),
+            queue,
             overflow,
-            wake_threshold: batch_size,
             wake_pending: AtomicBool::new(false),
             worker: OnceLock::new(),
             counters: Counters::default(),
@@ -550,13 +552,16 @@ impl Shared {
 
     #[inline]
     fn push(&self, call: RawCall) {
-        if let Err(call) = self.queue.push(call) {
-            self.full(call);
-            return;
-        }
+        let waiting = match self.queue.push(call) {
+            Ok(waiting) => waiting,
+            Err(call) => {
+                self.full(call);
+                return;
+            }
+        };
         // Wake the worker once a batch is waiting, not per record.
         if !self.wake_pending.load(Ordering::Relaxed)
-            && self.queue.len() >= self.wake_threshold
+            && waiting >= self.wake_threshold
             && !self.wake_pending.swap(true, Ordering::AcqRel)
         {
             self.wake_worker();
@@ -572,7 +577,7 @@ impl Shared {
             let mut pause = Duration::from_micros(20);
             loop {
                 match self.queue.push(call) {
-                    Ok(()) => return,
+                    Ok(_) => return,
                     Err(back) => call = back,
                 }
                 if Instant::now() >= deadline {

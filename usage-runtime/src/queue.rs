@@ -1,0 +1,164 @@
+//! The bounded queue between the hot path and the worker: one lock-free ring per core, so threads
+//! calling tracked fns at once do not contend on one tail.
+//!
+//! A thread pushes to its own ring (assigned round-robin at its first push) and, only when that
+//! ring is full, to the others, so the queue refuses a call only when every ring is full and its
+//! capacity is exactly the configured one. The worker is the only consumer.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+
+/// The most rings, whatever the core count.
+const MAX_SHARDS: usize = 16;
+
+/// Hands each thread its ring.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+pub(crate) struct Queue<T> {
+    shards: Box<[ArrayQueue<T>]>,
+    capacity: usize,
+    /// The ring the consumer pops from next.
+    cursor: AtomicUsize,
+}
+
+impl<T> Queue<T> {
+    /// A queue of `capacity` (at least 1) slots over one ring per core.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_shards(capacity, cores)
+    }
+
+    pub(crate) fn with_shards(capacity: usize, shards: usize) -> Self {
+        let capacity = capacity.max(1);
+        let count = shards.clamp(1, MAX_SHARDS).min(capacity);
+        let shards = (0..count)
+            .map(|i| ArrayQueue::new(capacity / count + usize::from(i < capacity % count)))
+            .collect();
+        Queue {
+            shards,
+            capacity,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Pushes `value`; on success returns the length of the ring it went to.
+    #[inline]
+    pub(crate) fn push(&self, value: T) -> Result<usize, T> {
+        let count = self.shards.len();
+        let own = if count == 1 { 0 } else { own_shard() % count };
+        let ring = &self.shards[own];
+        match ring.push(value) {
+            Ok(()) => Ok(ring.len()),
+            Err(value) => self.push_elsewhere(own, value),
+        }
+    }
+
+    #[cold]
+    fn push_elsewhere(&self, own: usize, mut value: T) -> Result<usize, T> {
+        let count = self.shards.len();
+        for step in 1..count {
+            let ring = &self.shards[(own + step) % count];
+            match ring.push(value) {
+                Ok(()) => return Ok(ring.len()),
+                Err(back) => value = back,
+            }
+        }
+        Err(value)
+    }
+
+    /// Pops from the ring the consumer is on, moving to the next when it is empty.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let count = self.shards.len();
+        let start = self.cursor.load(Ordering::Relaxed);
+        for step in 0..count {
+            let index = (start + step) % count;
+            if let Some(value) = self.shards[index].pop() {
+                if step != 0 {
+                    self.cursor.store(index, Ordering::Relaxed);
+                }
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// Calls waiting, across all rings.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(ArrayQueue::len).sum()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn own_shard() -> usize {
+    SHARD.with(|shard| {
+        let index = shard.get();
+        if index != usize::MAX {
+            return index;
+        }
+        let index = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+        shard.set(index);
+        index
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    #[test]
+    fn capacity_is_exact_whatever_the_split() {
+        for (capacity, shards) in [(10, 4), (1, 8), (7, 2), (65_536, 16), (3, 3)] {
+            let queue = Queue::with_shards(capacity, shards);
+            for i in 0..capacity {
+                assert!(queue.push(i).is_ok(), "slot {i} of {capacity} refused");
+            }
+            assert_eq!(queue.len(), capacity);
+            assert_eq!(queue.push(usize::MAX), Err(usize::MAX));
+            let mut popped: Vec<usize> = std::iter::from_fn(|| queue.pop()).collect();
+            popped.sort_unstable();
+            assert_eq!(popped, (0..capacity).collect::<Vec<_>>());
+            assert_eq!(queue.len(), 0);
+        }
+    }
+
+    #[test]
+    fn one_thread_keeps_its_order_while_its_ring_has_room() {
+        let queue = Queue::with_shards(64, 4);
+        for i in 0..16 {
+            queue.push(i).unwrap();
+        }
+        let popped: Vec<i32> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(popped, (0..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn threads_pushing_at_once_lose_nothing() {
+        let queue = Queue::with_shards(40_000, 4);
+        std::thread::scope(|scope| {
+            for t in 0..4u32 {
+                let queue = &queue;
+                scope.spawn(move || {
+                    for i in 0..10_000u32 {
+                        queue.push(t * 10_000 + i).unwrap();
+                    }
+                });
+            }
+        });
+        let mut popped: Vec<u32> = std::iter::from_fn(|| queue.pop()).collect();
+        popped.sort_unstable();
+        assert_eq!(popped, (0..40_000).collect::<Vec<_>>());
+    }
+}
