@@ -109,22 +109,31 @@ fn timed(tracker: &TrackerGuard, threads: u32, iters: u64, call: impl Fn() + Syn
     total / threads
 }
 
+/// Runs `iters` calls on each of `threads` threads released together; returns the time from the
+/// first thread's start to the last one's end, each read by the calling thread itself.
 fn on_threads(threads: u32, iters: u64, call: &(impl Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(threads as usize + 1);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                barrier.wait();
-                for _ in 0..iters {
-                    call();
-                }
-            });
-        }
-        barrier.wait();
-        // Leaving the scope joins the threads.
-        Instant::now()
-    })
-    .elapsed()
+    let barrier = Barrier::new(threads as usize);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        call();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a bench thread panicked"))
+            .collect()
+    });
+    let first = spans.iter().map(|span| span.0).min().expect("threads");
+    let last = spans.iter().map(|span| span.1).max().expect("threads");
+    last - first
 }
 
 fn overhead(c: &mut Criterion) {
