@@ -92,6 +92,26 @@ impl<T> Queue<T> {
         None
     }
 
+    /// How many calls wait in each ring now: what [`pop_within`](Self::pop_within) may take, so
+    /// a drain takes exactly the calls that were waiting when it started, from every ring.
+    pub(crate) fn waiting(&self) -> Vec<usize> {
+        self.shards.iter().map(ArrayQueue::len).collect()
+    }
+
+    /// Pops a call counted in `left` (from [`waiting`](Self::waiting)), lowering its count; `None`
+    /// once every count is zero. Only for the single consumer, for which counted calls stay put.
+    pub(crate) fn pop_within(&self, left: &mut [usize]) -> Option<T> {
+        for (ring, left) in self.shards.iter().zip(left.iter_mut()) {
+            while *left > 0 {
+                *left -= 1;
+                if let Some(value) = ring.pop() {
+                    return Some(value);
+                }
+            }
+        }
+        None
+    }
+
     /// Calls waiting, across all rings.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(ArrayQueue::len).sum()
@@ -132,6 +152,29 @@ mod tests {
             assert_eq!(popped, (0..capacity).collect::<Vec<_>>());
             assert_eq!(queue.len(), 0);
         }
+    }
+
+    #[test]
+    fn a_drain_takes_what_was_waiting_and_nothing_newer() {
+        let queue = Queue::with_shards(64, 2);
+        // Fill both rings as two threads would.
+        std::thread::scope(|scope| {
+            scope.spawn(|| (0..5).for_each(|i| assert!(queue.push(i).is_ok())));
+        });
+        std::thread::scope(|scope| {
+            scope.spawn(|| (5..8).for_each(|i| assert!(queue.push(i).is_ok())));
+        });
+        let mut left = queue.waiting();
+        assert_eq!(left.iter().sum::<usize>(), 8);
+        let mut taken = Vec::new();
+        while let Some(value) = queue.pop_within(&mut left) {
+            taken.push(value);
+            // Calls arriving during the drain wait for the next one.
+            queue.push(100 + value).unwrap();
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, (0..8).collect::<Vec<_>>());
+        assert_eq!(queue.len(), 8);
     }
 
     #[test]

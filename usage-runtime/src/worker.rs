@@ -163,8 +163,8 @@ impl Worker {
                     Request::Shutdown(reply) => shutdown = Some(reply),
                 }
             }
-            let due = Instant::now() >= next_write
-                || self.config.shared.queue.len() >= self.config.batch_size;
+            let interval_due = Instant::now() >= next_write;
+            let due = interval_due || self.config.shared.queue.len() >= self.config.batch_size;
             if let Some(spool) = &mut self.config.spool {
                 if let Err(error) = spool.sync_if_due(false) {
                     tracing::error!(%error, "usage spool: fsync failed");
@@ -177,7 +177,8 @@ impl Worker {
             // is empty, behind it in the spool while the sink still fails).
             let asked = !flushes.is_empty() || shutdown.is_some();
             self.replay(asked);
-            self.drain();
+            // Woken by a full batch alone: write whole batches, the rest waits to fill.
+            self.drain(!(interval_due || asked));
             if !registered {
                 // After the first drain, so a database that is down at start delays no record.
                 registered = true;
@@ -205,13 +206,18 @@ impl Worker {
     }
 
     /// Writes, in batches, the records queued when the drain starts (not those arriving during
-    /// it, so a flush under steady load still ends). Once the shutdown deadline has passed, what
-    /// is left is counted as dropped and logged.
-    fn drain(&mut self) {
+    /// it, so a flush under steady load still ends); with `whole_batches_only`, only as many as
+    /// fill whole batches. Once the shutdown deadline has passed, what is left is counted as
+    /// dropped and logged.
+    fn drain(&mut self, whole_batches_only: bool) {
         let shared = Arc::clone(&self.config.shared);
         let counters = &shared.counters;
         let anchor = Anchor::now();
-        let mut left = shared.queue.len();
+        let mut left = shared.queue.waiting();
+        let mut budget: usize = left.iter().sum();
+        if whole_batches_only {
+            budget -= budget % self.config.batch_size;
+        }
         let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_size);
         loop {
             let deadline = *shared.shutdown_deadline.borrow();
@@ -219,11 +225,11 @@ impl Worker {
                 self.drop_rest_at_deadline();
                 return;
             }
-            while batch.len() < self.config.batch_size && left > 0 {
-                let Some(call) = shared.queue.pop() else {
+            while batch.len() < self.config.batch_size && budget > 0 {
+                let Some(call) = shared.queue.pop_within(&mut left) else {
                     break;
                 };
-                left -= 1;
+                budget -= 1;
                 counters.taken.fetch_add(1, Ordering::Relaxed);
                 let record = call.into_record(&self.config.context, &anchor);
                 self.count_usage(&record);
