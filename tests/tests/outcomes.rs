@@ -298,8 +298,10 @@ fn a_dropped_future_is_cancelled_with_its_duration() {
     let records = capture.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Cancelled);
+    // The timeout runs on tokio's clock and the duration on the tracker's TSC clock, whose
+    // calibrations differ by a fraction of a percent: allow a millisecond.
     assert!(
-        records[0].duration >= Duration::from_millis(30),
+        records[0].duration >= Duration::from_millis(29),
         "{:?}",
         records[0].duration
     );

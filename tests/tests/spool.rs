@@ -226,8 +226,11 @@ fn while_retrying_the_worker_spills_the_queue_instead_of_dropping() {
     }
     let health = guard.health();
     assert_eq!(health.dropped, 0, "{health:?}");
+    // 1,000 calls into a 400-call queue with the sink down and nothing dropped: everything the
+    // queue could not hold went to the spool. (How much more did depends on when the worker last
+    // looked: it spills down to a quarter once the queue passes half full.)
     assert!(
-        health.spooled >= 800,
+        health.spooled >= 1000 - 400,
         "the queue went to the spool: {health:?}"
     );
     sink.down.store(false, Ordering::SeqCst);
