@@ -22,7 +22,6 @@ thread_local! {
 
 pub(crate) struct Queue<T> {
     shards: Box<[ArrayQueue<T>]>,
-    capacity: usize,
     /// The ring the consumer pops from next.
     cursor: AtomicUsize,
 }
@@ -42,7 +41,6 @@ impl<T> Queue<T> {
             .collect();
         Queue {
             shards,
-            capacity,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -118,7 +116,7 @@ impl<T> Queue<T> {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.shards.iter().map(ArrayQueue::capacity).sum()
     }
 }
 
@@ -142,6 +140,7 @@ mod tests {
     fn capacity_is_exact_whatever_the_split() {
         for (capacity, shards) in [(10, 4), (1, 8), (7, 2), (65_536, 16), (3, 3)] {
             let queue = Queue::with_shards(capacity, shards);
+            assert_eq!(queue.capacity(), capacity);
             for i in 0..capacity {
                 assert!(queue.push(i).is_ok(), "slot {i} of {capacity} refused");
             }
