@@ -12,6 +12,11 @@ mod queue;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod report;
+// Without a SQL sink, nothing maintains rollups; the public bucket functions remain.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
 pub mod rollup;
 pub mod sink;
 mod spool;
@@ -19,6 +24,8 @@ mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokens;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod tracker;
 mod worker;
 
@@ -35,11 +42,11 @@ pub use tokens::{
     UsageReport,
 };
 pub use tracker::{
-    calls_without_tracker, Durability, Health, HealthState, Overflow, Tracker, TrackerBuilder,
-    TrackerGuard, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE,
-    DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
-    DEFAULT_WRITE_TIMEOUT,
+    calls_without_tracker, health, Durability, Health, HealthState, Overflow, Tracker,
+    TrackerBuilder, TrackerGuard, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC,
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WRITE_TIMEOUT,
 };
 
 /// Tracks every call of a fn, or of every method of an impl block.
