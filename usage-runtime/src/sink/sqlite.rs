@@ -307,11 +307,9 @@ async fn migrate(
 }
 
 /// `started_at` as stored: RFC 3339, UTC, microseconds.
-pub(crate) fn timestamp_text(record: &UsageRecord) -> String {
-    record
-        .started_at
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+fn timestamp_text(at: chrono::DateTime<chrono::Utc>) -> String {
+    // The same text as `%Y-%m-%dT%H:%M:%S%.6fZ`, without parsing a format string per record.
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Inserts `rows`, skipping ids already present; returns the ids it inserted.
@@ -331,7 +329,7 @@ async fn insert_rows(
             .push_bind(record.function.clone())
             .push_bind(record.service.clone())
             .push_bind(record.instance.clone())
-            .push_bind(timestamp_text(record))
+            .push_bind(timestamp_text(record.started_at))
             .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
             .push_bind(record.outcome.as_str())
             .push_bind(record.error_type.clone())
@@ -534,5 +532,27 @@ impl Sink for SqliteSink {
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        for micros in [
+            0,
+            1,
+            999_999,
+            1_763_862_000_123_456,
+            253_402_300_799_999_999,
+        ] {
+            let at = DateTime::<Utc>::from_timestamp_micros(micros).unwrap();
+            assert_eq!(
+                super::timestamp_text(at),
+                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
     }
 }
