@@ -114,6 +114,12 @@ impl IdValue for Uuid {
     }
 }
 
+impl IdValue for IdInput {
+    fn id_value(&self) -> Option<IdInput> {
+        Some(self.clone())
+    }
+}
+
 impl<T: TenantValue + ?Sized> TenantValue for &T {
     fn tenant_value(&self) -> Option<String> {
         (**self).tenant_value()

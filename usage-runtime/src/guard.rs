@@ -129,6 +129,12 @@ impl CallGuard {
         output
     }
 
+    /// Replaces the call's dimensions (for callers that learn them only as the call ends).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn set_dimensions(&mut self, dims: Dimensions) {
+        self.dims = Some(Box::new(dims));
+    }
+
     /// Adds the returned value's usage to what the body recorded; a model the body set wins.
     fn add_usage(&mut self, usage: TokenUsage<'_>) {
         self.tally

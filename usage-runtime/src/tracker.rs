@@ -695,6 +695,12 @@ fn without_tracker(call: RawCall) {
     }
 }
 
+/// The installed tracker's health, or `None` when none is installed: for a health endpoint that
+/// has no handle on the [`TrackerGuard`].
+pub fn health() -> Option<Health> {
+    GLOBAL.load().as_deref().map(Shared::health)
+}
+
 /// Tracked calls that finished while no tracker was installed (their records are lost), plus any
 /// that arrived at a tracker after its final drain. Reported once through `tracing::warn!`.
 pub fn calls_without_tracker() -> u64 {

@@ -1,0 +1,273 @@
+//! `UsageLayer` on a real axum server over real HTTP: names, outcomes, volume.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use usage_runtime::sink::MemorySink;
+use usage_runtime::tower::{Identity, UsageLayer};
+use usage_runtime::{track_usage, Outcome, Tracker, TrackerGuard, UsageRecord};
+
+/// One tracker per process: the tests take turns.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    address
+}
+
+fn install() -> (TrackerGuard, MemorySink) {
+    let sink = MemorySink::new();
+    let guard = Tracker::builder()
+        .service("http")
+        .flush_interval(Duration::from_millis(20))
+        .sink(sink.clone())
+        .install()
+        .unwrap();
+    (guard, sink)
+}
+
+/// Waits until `sink` holds `count` records (or panics after 10 s), and returns them.
+async fn wait_for(guard: &TrackerGuard, sink: &MemorySink, count: usize) -> Vec<UsageRecord> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        guard.flush().await.unwrap();
+        let records = sink.records();
+        if records.len() >= count {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} records, have {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[track_usage(operation = "lookup")]
+async fn lookup(id: u64) -> String {
+    format!("item {id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_are_route_templates_never_raw_paths() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route(
+            "/items/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<u64>| lookup(id)),
+        )
+        .layer(UsageLayer::new());
+    let address = serve(app).await;
+    for id in [1, 22, 333] {
+        let text = reqwest::get(format!("http://{address}/items/{id}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(text, format!("item {id}"));
+    }
+    let missing = reqwest::get(format!("http://{address}/nowhere/42"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let records = wait_for(&guard, &sink, 7).await;
+    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "GET (unmatched)",
+            "GET /items/{id}",
+            "GET /items/{id}",
+            "GET /items/{id}",
+            "lookup",
+            "lookup",
+            "lookup"
+        ]
+    );
+    let unmatched = records
+        .iter()
+        .find(|r| r.operation == "GET (unmatched)")
+        .unwrap();
+    assert_eq!(unmatched.outcome, Outcome::Success, "a 404 is the client's");
+    assert_eq!(unmatched.attributes["http_status"], 404);
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_naming_closure_names_requests() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route("/v2/{*rest}", get(|| async { "ok" }))
+        .layer(UsageLayer::new().name_with(|parts| {
+            let version = parts.uri.path().split('/').nth(1).unwrap_or("");
+            format!("api.{version}")
+        }));
+    let address = serve(app).await;
+    reqwest::get(format!("http://{address}/v2/a/b/c"))
+        .await
+        .unwrap();
+    let records = wait_for(&guard, &sink, 1).await;
+    assert_eq!(records[0].operation, "api.v2");
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_panics_and_dropped_requests_are_classified() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
+        )
+        .route("/bad", get(|| async { StatusCode::BAD_REQUEST }))
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("handler bug (simulated)");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .layer(UsageLayer::new());
+    let address = serve(app).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("http://{address}{path}")).send();
+    assert_eq!(get("/fail").await.unwrap().status(), 502);
+    assert_eq!(get("/bad").await.unwrap().status(), 400);
+    assert!(
+        get("/panic").await.is_err(),
+        "the connection dies with the handler"
+    );
+    let slow = client
+        .get(format!("http://{address}/slow"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(slow.is_err(), "the client gives up");
+
+    let records = wait_for(&guard, &sink, 4).await;
+    let find = |name: &str| {
+        records
+            .iter()
+            .find(|r| r.operation == name)
+            .unwrap_or_else(|| panic!("no {name} in {records:?}"))
+    };
+    let fail = find("GET /fail");
+    assert_eq!(fail.outcome, Outcome::Error);
+    assert_eq!(fail.error_type.as_deref(), Some("HTTP 502"));
+    assert_eq!(fail.error_message.as_deref(), Some("Bad Gateway"));
+    assert_eq!(find("GET /bad").outcome, Outcome::Success);
+    assert_eq!(find("GET /panic").outcome, Outcome::Panic);
+    let slow = find("GET /slow");
+    assert_eq!(slow.outcome, Outcome::Cancelled);
+    assert!(slow.duration >= Duration::from_millis(150), "{slow:?}");
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_are_counted_and_timed_to_their_end() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route(
+            "/upload",
+            post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }),
+        )
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = futures::stream::iter(0..10).then(|n| async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    Ok::<_, Infallible>(format!("chunk {n}\n"))
+                });
+                Response::new(Body::from_stream(chunks))
+            }),
+        )
+        .layer(UsageLayer::new());
+    let address = serve(app).await;
+    let client = reqwest::Client::new();
+    let upload = vec![b'x'; 100_000];
+    let reply = client
+        .post(format!("http://{address}/upload"))
+        .body(upload)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(reply, "100000 bytes");
+    let streamed = client
+        .get(format!("http://{address}/stream"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let records = wait_for(&guard, &sink, 2).await;
+    let upload = records
+        .iter()
+        .find(|r| r.operation == "POST /upload")
+        .unwrap();
+    assert_eq!(upload.attributes["request_bytes"], 100_000);
+    assert_eq!(upload.attributes["response_bytes"], "100000 bytes".len());
+    let stream = records
+        .iter()
+        .find(|r| r.operation == "GET /stream")
+        .unwrap();
+    assert_eq!(stream.attributes["response_bytes"], streamed.len());
+    assert_eq!(stream.outcome, Outcome::Success);
+    assert!(
+        stream.duration >= Duration::from_millis(250),
+        "timed until the last chunk was sent: {:?}",
+        stream.duration
+    );
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_from_the_inner_service_is_an_error() {
+    use tower::ServiceExt;
+
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let failing = tower::service_fn(|request: Request<_>| async move {
+        let identity = Identity::of(&mut request.into_parts().0.extensions);
+        identity.set_tenant("acme");
+        Err::<Response<Body>, _>(std::io::Error::other("backend refused"))
+    });
+    let service = tower::Layer::layer(&UsageLayer::new(), failing);
+    let request = Request::get("/x").body(Body::empty()).unwrap();
+    let error = service.oneshot(request).await.unwrap_err();
+    assert_eq!(error.to_string(), "backend refused");
+
+    let records = wait_for(&guard, &sink, 1).await;
+    assert_eq!(records[0].outcome, Outcome::Error);
+    assert_eq!(records[0].error_message.as_deref(), Some("backend refused"));
+    assert_eq!(records[0].tenant_id.as_deref(), Some("acme"));
+    guard.shutdown().await.unwrap();
+}

@@ -1,0 +1,593 @@
+//! HTTP services: [`UsageLayer`], a tower layer that records one usage record per request.
+//!
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use usage_runtime::tower::{Identity, UsageLayer};
+//!
+//! async fn auth(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+//!     // Whatever your auth decides; the usage layer reads it whichever side of it this runs.
+//!     Identity::of(req.extensions_mut()).set_tenant("acme");
+//!     next.run(req).await
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/{id}", post(|| async { "hi" }))
+//!     .layer(UsageLayer::new())
+//!     .layer(axum::middleware::from_fn(auth));
+//! ```
+//!
+//! - **Operation**: `"<METHOD> <route template>"` (`"POST /v1/chat/{id}"`) from axum's
+//!   `MatchedPath`, so ids in paths never become operation names; `"<METHOD> (unmatched)"` when no
+//!   route matched (add the layer with `Router::layer` or `route_layer` so it sees the route).
+//!   [`UsageLayer::name_with`] names requests yourself.
+//! - **Outcome**: a 5xx status is `Error` (`error_type` `"HTTP 503"`); any other status is
+//!   `Success`; an error from the inner service or the response body is `Error`; a panic in the
+//!   inner service is `Panic`; a request whose future or response body is dropped before the end
+//!   (the client went away) is `Cancelled`. The call lasts until the response body has been sent.
+//! - **Who**: tenant, user and session come from the request's [`Identity`], read when the call
+//!   ends, so an auth layer that sets them works inside or outside this layer.
+//! - **Volume**: attributes `http_status`, `request_bytes` and `response_bytes` (body bytes that
+//!   went through, counted as they pass).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::{ready, Context, Poll};
+
+use bytes::Buf;
+use http::request::Parts;
+use http::{Extensions, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::catalog::Operation;
+use crate::classify::Classification;
+use crate::dimension::{Dimensions, IdInput, IdValue, TenantValue};
+use crate::guard::CallGuard;
+use crate::tokens::TokenUsage;
+
+/// Who made a request: tenant, user and session, shared by every layer and handler that sees the
+/// request. An auth layer sets them with [`Identity::of`]; [`UsageLayer`] reads them when the
+/// request ends, so the order of the two layers does not matter. Handlers can take it with
+/// `Extension<Identity>` (present on every request that went through a `UsageLayer`).
+#[derive(Clone, Default)]
+pub struct Identity(Arc<Mutex<Who>>);
+
+#[derive(Debug, Clone, Default)]
+struct Who {
+    tenant: Option<String>,
+    user: Option<IdInput>,
+    session: Option<IdInput>,
+}
+
+impl Identity {
+    /// The request's identity, added to `extensions` if it has none yet.
+    pub fn of(extensions: &mut Extensions) -> Identity {
+        extensions.get_or_insert_default::<Identity>().clone()
+    }
+
+    /// Sets the tenant (anything [`TenantValue`]; an empty string clears it).
+    pub fn set_tenant<T: TenantValue + ?Sized>(&self, tenant: &T) -> &Self {
+        self.who().tenant = tenant.tenant_value();
+        self
+    }
+
+    /// Sets the user (a UUID, or any id mapped to a UUIDv5 as with `user = ...`).
+    pub fn set_user<T: IdValue + ?Sized>(&self, user: &T) -> &Self {
+        self.who().user = user.id_value();
+        self
+    }
+
+    /// Sets the session (as [`set_user`](Self::set_user)).
+    pub fn set_session<T: IdValue + ?Sized>(&self, session: &T) -> &Self {
+        self.who().session = session.id_value();
+        self
+    }
+
+    /// The tenant set so far.
+    pub fn tenant(&self) -> Option<String> {
+        self.who().tenant.clone()
+    }
+
+    /// The user set so far.
+    pub fn user(&self) -> Option<IdInput> {
+        self.who().user.clone()
+    }
+
+    /// The session set so far.
+    pub fn session(&self) -> Option<IdInput> {
+        self.who().session.clone()
+    }
+
+    fn who(&self) -> std::sync::MutexGuard<'_, Who> {
+        // The data is plain values: a panic elsewhere cannot leave it half-written.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = self.who();
+        f.debug_struct("Identity")
+            .field("tenant", &who.tenant)
+            .field("user", &who.user)
+            .field("session", &who.session)
+            .finish()
+    }
+}
+
+type Naming = dyn Fn(&Parts) -> String + Send + Sync;
+
+/// Tracks every request through the wrapped service. See the [module docs](self).
+#[derive(Clone, Default)]
+pub struct UsageLayer {
+    naming: Option<Arc<Naming>>,
+}
+
+impl UsageLayer {
+    /// Operations named `"<METHOD> <route template>"`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names each request's operation with `name` instead. Names should come from a small set
+    /// (route templates, not raw paths): past 10,000 distinct names, requests are recorded under
+    /// `"(other)"`.
+    pub fn name_with(mut self, name: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
+        self.naming = Some(Arc::new(name));
+        self
+    }
+}
+
+impl fmt::Debug for UsageLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageLayer")
+            .field("custom_naming", &self.naming.is_some())
+            .finish()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for UsageLayer {
+    type Service = UsageService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UsageService {
+            inner,
+            naming: self.naming.clone(),
+        }
+    }
+}
+
+/// The service [`UsageLayer`] wraps around yours.
+#[derive(Clone)]
+pub struct UsageService<S> {
+    inner: S,
+    naming: Option<Arc<Naming>>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for UsageService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for UsageService<S>
+where
+    S: tower_service::Service<Request<CountedBody<ReqBody>>, Response = Response<ResBody>>,
+    S::Error: fmt::Display,
+    ReqBody: Body,
+    ResBody: Body,
+    ResBody::Error: fmt::Display,
+{
+    type Response = Response<TrackedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let name = match &self.naming {
+            Some(naming) => Cow::Owned(naming(&parts)),
+            None => default_name(&parts),
+        };
+        let guard = CallGuard::start(operation(name), None);
+        let request = Arc::new(RequestState {
+            identity: Identity::of(&mut parts.extensions),
+            bytes: AtomicU64::new(0),
+        });
+        let body = CountedBody {
+            inner: body,
+            request: Arc::clone(&request),
+        };
+        let future = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture {
+            future,
+            call: Some(Ending { guard, request }),
+        }
+    }
+}
+
+/// What the record needs from the request once the call ends.
+#[derive(Debug)]
+struct RequestState {
+    identity: Identity,
+    bytes: AtomicU64,
+}
+
+/// A call under way, with what its record needs.
+#[derive(Debug)]
+struct Ending {
+    guard: CallGuard,
+    request: Arc<RequestState>,
+}
+
+impl Ending {
+    /// Fills in the dimensions known only now: who (set by any layer on the way), status, volume.
+    fn dimensions(&mut self, status: Option<StatusCode>, response_bytes: u64) {
+        let who = self.request.identity.who().clone();
+        let mut fields = Vec::with_capacity(3);
+        if let Some(status) = status {
+            fields.push(("http_status", status.as_u16().into()));
+        }
+        fields.push((
+            "request_bytes",
+            self.request.bytes.load(Ordering::Relaxed).into(),
+        ));
+        if status.is_some() {
+            fields.push(("response_bytes", response_bytes.into()));
+        }
+        self.guard.set_dimensions(Dimensions {
+            tenant: who.tenant,
+            user: who.user,
+            session: who.session,
+            model: None,
+            fields,
+        });
+    }
+
+    fn finish(mut self, status: StatusCode, response_bytes: u64, failure: Option<Failure<'_>>) {
+        self.dimensions(Some(status), response_bytes);
+        let (status_type, reason);
+        let verdict = match failure {
+            Some(failure) => Classification::Error {
+                error_type: failure.error_type,
+                message: Some(failure.message),
+            },
+            None if status.is_server_error() => {
+                status_type = format!("HTTP {}", status.as_u16());
+                reason = status.canonical_reason();
+                Classification::Error {
+                    error_type: &status_type,
+                    message: reason.as_ref().map(|reason| reason as &dyn fmt::Display),
+                }
+            }
+            None => Classification::Success,
+        };
+        self.guard.finish(verdict, TokenUsage::new());
+    }
+
+    /// Ends the call as `Cancelled` (or `Panic`, while unwinding).
+    fn abandon(mut self, status: Option<StatusCode>, response_bytes: u64) {
+        self.dimensions(status, response_bytes);
+        drop(self.guard);
+    }
+}
+
+struct Failure<'a> {
+    error_type: &'a str,
+    message: &'a dyn fmt::Display,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a tracked request.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        call: Option<Ending>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.abandon(None, 0);
+            }
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: fmt::Display,
+    B: Body,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let call = this
+            .call
+            .as_mut()
+            .expect("`ResponseFuture` polled after completion");
+        // The request's call is innermost for `record_tokens` and marked if the poll panics.
+        let future = this.future;
+        let output = ready!(call.guard.poll_in_scope(|| future.poll(cx)));
+        let call = this.call.take().expect("call present until completion");
+        Poll::Ready(match output {
+            Ok(response) => {
+                let status = response.status();
+                Ok(response.map(|body| TrackedBody {
+                    empty: body.is_end_stream(),
+                    inner: body,
+                    status,
+                    bytes: 0,
+                    call: Some(call),
+                }))
+            }
+            Err(error) => {
+                call.finish(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    0,
+                    Some(Failure {
+                        error_type: std::any::type_name::<E>(),
+                        message: &error,
+                    }),
+                );
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends the request's call when it has been sent (or dropped).
+    #[derive(Debug)]
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        status: StatusCode,
+        bytes: u64,
+        // A body with nothing to send, which a server may drop without polling.
+        empty: bool,
+        call: Option<Ending>,
+    }
+
+    impl<B> PinnedDrop for TrackedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(call) = this.call.take() {
+                if *this.empty && !std::thread::panicking() {
+                    call.finish(*this.status, *this.bytes, None);
+                } else {
+                    call.abandon(Some(*this.status), *this.bytes);
+                }
+            }
+        }
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body,
+    B::Error: fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.remaining() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(call) = this.call.take() {
+                        call.finish(*this.status, *this.bytes, None);
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                if let Some(call) = this.call.take() {
+                    call.finish(
+                        *this.status,
+                        *this.bytes,
+                        Some(Failure {
+                            error_type: "response body",
+                            message: error,
+                        }),
+                    );
+                }
+            }
+            None => {
+                if let Some(call) = this.call.take() {
+                    call.finish(*this.status, *this.bytes, None);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the bytes read from it.
+    #[derive(Debug)]
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        request: Arc<RequestState>,
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            if let Some(data) = frame.data_ref() {
+                let bytes = data.remaining() as u64;
+                this.request.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn default_name(parts: &Parts) -> Cow<'static, str> {
+    let method = standard_method(&parts.method);
+    match parts.extensions.get::<axum::extract::MatchedPath>() {
+        Some(route) => Cow::Owned(format!("{method} {}", route.as_str())),
+        None => Cow::Owned(format!("{method} (unmatched)")),
+    }
+}
+
+/// The method's name, or `OTHER` for extension methods (any client can invent one).
+fn standard_method(method: &Method) -> &'static str {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    STANDARD
+        .iter()
+        .find(|standard| *standard == method)
+        .map_or("OTHER", |standard| match *standard {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            Method::CONNECT => "CONNECT",
+            _ => "TRACE",
+        })
+}
+
+/// Distinct operation names the layer will make; later names are recorded as `(other)`.
+const MAX_OPERATIONS: usize = 10_000;
+
+const FUNCTION: &str = "usage_runtime::tower::UsageLayer";
+
+static OTHER: Operation = Operation::new("(other)", FUNCTION, file!(), line!(), true);
+
+/// The operation named `name`, made once per name and kept for the life of the process (the
+/// records refer to operations by `&'static`, as the ones of `#[track_usage]` fns are).
+fn operation(name: Cow<'_, str>) -> &'static Operation {
+    static OPERATIONS: OnceLock<RwLock<HashMap<Box<str>, &'static Operation>>> = OnceLock::new();
+    static FULL: AtomicBool = AtomicBool::new(false);
+    let operations = OPERATIONS.get_or_init(Default::default);
+    let known = operations
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(name.as_ref())
+        .copied();
+    if let Some(operation) = known {
+        return operation;
+    }
+    let mut operations = operations
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(operation) = operations.get(name.as_ref()) {
+        return operation;
+    }
+    if operations.len() >= MAX_OPERATIONS {
+        if !FULL.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = MAX_OPERATIONS,
+                "the usage layer has named {MAX_OPERATIONS} distinct operations; further names are \
+                 recorded as \"(other)\" (name requests by route template, not by raw path)"
+            );
+        }
+        return &OTHER;
+    }
+    let name: &'static str = Box::leak(name.into_owned().into_boxed_str());
+    let operation: &'static Operation = Box::leak(Box::new(Operation::new(
+        name,
+        FUNCTION,
+        file!(),
+        line!(),
+        true,
+    )));
+    operations.insert(name.into(), operation);
+    operation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_made_once_per_name() {
+        let a = operation(Cow::Borrowed("GET /a/{id}"));
+        let again = operation(Cow::Owned(String::from("GET /a/{id}")));
+        assert!(std::ptr::eq(a, again));
+        assert_eq!(a.name(), "GET /a/{id}");
+        assert!(!std::ptr::eq(a, operation(Cow::Borrowed("GET /b"))));
+    }
+
+    #[test]
+    fn extension_methods_are_other() {
+        assert_eq!(standard_method(&Method::PATCH), "PATCH");
+        assert_eq!(
+            standard_method(&Method::from_bytes(b"BREW").unwrap()),
+            "OTHER"
+        );
+    }
+
+    #[test]
+    fn identity_is_shared_by_every_holder() {
+        let mut extensions = Extensions::new();
+        let outer = Identity::of(&mut extensions);
+        Identity::of(&mut extensions)
+            .set_tenant("acme")
+            .set_user("user-1");
+        assert_eq!(outer.tenant().as_deref(), Some("acme"));
+        assert_eq!(outer.user(), Some(IdInput::Name("user-1".into())));
+        outer.set_tenant("");
+        assert_eq!(Identity::of(&mut extensions).tenant(), None);
+    }
+}
