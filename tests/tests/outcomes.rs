@@ -298,10 +298,11 @@ fn a_dropped_future_is_cancelled_with_its_duration() {
     let records = capture.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Cancelled);
-    // The timeout runs on tokio's clock and the duration on the tracker's TSC clock, whose
-    // calibrations differ by a fraction of a percent: allow a millisecond.
+    // The timeout's deadline is set before the first poll, where timing starts, and runs on
+    // tokio's clock while the duration is on the tracker's TSC clock: on a loaded machine the two
+    // can disagree by milliseconds, so only require most of the 30 ms.
     assert!(
-        records[0].duration >= Duration::from_millis(29),
+        records[0].duration >= Duration::from_millis(20),
         "{:?}",
         records[0].duration
     );
