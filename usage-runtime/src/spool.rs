@@ -112,6 +112,8 @@ pub(crate) struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     fsync: Fsync,
+    /// A segment this large is closed and a new one started.
+    segment_bytes: u64,
     segments: VecDeque<Segment>,
     writer: Option<File>,
     unsynced_since: Option<Instant>,
@@ -219,6 +221,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             max_bytes,
             fsync,
+            segment_bytes: SEGMENT_BYTES,
             segments,
             writer: None,
             unsynced_since: None,
@@ -266,7 +269,7 @@ impl Spool {
             return Ok(Err(Full));
         }
         let rotate = match self.segments.back() {
-            Some(tail) => self.writer.is_none() || tail.bytes >= SEGMENT_BYTES,
+            Some(tail) => self.writer.is_none() || tail.bytes >= self.segment_bytes,
             None => true,
         };
         if rotate {
@@ -332,9 +335,12 @@ impl Spool {
             let _ = dir.sync_all();
         }
         self.writer = Some(file);
+        // Only the head keeps its records in memory (for replay); a segment behind it is read
+        // back from disk when it becomes the head, so a long outage costs disk, not memory.
+        let pending = self.segments.is_empty().then(VecDeque::new);
         self.segments.push_back(Segment {
             path,
-            pending: Some(VecDeque::new()),
+            pending,
             records: 0,
             bytes: 0,
         });
@@ -517,6 +523,25 @@ mod tests {
             0,
             "segments deleted"
         );
+    }
+
+    #[test]
+    fn only_the_head_segment_is_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool.segment_bytes = 1; // every append starts a segment
+        for n in 0..5 {
+            spool
+                .append(&[record(2 * n), record(2 * n + 1)])
+                .unwrap()
+                .unwrap();
+        }
+        let held: Vec<bool> = spool.segments.iter().map(|s| s.pending.is_some()).collect();
+        assert_eq!(held, [true, false, false, false, false]);
+        // The others are read back from disk as each becomes the head, in order.
+        let expected: Vec<String> = (0..10).map(|n| format!("op-{n}")).collect();
+        assert_eq!(drain(&mut spool), expected);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
