@@ -34,13 +34,18 @@ fn install() -> (TrackerGuard, MemorySink) {
     (guard, sink)
 }
 
-/// Waits until `sink` holds `count` records (or panics after 10 s), and returns them.
+/// Waits until `sink` holds `count` records (or panics after 10 s), and returns them; a record
+/// too many (a request recorded twice) fails.
 async fn wait_for(guard: &TrackerGuard, sink: &MemorySink, count: usize) -> Vec<UsageRecord> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         guard.flush().await.unwrap();
         let records = sink.records();
         if records.len() >= count {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            guard.flush().await.unwrap();
+            let records = sink.records();
+            assert_eq!(records.len(), count, "{records:?}");
             return records;
         }
         assert!(
@@ -269,5 +274,96 @@ async fn an_error_from_the_inner_service_is_an_error() {
     assert_eq!(records[0].outcome, Outcome::Error);
     assert_eq!(records[0].error_message.as_deref(), Some("backend refused"));
     assert_eq!(records[0].tenant_id.as_deref(), Some("acme"));
+    assert!(
+        !records[0].attributes.contains_key("http_status"),
+        "no response was sent"
+    );
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_a_body_are_complete_not_cancelled() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route("/page", get(|| async { "a page with a body" }))
+        .route("/gone", get(|| async { StatusCode::NO_CONTENT }))
+        .layer(UsageLayer::new());
+    let address = serve(app).await;
+    let client = reqwest::Client::new();
+    let head = client
+        .head(format!("http://{address}/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let gone = client
+        .get(format!("http://{address}/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+
+    let records = wait_for(&guard, &sink, 2).await;
+    for record in &records {
+        assert_eq!(record.outcome, Outcome::Success, "{record:?}");
+        assert_eq!(record.attributes["response_bytes"], 0, "{record:?}");
+    }
+    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["GET /gone", "HEAD /page"]);
+    guard.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_short_is_cancelled_and_a_panicking_stream_is_a_panic() {
+    let _turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let app = Router::new()
+        .route(
+            "/endless",
+            get(|| async {
+                let chunks = futures::stream::iter(0..).then(|n| async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<_, Infallible>(format!("chunk {n}\n"))
+                });
+                Response::new(Body::from_stream(chunks))
+            }),
+        )
+        .route(
+            "/broken",
+            get(|| async {
+                let chunks = futures::stream::iter(0..3).map(|n| {
+                    if n == 2 {
+                        panic!("stream bug (simulated)");
+                    }
+                    Ok::<_, Infallible>(format!("chunk {n}\n"))
+                });
+                Response::new(Body::from_stream(chunks))
+            }),
+        )
+        .layer(UsageLayer::new());
+    let address = serve(app).await;
+    let client = reqwest::Client::new();
+    let mut endless = client
+        .get(format!("http://{address}/endless"))
+        .send()
+        .await
+        .unwrap();
+    let first = endless.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"chunk 0"));
+    drop(endless); // the client goes away mid-stream
+                   // The connection dies with the stream, before or after the headers went out.
+    let broken = client.get(format!("http://{address}/broken")).send().await;
+    if let Ok(broken) = broken {
+        assert!(broken.text().await.is_err(), "the stream dies mid-way");
+    }
+
+    let records = wait_for(&guard, &sink, 2).await;
+    let find = |name: &str| records.iter().find(|r| r.operation == name).unwrap();
+    let endless = find("GET /endless");
+    assert_eq!(endless.outcome, Outcome::Cancelled);
+    assert!(endless.attributes["response_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(find("GET /broken").outcome, Outcome::Panic);
     guard.shutdown().await.unwrap();
 }

@@ -129,6 +129,12 @@ impl CallGuard {
         output
     }
 
+    /// The operation this call is of.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn operation(&self) -> &'static Operation {
+        self.op
+    }
+
     /// Replaces the call's dimensions (for callers that learn them only as the call ends).
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn set_dimensions(&mut self, dims: Dimensions) {

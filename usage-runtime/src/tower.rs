@@ -21,9 +21,12 @@
 //!   route matched (add the layer with `Router::layer` or `route_layer` so it sees the route).
 //!   [`UsageLayer::name_with`] names requests yourself.
 //! - **Outcome**: a 5xx status is `Error` (`error_type` `"HTTP 503"`); any other status is
-//!   `Success`; an error from the inner service or the response body is `Error`; a panic in the
-//!   inner service is `Panic`; a request whose future or response body is dropped before the end
-//!   (the client went away) is `Cancelled`. The call lasts until the response body has been sent.
+//!   `Success`; an error from the inner service or the response body is `Error` (its text kept
+//!   unless [`UsageLayer::error_messages`] is off); a panic in the inner service or while the body
+//!   is produced is `Panic`; a request whose future or response body is dropped before the end
+//!   (the client went away) is `Cancelled`, while a response with nothing to send (HEAD, 204, 304,
+//!   a reached `content-length`) is complete. The call lasts until the response body has been
+//!   sent, and the body's production is part of it (`record_tokens` while streaming counts).
 //! - **Who**: tenant, user and session come from the request's [`Identity`], read when the call
 //!   ends, so an auth layer that sets them works inside or outside this layer.
 //! - **Volume**: attributes `http_status`, `request_bytes` and `response_bytes` (body bytes that
@@ -53,7 +56,11 @@ use crate::tokens::TokenUsage;
 /// request. An auth layer sets them with [`Identity::of`]; [`UsageLayer`] reads them when the
 /// request ends, so the order of the two layers does not matter. Handlers can take it with
 /// `Extension<Identity>` (present on every request that went through a `UsageLayer`).
-#[derive(Clone, Default)]
+///
+/// Each request has its own: the only way to get one is [`Identity::of`] on that request's
+/// extensions. Never put one `Identity` in several requests (such as through a shared
+/// `Extension` layer): they would share a tenant.
+#[derive(Clone)]
 pub struct Identity(Arc<Mutex<Who>>);
 
 #[derive(Debug, Clone, Default)]
@@ -66,7 +73,12 @@ struct Who {
 impl Identity {
     /// The request's identity, added to `extensions` if it has none yet.
     pub fn of(extensions: &mut Extensions) -> Identity {
-        extensions.get_or_insert_default::<Identity>().clone()
+        if let Some(identity) = extensions.get::<Identity>() {
+            return identity.clone();
+        }
+        let identity = Identity(Arc::default());
+        extensions.insert(identity.clone());
+        identity
     }
 
     /// Sets the tenant (anything [`TenantValue`]; an empty string clears it).
@@ -124,9 +136,19 @@ impl fmt::Debug for Identity {
 type Naming = dyn Fn(&Parts) -> String + Send + Sync;
 
 /// Tracks every request through the wrapped service. See the [module docs](self).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct UsageLayer {
     naming: Option<Arc<Naming>>,
+    error_messages: bool,
+}
+
+impl Default for UsageLayer {
+    fn default() -> Self {
+        UsageLayer {
+            naming: None,
+            error_messages: true,
+        }
+    }
 }
 
 impl UsageLayer {
@@ -142,12 +164,21 @@ impl UsageLayer {
         self.naming = Some(Arc::new(name));
         self
     }
+
+    /// Whether the text of errors from the inner service or the response body is recorded (as
+    /// `error_message`, cut to the tracker's limit); on by default, as with `#[track_usage]`.
+    /// Turn it off when those errors can carry personal data or secrets.
+    pub fn error_messages(mut self, record: bool) -> Self {
+        self.error_messages = record;
+        self
+    }
 }
 
 impl fmt::Debug for UsageLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UsageLayer")
             .field("custom_naming", &self.naming.is_some())
+            .field("error_messages", &self.error_messages)
             .finish()
     }
 }
@@ -159,6 +190,7 @@ impl<S> tower_layer::Layer<S> for UsageLayer {
         UsageService {
             inner,
             naming: self.naming.clone(),
+            error_messages: self.error_messages,
         }
     }
 }
@@ -168,6 +200,7 @@ impl<S> tower_layer::Layer<S> for UsageLayer {
 pub struct UsageService<S> {
     inner: S,
     naming: Option<Arc<Naming>>,
+    error_messages: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for UsageService<S> {
@@ -196,11 +229,16 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
+        let matched = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .is_some();
         let name = match &self.naming {
             Some(naming) => Cow::Owned(naming(&parts)),
             None => default_name(&parts),
         };
         let guard = CallGuard::start(operation(name), None);
+        let head = parts.method == Method::HEAD;
         let request = Arc::new(RequestState {
             identity: Identity::of(&mut parts.extensions),
             bytes: AtomicU64::new(0),
@@ -212,7 +250,13 @@ where
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture {
             future,
-            call: Some(Ending { guard, request }),
+            call: Some(Ending {
+                guard,
+                request,
+                head,
+                matched,
+                error_messages: self.error_messages,
+            }),
         }
     }
 }
@@ -229,6 +273,11 @@ struct RequestState {
 struct Ending {
     guard: CallGuard,
     request: Arc<RequestState>,
+    /// A HEAD request: its response has no body to send.
+    head: bool,
+    /// Whether axum matched a route before this layer saw the request.
+    matched: bool,
+    error_messages: bool,
 }
 
 impl Ending {
@@ -255,15 +304,23 @@ impl Ending {
         });
     }
 
-    fn finish(mut self, status: StatusCode, response_bytes: u64, failure: Option<Failure<'_>>) {
-        self.dimensions(Some(status), response_bytes);
+    fn finish(
+        mut self,
+        status: Option<StatusCode>,
+        response_bytes: u64,
+        failure: Option<Failure<'_>>,
+    ) {
+        self.dimensions(status, response_bytes);
+        if let Some(status) = status {
+            self.check_matched(status);
+        }
         let (status_type, reason);
-        let verdict = match failure {
-            Some(failure) => Classification::Error {
+        let verdict = match (failure, status) {
+            (Some(failure), _) => Classification::Error {
                 error_type: failure.error_type,
-                message: Some(failure.message),
+                message: Some(failure.message).filter(|_| self.error_messages),
             },
-            None if status.is_server_error() => {
+            (None, Some(status)) if status.is_server_error() => {
                 status_type = format!("HTTP {}", status.as_u16());
                 reason = status.canonical_reason();
                 Classification::Error {
@@ -271,9 +328,35 @@ impl Ending {
                     message: reason.as_ref().map(|reason| reason as &dyn fmt::Display),
                 }
             }
-            None => Classification::Success,
+            (None, _) => Classification::Success,
         };
         self.guard.finish(verdict, TokenUsage::new());
+    }
+
+    /// Warns once if requests that axum did route reach the layer without their route (the
+    /// layer sits outside the `Router`): every one of them would be named `(unmatched)`.
+    fn check_matched(&self, status: StatusCode) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        let not_found = matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        );
+        if !self.matched && !not_found && !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                operation = self.guard.operation().name(),
+                "the usage layer sees requests without their matched route; add it with \
+                 Router::layer or Router::route_layer, not around the Router, to name operations \
+                 by route"
+            );
+        }
+    }
+
+    /// Whether a response whose body was dropped unpolled had nothing to send anyway.
+    fn bodiless(&self, status: StatusCode) -> bool {
+        self.head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
     }
 
     /// Ends the call as `Cancelled` (or `Panic`, while unwinding).
@@ -327,17 +410,23 @@ where
         Poll::Ready(match output {
             Ok(response) => {
                 let status = response.status();
+                let length = response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+                let empty = call.bodiless(status) || length == Some(0);
                 Ok(response.map(|body| TrackedBody {
-                    empty: body.is_end_stream(),
+                    empty: empty || body.is_end_stream(),
                     inner: body,
                     status,
+                    length,
                     bytes: 0,
                     call: Some(call),
                 }))
             }
             Err(error) => {
                 call.finish(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    None,
                     0,
                     Some(Failure {
                         error_type: std::any::type_name::<E>(),
@@ -357,8 +446,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         status: StatusCode,
+        // The declared `content-length`: a server stops polling once that much was sent.
+        length: Option<u64>,
         bytes: u64,
-        // A body with nothing to send, which a server may drop without polling.
+        // Nothing to send (HEAD, 204, 304, an empty body), so a server may drop it unpolled.
         empty: bool,
         call: Option<Ending>,
     }
@@ -367,8 +458,9 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(call) = this.call.take() {
-                if *this.empty && !std::thread::panicking() {
-                    call.finish(*this.status, *this.bytes, None);
+                let sent = *this.empty || this.length.is_some_and(|length| *this.bytes >= length);
+                if sent && !std::thread::panicking() {
+                    call.finish(Some(*this.status), *this.bytes, None);
                 } else {
                     call.abandon(Some(*this.status), *this.bytes);
                 }
@@ -390,7 +482,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let inner = this.inner.as_mut();
+        // Producing the body is part of the call: in-body recording and panics count for it.
+        let frame = ready!(match this.call.as_mut() {
+            Some(call) => call.guard.poll_in_scope(|| inner.poll_frame(cx)),
+            None => inner.poll_frame(cx),
+        });
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -398,14 +495,14 @@ where
                 }
                 if this.inner.is_end_stream() {
                     if let Some(call) = this.call.take() {
-                        call.finish(*this.status, *this.bytes, None);
+                        call.finish(Some(*this.status), *this.bytes, None);
                     }
                 }
             }
             Some(Err(error)) => {
                 if let Some(call) = this.call.take() {
                     call.finish(
-                        *this.status,
+                        Some(*this.status),
                         *this.bytes,
                         Some(Failure {
                             error_type: "response body",
@@ -416,7 +513,7 @@ where
             }
             None => {
                 if let Some(call) = this.call.take() {
-                    call.finish(*this.status, *this.bytes, None);
+                    call.finish(Some(*this.status), *this.bytes, None);
                 }
             }
         }
@@ -517,7 +614,8 @@ static OTHER: Operation = Operation::new("(other)", FUNCTION, file!(), line!(), 
 /// The operation named `name`, made once per name and kept for the life of the process (the
 /// records refer to operations by `&'static`, as the ones of `#[track_usage]` fns are).
 fn operation(name: Cow<'_, str>) -> &'static Operation {
-    static OPERATIONS: OnceLock<RwLock<HashMap<Box<str>, &'static Operation>>> = OnceLock::new();
+    static OPERATIONS: OnceLock<RwLock<HashMap<&'static str, &'static Operation>>> =
+        OnceLock::new();
     static FULL: AtomicBool = AtomicBool::new(false);
     let operations = OPERATIONS.get_or_init(Default::default);
     let known = operations
@@ -527,6 +625,9 @@ fn operation(name: Cow<'_, str>) -> &'static Operation {
         .copied();
     if let Some(operation) = known {
         return operation;
+    }
+    if FULL.load(Ordering::Relaxed) {
+        return &OTHER;
     }
     let mut operations = operations
         .write()
@@ -552,7 +653,7 @@ fn operation(name: Cow<'_, str>) -> &'static Operation {
         line!(),
         true,
     )));
-    operations.insert(name.into(), operation);
+    operations.insert(name, operation);
     operation
 }
 
