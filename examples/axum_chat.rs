@@ -35,7 +35,7 @@ use usage_runtime::tower::{Identity, UsageLayer};
 use usage_runtime::{track_usage, HealthState, Pricing, Tracker, TrackerGuard, UsageReport};
 
 /// How the service is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Where records go: `sqlite://...` (the default) or `postgres://...`.
     pub database_url: String,
@@ -69,11 +69,35 @@ impl Config {
 }
 
 /// What the handlers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     api_keys: Arc<HashMap<String, String>>,
     reader: Option<Arc<Reader>>,
     model_latency: Duration,
+}
+
+// API keys and database passwords never reach logs through `Debug`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "database_url",
+                &usage_runtime::redact_url(&self.database_url),
+            )
+            .field("api_keys", &self.api_keys.len())
+            .field("model_latency", &self.model_latency)
+            .field("tracking", &self.tracking)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("api_keys", &self.api_keys.len())
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The running service's tracker and router.
@@ -160,6 +184,8 @@ pub async fn authenticate(
     let Some(tenant) = key.and_then(|key| state.api_keys.get(key)).cloned() else {
         return (StatusCode::UNAUTHORIZED, "unknown API key\n").into_response();
     };
+    // The user id is the caller's word (behind a valid key): it attributes usage, it grants
+    // nothing.
     let user = request
         .headers()
         .get("x-user-id")
@@ -295,17 +321,26 @@ async fn usage(
         .group_by([Dimension::Operation, Dimension::Model]);
     match reader.for_tenant(tenant).report(&query).await {
         Ok(report) => Json(report.rows).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response(),
+        Err(error) => {
+            // The details (which name the database) stay in the server's log.
+            tracing::error!(%error, "usage report failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "usage is unavailable\n").into_response()
+        }
     }
 }
 
+/// `7d`, `12h` or an RFC 3339 time; `None` for anything else, including ages out of range.
 fn parse_since(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let now = chrono::Utc::now();
-    if let Some(days) = text.strip_suffix('d') {
-        return Some(now - chrono::Duration::days(days.parse().ok()?));
-    }
-    if let Some(hours) = text.strip_suffix('h') {
-        return Some(now - chrono::Duration::hours(hours.parse().ok()?));
+    let age = if let Some(days) = text.strip_suffix('d') {
+        chrono::TimeDelta::try_days(days.parse().ok()?)
+    } else if let Some(hours) = text.strip_suffix('h') {
+        chrono::TimeDelta::try_hours(hours.parse().ok()?)
+    } else {
+        None
+    };
+    if let Some(age) = age {
+        return now.checked_sub_signed(age);
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()

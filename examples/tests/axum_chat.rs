@@ -168,6 +168,16 @@ async fn a_tenant_reads_only_its_own_usage() {
     // Without a key there is no tenant, and no usage.
     let (status, _) = usage_of(address, "no-such-key").await;
     assert_eq!(status, 401);
+    // A nonsense or out-of-range age is the caller's mistake, not a crash.
+    for since in ["999999999999d", "soon", "12x"] {
+        let response = reqwest::Client::new()
+            .get(format!("http://{address}/v1/usage?since={since}"))
+            .bearer_auth("key-acme")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "since={since}");
+    }
 
     app.tracker.unwrap().shutdown().await.unwrap();
 }
@@ -236,10 +246,14 @@ async fn health_turns_503_while_the_database_is_unreachable() {
     };
     let _turn = TURN.lock().await;
     let proxy = tests::Proxy::start(&tests::upstream(&url));
+    // The server trusts local logins, so a password rides along unchecked: it must never show.
+    let url = tests::with_user(&url, "postgres", Some("s3ntinel-pw"));
     let mut config = Config::new(proxy.url(&url));
     config.flush_interval = Duration::from_millis(50);
     config.retry_base = Duration::from_millis(50);
     let app = build(config).await.unwrap();
+    assert!(!format!("{app:?}").contains("s3ntinel-pw"), "{app:?}");
+    assert!(!format!("{app:?}").contains("key-acme"), "{app:?}");
     let address = serve(app.router.clone()).await;
 
     assert_eq!(chat(address, "key-acme", "alice", "hi").await.status(), 200);
@@ -257,7 +271,7 @@ async fn health_turns_503_while_the_database_is_unreachable() {
     assert_eq!(body["state"], "failing", "{body}");
     assert!(body["last_error"].is_string(), "{body}");
     assert!(
-        !body.to_string().contains("password"),
+        !body.to_string().contains("s3ntinel-pw"),
         "no secret in the health report: {body}"
     );
 
