@@ -1,5 +1,10 @@
-//! Records per second through each SQL sink with the default batch size, against the naive
-//! approach of hand-written trackers (one `INSERT` statement per record, autocommit), in one run.
+//! Records per second into each SQL database, in one run:
+//! - `tracked`: end to end, `#[track_usage]` calls through the tracker (queue, worker, the real
+//!   sink with its rollups) until every record is committed, the row count checked at the end;
+//! - `batched`: the sink alone writing ready records in batches of the default size;
+//! - `naive`: one autocommitted `INSERT` per record, as hand-written trackers did;
+//! - `bulk`: the bulk-load bound for the same rows into the same table (PostgreSQL `COPY`; SQLite
+//!   one prepared `INSERT` per row in one transaction), with no rollups to maintain.
 //!
 //! ```sh
 //! cargo bench -p usage-runtime --features postgres,mysql --bench sink_throughput
@@ -19,24 +24,26 @@ use usage_runtime::{UsageRecord, DEFAULT_BATCH_SIZE};
 const PREFIX: &str = "bench_";
 const NAIVE_PREFIX: &str = "bench_naive_";
 
-fn records(count: usize) -> Vec<UsageRecord> {
-    #[usage_runtime::track_usage(operation = "bench.chat", tenant = tenant, user = "user_1", fields(model = "gpt-4o"))]
-    fn chat(tenant: &str, n: usize) -> Result<usize, String> {
-        if n.is_multiple_of(10) {
-            Err("rate limited".into())
-        } else {
-            Ok(n)
-        }
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+
+#[usage_runtime::track_usage(operation = "bench.chat", tenant = tenant, user = "user_1", fields(model = "gpt-4o"))]
+fn chat(tenant: &str, n: usize) -> Result<usize, String> {
+    if n.is_multiple_of(10) {
+        Err("rate limited".into())
+    } else {
+        Ok(n)
     }
+}
+
+fn records(count: usize) -> Vec<UsageRecord> {
     let sink = usage_runtime::sink::MemorySink::new();
     let guard = usage_runtime::Tracker::builder()
         .sink(sink.clone())
         .queue_capacity(count.max(DEFAULT_BATCH_SIZE))
         .install()
         .unwrap();
-    let tenants = ["acme", "globex", "initech", "umbrella"];
     for n in 0..count {
-        let _ = chat(tenants[n % tenants.len()], n);
+        let _ = chat(TENANTS[n % TENANTS.len()], n);
     }
     guard.flush_blocking().unwrap();
     drop(guard);
@@ -56,6 +63,44 @@ async fn batched(sink: &mut impl Sink, records: &[UsageRecord]) -> f64 {
         sink.write(batch).await.unwrap();
     }
     records.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Tracked calls per second, end to end: `count` calls through an installed tracker writing to
+/// `sink`, until every record is committed. Callers wait for room rather than drop a record.
+async fn tracked(sink: impl Sink, count: usize) -> f64 {
+    let guard = usage_runtime::Tracker::builder()
+        .sink(sink)
+        .overflow(usage_runtime::Overflow::Block(
+            std::time::Duration::from_secs(60),
+        ))
+        .install()
+        .unwrap();
+    let started = Instant::now();
+    for n in 0..count {
+        let _ = chat(TENANTS[n % TENANTS.len()], n);
+    }
+    guard.flush().await.unwrap();
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let health = guard.health();
+    assert_eq!(health.written, count as u64, "{health:?}");
+    guard.shutdown().await.unwrap();
+    rate
+}
+
+/// The rows in `table`, to check that every record arrived once.
+async fn rows<C: Connection>(connection: &mut C, table: &str) -> i64
+where
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    for<'q> <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+    for<'r> i64: sqlx::Decode<'r, C::Database> + sqlx::Type<C::Database>,
+    usize: sqlx::ColumnIndex<<C::Database as sqlx::Database>::Row>,
+{
+    use sqlx::Row;
+    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
 }
 
 /// One autocommitted `INSERT` per record, as the hand-written trackers did.
@@ -106,11 +151,138 @@ fn reachable(url: &str) -> bool {
     std::net::TcpStream::connect(host_port).is_ok()
 }
 
-fn report(name: &str, batched: f64, naive: f64) {
+fn report(name: &str, tracked: f64, batched: f64, naive: f64, bulk: Option<f64>) {
     println!(
-        "{name:<10} batched {batched:>10.0} records/s   one INSERT per record {naive:>8.0} records/s   ratio {:>6.1}x",
+        "{name:<10} tracked {tracked:>8.0}/s  batched {batched:>8.0}/s  naive {naive:>7.0}/s  \
+         tracked/naive {:>5.1}x  batched/naive {:>5.1}x",
+        tracked / naive,
         batched / naive
     );
+    if let Some(bulk) = bulk {
+        println!(
+            "{:<10} bulk bound {bulk:>8.0}/s  tracked/bulk {:>5.2}  batched/bulk {:>5.2}",
+            "",
+            tracked / bulk,
+            batched / bulk
+        );
+    }
+}
+
+/// A text field for PostgreSQL's `COPY ... FROM STDIN` text format.
+fn copy_text(out: &mut String, value: Option<&str>) {
+    match value {
+        None => out.push_str("\\N"),
+        Some(text) => {
+            for c in text.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+}
+
+/// The bulk-load bound on PostgreSQL: `COPY` of the same rows, in chunks of 10,000 rows.
+async fn postgres_copy(
+    connection: &mut sqlx::PgConnection,
+    table: &str,
+    records: &[UsageRecord],
+) -> f64 {
+    let started = Instant::now();
+    for chunk in records.chunks(10_000) {
+        let mut data = String::with_capacity(chunk.len() * 400);
+        for record in chunk {
+            let fields = [
+                Some(record.id.to_string()),
+                Some(record.operation.clone()),
+                Some(record.function.clone()),
+                Some(record.service.clone()),
+                Some(record.instance.clone()),
+                Some(record.started_at.to_rfc3339()),
+                Some(record.duration.as_micros().to_string()),
+                Some(record.outcome.as_str().to_owned()),
+                record.error_type.clone(),
+                record.error_message.clone(),
+                record.tenant_id.clone(),
+                record.user_id.map(|id| id.to_string()),
+                record.session_id.map(|id| id.to_string()),
+                Some(serde_json::Value::Object(record.attributes.clone()).to_string()),
+                record.model.clone(),
+                record.input_tokens.map(|n| n.to_string()),
+                record.output_tokens.map(|n| n.to_string()),
+                record.cached_input_tokens.map(|n| n.to_string()),
+                record.cost_nano_usd.map(|n| n.to_string()),
+            ];
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    data.push('\t');
+                }
+                copy_text(&mut data, field.as_deref());
+            }
+            data.push('\n');
+        }
+        let mut copy = connection
+            .copy_in_raw(&format!(
+                "COPY {table} (id, operation, function, service, instance, started_at, \
+                 duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
+                 attributes, model, input_tokens, output_tokens, cached_input_tokens, \
+                 cost_nano_usd) FROM STDIN"
+            ))
+            .await
+            .unwrap();
+        copy.send(data.as_bytes()).await.unwrap();
+        copy.finish().await.unwrap();
+    }
+    records.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The bulk-load bound on SQLite: one prepared `INSERT` per row, all in one transaction.
+async fn sqlite_one_transaction(
+    connection: &mut sqlx::SqliteConnection,
+    records: &[UsageRecord],
+) -> f64 {
+    let started = Instant::now();
+    let mut tx = Connection::begin(connection).await.unwrap();
+    for record in records {
+        sqlx::query(
+            "INSERT INTO usage_records (id, operation, function, service, instance, started_at, \
+             duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
+             attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.to_string())
+        .bind(&record.operation)
+        .bind(&record.function)
+        .bind(&record.service)
+        .bind(&record.instance)
+        .bind(
+            record
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        )
+        .bind(record.duration.as_micros() as i64)
+        .bind(record.outcome.as_str())
+        .bind(&record.error_type)
+        .bind(&record.error_message)
+        .bind(&record.tenant_id)
+        .bind(record.user_id.map(|id| id.to_string()))
+        .bind(record.session_id.map(|id| id.to_string()))
+        .bind(serde_json::Value::Object(record.attributes.clone()).to_string())
+        .bind(&record.model)
+        .bind(record.input_tokens.map(|n| n as i64))
+        .bind(record.output_tokens.map(|n| n as i64))
+        .bind(record.cached_input_tokens.map(|n| n as i64))
+        .bind(record.cost_nano_usd)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    records.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -148,6 +320,15 @@ async fn sqlite(all: &[UsageRecord], few: &[UsageRecord]) {
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let mut sqlite = SqliteSink::connect(&url).await.unwrap();
     let rate = batched(&mut sqlite, all).await;
+    let tracked_url = format!("sqlite://{}", dir.join("tracked.db").display());
+    let tracked_rate = tracked(SqliteSink::connect(&tracked_url).await.unwrap(), all.len()).await;
+    let mut check = sqlx::SqliteConnection::connect(&tracked_url).await.unwrap();
+    assert_eq!(rows(&mut check, "usage_records").await, all.len() as i64);
+    let bulk_url = format!("sqlite://{}", dir.join("bulk.db").display());
+    SqliteSink::connect(&bulk_url).await.unwrap();
+    let mut bulk = sqlx::SqliteConnection::connect(&bulk_url).await.unwrap();
+    let bulk_rate = sqlite_one_transaction(&mut bulk, all).await;
+    assert_eq!(rows(&mut bulk, "usage_records").await, all.len() as i64);
     let naive_url = format!("sqlite://{}", dir.join("naive.db").display());
     SqliteSink::connect(&naive_url).await.unwrap();
     let mut connection = sqlx::SqliteConnection::connect(&naive_url).await.unwrap();
@@ -163,7 +344,7 @@ async fn sqlite(all: &[UsageRecord], few: &[UsageRecord]) {
         few,
     )
     .await;
-    report("SQLite", rate, naive_rate);
+    report("SQLite", tracked_rate, rate, naive_rate, Some(bulk_rate));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -174,11 +355,29 @@ async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
         let mut connection = sqlx::PgConnection::connect(&pg).await.unwrap();
         sqlx::raw_sql(
             "DROP TABLE IF EXISTS bench_usage_records, bench_usage_schema_migrations,
-               bench_naive_usage_records, bench_naive_usage_schema_migrations",
+               bench_naive_usage_records, bench_naive_usage_schema_migrations,
+               bench_tracked_usage_records, bench_tracked_usage_schema_migrations,
+               bench_bulk_usage_records, bench_bulk_usage_schema_migrations",
         )
         .execute(&mut connection)
         .await
         .unwrap();
+        let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
+        let tracked_sink = PostgresSink::connect_with(&pg, tracked_config)
+            .await
+            .unwrap();
+        let tracked_rate = tracked(tracked_sink, all.len()).await;
+        assert_eq!(
+            rows(&mut connection, "bench_tracked_usage_records").await,
+            all.len() as i64
+        );
+        let bulk_config = SqlConfig::new().table_prefix("bench_bulk_").unwrap();
+        PostgresSink::connect_with(&pg, bulk_config).await.unwrap();
+        let bulk_rate = postgres_copy(&mut connection, "bench_bulk_usage_records", all).await;
+        assert_eq!(
+            rows(&mut connection, "bench_bulk_usage_records").await,
+            all.len() as i64
+        );
         // The naive writer gets the very same table (columns and indexes) to write into.
         let naive_config = SqlConfig::new().table_prefix(NAIVE_PREFIX).unwrap();
         PostgresSink::connect_with(&pg, naive_config).await.unwrap();
@@ -194,7 +393,13 @@ async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
             few,
         )
         .await;
-        report("PostgreSQL", rate, naive_rate);
+        report(
+            "PostgreSQL",
+            tracked_rate,
+            rate,
+            naive_rate,
+            Some(bulk_rate),
+        );
     } else {
         println!("PostgreSQL skipped: nothing answers at {pg}");
     }
@@ -207,11 +412,19 @@ async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
         let mut connection = sqlx::MySqlConnection::connect(&my).await.unwrap();
         sqlx::raw_sql(
             "DROP TABLE IF EXISTS bench_usage_records, bench_usage_schema_migrations,
-               bench_naive_usage_records, bench_naive_usage_schema_migrations",
+               bench_naive_usage_records, bench_naive_usage_schema_migrations,
+               bench_tracked_usage_records, bench_tracked_usage_schema_migrations",
         )
         .execute(&mut connection)
         .await
         .unwrap();
+        let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
+        let tracked_sink = MySqlSink::connect_with(&my, tracked_config).await.unwrap();
+        let tracked_rate = tracked(tracked_sink, all.len()).await;
+        assert_eq!(
+            rows(&mut connection, "bench_tracked_usage_records").await,
+            all.len() as i64
+        );
         let naive_config = SqlConfig::new().table_prefix(NAIVE_PREFIX).unwrap();
         MySqlSink::connect_with(&my, naive_config).await.unwrap();
         let config = SqlConfig::new().table_prefix(PREFIX).unwrap();
@@ -225,7 +438,7 @@ async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
             few,
         )
         .await;
-        report("MySQL", rate, naive_rate);
+        report("MySQL", tracked_rate, rate, naive_rate, None);
     } else {
         println!("MySQL skipped: nothing answers at {my}");
     }
