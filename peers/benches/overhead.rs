@@ -1,16 +1,18 @@
-//! Per-call overhead of `#[track_usage]` against a bare call, the clock floor and
-//! `#[tracing::instrument]` with a `fmt` subscriber, in one run, on one thread and on two.
+//! Per-call overhead of `#[track_usage]` against a bare call, the clock floor,
+//! `#[tracing::instrument]` with a `fmt` subscriber and `#[autometrics]` with its Prometheus
+//! exporter, in one run, on one thread and on two.
 //!
 //! ```sh
-//! cargo bench -p usage-runtime --bench overhead
+//! cargo bench --manifest-path peers/Cargo.toml --bench overhead
 //! ```
 //!
 //! The tracked fns run with a real installed tracker whose worker drains the queue into a sink
 //! that discards, so the figure includes the queue push and the worker's competition for the
 //! cache lines, but no database. Calls are timed in chunks of at most [`CHUNK`], with the queue
 //! drained (untimed) between chunks, so every call takes the accepting path and none is dropped
-//! at a full queue; the bench checks that at the end. The `instrument` peer runs under a global `fmt` subscriber that
-//! writes to `std::io::sink()`, the way a service would install it.
+//! at a full queue; the bench checks that at the end. The `instrument` peer runs under a global
+//! `fmt` subscriber that writes to `std::io::sink()`, the way a service would install it; the
+//! `autometrics` peer with its global Prometheus exporter initialised.
 //!
 //! The `two_threads` group runs each fn on two threads at once and reports wall time divided by
 //! the calls made on both, so a figure half the single-thread one means perfect scaling.
@@ -71,6 +73,12 @@ fn tracked_with_tenant(tenant: &str, a: u64) -> u64 {
 #[inline(never)]
 #[tracing::instrument]
 fn instrumented(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+
+#[inline(never)]
+#[autometrics::autometrics]
+fn autometricised(a: u64, b: u64) -> u64 {
     a.wrapping_add(b)
 }
 
@@ -143,6 +151,7 @@ fn overhead(c: &mut Criterion) {
             .finish(),
     )
     .expect("the bench installs the only subscriber");
+    autometrics::prometheus_exporter::init();
     let tracker = Tracker::builder()
         .sink(Discard)
         .flush_interval(Duration::from_millis(100))
@@ -193,6 +202,9 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("tracing_instrument_fmt", |b| {
         b.iter(|| instrumented(black_box(1), black_box(2)))
     });
+    group.bench_function("autometrics_prometheus", |b| {
+        b.iter(|| autometricised(black_box(1), black_box(2)))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("two_threads");
@@ -214,6 +226,13 @@ fn overhead(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed(&tracker, 2, iters, || {
                 black_box(instrumented(black_box(1), black_box(2)));
+            })
+        })
+    });
+    group.bench_function("autometrics_prometheus", |b| {
+        b.iter_custom(|iters| {
+            timed(&tracker, 2, iters, || {
+                black_box(autometricised(black_box(1), black_box(2)));
             })
         })
     });
