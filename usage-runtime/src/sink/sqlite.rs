@@ -312,6 +312,11 @@ fn timestamp_text(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// `attributes` as JSON text, without copying the map first.
+fn attributes_text(attributes: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(attributes).unwrap_or_else(|_| String::from("{}"))
+}
+
 /// Inserts `rows`, skipping ids already present; returns the ids it inserted.
 async fn insert_rows(
     connection: &mut SqliteConnection,
@@ -324,21 +329,22 @@ async fn insert_rows(
          attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) "
     ));
     insert.push_values(rows, |mut row, record| {
+        // Text is bound by reference: the rows outlive the statement.
         row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.clone())
-            .push_bind(record.function.clone())
-            .push_bind(record.service.clone())
-            .push_bind(record.instance.clone())
+            .push_bind(record.operation.as_str())
+            .push_bind(record.function.as_str())
+            .push_bind(record.service.as_str())
+            .push_bind(record.instance.as_str())
             .push_bind(timestamp_text(record.started_at))
             .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
             .push_bind(record.outcome.as_str())
-            .push_bind(record.error_type.clone())
-            .push_bind(record.error_message.clone())
-            .push_bind(record.tenant_id.clone())
+            .push_bind(record.error_type.as_deref())
+            .push_bind(record.error_message.as_deref())
+            .push_bind(record.tenant_id.as_deref())
             .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
             .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
-            .push_bind(record.model.clone())
+            .push_bind(attributes_text(&record.attributes))
+            .push_bind(record.model.as_deref())
             .push_bind(record.input_tokens.map(sql::clamp))
             .push_bind(record.output_tokens.map(sql::clamp))
             .push_bind(record.cached_input_tokens.map(sql::clamp))
