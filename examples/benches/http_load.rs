@@ -7,12 +7,14 @@
 //!
 //! Two loads, each with tracking off and on (SQLite sink), alternating, three rounds each; the
 //! median round is reported:
-//! - a chat model that answers in 20 ms (as a fast hosted model would; real ones take longer),
-//!   256 keep-alive connections;
+//! - a chat model that answers in 200 ms (a fast hosted model) and in 20 ms, 256 keep-alive
+//!   connections each;
 //! - a model that answers at once, 16 connections: the server does nothing but HTTP and
 //!   tracking, the worst case for tracking's share.
 //!
-//! The load generator, the server and the database share this machine's cores.
+//! The load generator, the server and the database share this machine's cores; each round also
+//! reports the process's CPU time per request, so the difference is what tracking costs in CPU
+//! whether or not the CPU is the bottleneck.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../axum_chat.rs"]
@@ -31,8 +33,29 @@ fn env(name: &str, default: u64) -> u64 {
 
 struct Round {
     requests_per_second: f64,
+    /// CPU time of the whole process (server, tracker, database and load generator) per request.
+    cpu_us_per_request: f64,
     written: u64,
     dropped: u64,
+}
+
+/// User plus system CPU time this process has used, in seconds (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line; here, after the name, 11 and 12.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One round against a fresh server: `connections` clients send `POST /v1/chat` back to back.
@@ -48,6 +71,7 @@ async fn round(tracking: bool, model_latency: Duration, connections: u64, second
     let server = tokio::spawn(async move { axum::serve(listener, app.router).await });
 
     let done = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let clients: Vec<_> = (0..connections)
@@ -77,6 +101,7 @@ async fn round(tracking: bool, model_latency: Duration, connections: u64, second
     }
     let requests = done.load(Ordering::Relaxed);
     let requests_per_second = requests as f64 / started.elapsed().as_secs_f64();
+    let cpu_us_per_request = (cpu_seconds() - cpu_before) * 1e6 / requests as f64;
     server.abort();
     let (mut written, mut dropped) = (0, 0);
     if let Some(tracker) = app.tracker {
@@ -93,6 +118,7 @@ async fn round(tracking: bool, model_latency: Duration, connections: u64, second
     }
     Round {
         requests_per_second,
+        cpu_us_per_request,
         written,
         dropped,
     }
@@ -111,12 +137,13 @@ async fn compare(label: &str, model_latency: Duration, connections: u64, seconds
     let (off, on) = (median(&mut off), median(&mut on));
     println!("{label} ({connections} connections, {seconds} s rounds, median of 3):");
     println!(
-        "  without tracking  {:>9.0} requests/s",
-        off.requests_per_second
+        "  without tracking  {:>9.0} requests/s   {:>6.1} µs CPU per request",
+        off.requests_per_second, off.cpu_us_per_request
     );
     println!(
-        "  with tracking     {:>9.0} requests/s   ({} records written, {} dropped)",
-        on.requests_per_second, on.written, on.dropped
+        "  with tracking     {:>9.0} requests/s   {:>6.1} µs CPU per request   ({} records \
+         written, {} dropped)",
+        on.requests_per_second, on.cpu_us_per_request, on.written, on.dropped
     );
     println!(
         "  ratio             {:>9.3}   (cost {:.1} %)",
