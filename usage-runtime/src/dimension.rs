@@ -17,6 +17,12 @@ use uuid::Uuid;
 pub trait TenantValue {
     /// The tenant id, or `None`.
     fn tenant_value(&self) -> Option<String>;
+
+    /// The tenant id when the value already is text, so it need not be copied per call (an
+    /// empty string means no tenant). The default says it is not.
+    fn tenant_str(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A user or session id given to `user = expr` / `session = expr`.
@@ -72,6 +78,10 @@ macro_rules! text_impls {
                 let text: &str = self.as_ref();
                 (!text.is_empty()).then(|| text.to_owned())
             }
+
+            fn tenant_str(&self) -> Option<&str> {
+                Some(self.as_ref())
+            }
         }
 
         impl IdValue for $ty {
@@ -124,6 +134,10 @@ impl<T: TenantValue + ?Sized> TenantValue for &T {
     fn tenant_value(&self) -> Option<String> {
         (**self).tenant_value()
     }
+
+    fn tenant_str(&self) -> Option<&str> {
+        (**self).tenant_str()
+    }
 }
 
 impl<T: IdValue + ?Sized> IdValue for &T {
@@ -135,6 +149,13 @@ impl<T: IdValue + ?Sized> IdValue for &T {
 impl<T: TenantValue> TenantValue for Option<T> {
     fn tenant_value(&self) -> Option<String> {
         self.as_ref().and_then(T::tenant_value)
+    }
+
+    fn tenant_str(&self) -> Option<&str> {
+        match self {
+            Some(value) => value.tenant_str(),
+            None => Some(""),
+        }
     }
 }
 
@@ -148,11 +169,22 @@ impl<T: IdValue> IdValue for Option<T> {
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct Dimensions {
-    pub tenant: Option<String>,
+    pub tenant: Option<Cow<'static, str>>,
     pub user: Option<IdInput>,
     pub session: Option<IdInput>,
     pub model: Option<String>,
     pub fields: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl Dimensions {
+    /// Whether nothing is declared.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tenant.is_none()
+            && self.user.is_none()
+            && self.session.is_none()
+            && self.model.is_none()
+            && self.fields.is_empty()
+    }
 }
 
 #[doc(hidden)]
@@ -161,8 +193,81 @@ pub fn model<T: crate::tokens::ModelName + ?Sized>(value: &T) -> Option<String> 
 }
 
 #[doc(hidden)]
-pub fn tenant<T: TenantValue + ?Sized>(value: &T) -> Option<String> {
-    value.tenant_value()
+pub fn tenant<T: TenantValue + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
+    match value.tenant_str() {
+        Some(text) => (!text.is_empty()).then(|| intern(text)),
+        None => value.tenant_value().map(|text| intern(&text)),
+    }
+}
+
+/// Tenants are few and repeat on every call: each distinct one is copied once, for the life of
+/// the process, so a call carries a `&'static str` and the hot path neither allocates nor leaves
+/// a free to the worker thread. Past [`MAX_INTERNED_TENANTS`] distinct ids (or for an id longer
+/// than [`MAX_INTERNED_LEN`]), a call carries its own copy, as before.
+const MAX_INTERNED_TENANTS: usize = 100_000;
+const MAX_INTERNED_LEN: usize = 128;
+/// Entries of each thread's front table (a hit there takes no lock).
+const LOCAL_TENANTS: usize = 4096;
+
+fn intern(text: &str) -> Cow<'static, str> {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    thread_local! {
+        static LOCAL: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+    }
+    if text.len() > MAX_INTERNED_LEN {
+        return Cow::Owned(text.to_owned());
+    }
+    let interned = LOCAL.try_with(|local| {
+        if let Some(hit) = local.borrow().get(text) {
+            return Some(*hit);
+        }
+        let interned = intern_shared(text)?;
+        let mut local = local.borrow_mut();
+        if local.len() < LOCAL_TENANTS {
+            local.insert(interned);
+        }
+        Some(interned)
+    });
+    match interned {
+        Ok(Some(interned)) => Cow::Borrowed(interned),
+        _ => Cow::Owned(text.to_owned()),
+    }
+}
+
+/// The process-wide table behind the per-thread ones; `None` once it is full.
+fn intern_shared(text: &str) -> Option<&'static str> {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{OnceLock, RwLock};
+
+    static SHARED: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    static FULL: AtomicBool = AtomicBool::new(false);
+    let shared = SHARED.get_or_init(Default::default);
+    if let Some(hit) = shared
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(text)
+    {
+        return Some(*hit);
+    }
+    if FULL.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut shared = shared
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(hit) = shared.get(text) {
+        return Some(*hit);
+    }
+    if shared.len() >= MAX_INTERNED_TENANTS {
+        FULL.store(true, Ordering::Relaxed);
+        return None;
+    }
+    let interned: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    shared.insert(interned);
+    Some(interned)
 }
 
 #[doc(hidden)]
@@ -208,9 +313,38 @@ mod tests {
 
     #[test]
     fn tenants_are_text() {
-        assert_eq!(tenant("acme"), Some("acme".to_owned()));
-        assert_eq!(tenant(&Some(String::from("acme"))), Some("acme".to_owned()));
+        assert_eq!(tenant("acme").as_deref(), Some("acme"));
+        assert_eq!(tenant(&Some(String::from("acme"))).as_deref(), Some("acme"));
         assert_eq!(tenant(""), None);
-        assert_eq!(tenant(&17i64), Some("17".to_owned()));
+        assert_eq!(tenant(&None::<&str>), None);
+        assert_eq!(tenant(&Some("")), None);
+        assert_eq!(tenant(&17i64).as_deref(), Some("17"));
+        assert_eq!(
+            tenant(&Uuid::from_u128(1)).as_deref(),
+            Some("00000000-0000-0000-0000-000000000001")
+        );
+    }
+
+    #[test]
+    fn tenants_are_copied_once_per_process() {
+        let (Some(Cow::Borrowed(a)), Some(Cow::Borrowed(b))) = (
+            tenant("interned-tenant"),
+            tenant(&String::from("interned-tenant")),
+        ) else {
+            panic!("short tenant ids are interned");
+        };
+        assert!(std::ptr::eq(a, b), "one copy");
+        let other_thread = std::thread::spawn(|| match tenant("interned-tenant") {
+            Some(Cow::Borrowed(text)) => text as *const str as *const u8 as usize,
+            _ => 0,
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            other_thread, a as *const str as *const u8 as usize,
+            "shared by threads"
+        );
+        let long = "x".repeat(MAX_INTERNED_LEN + 1);
+        assert!(matches!(tenant(long.as_str()), Some(Cow::Owned(text)) if text == long));
     }
 }

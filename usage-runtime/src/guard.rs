@@ -5,13 +5,14 @@
 //! records `Panic` (when unwinding) or `Cancelled` (its future was dropped). Nothing here does
 //! I/O, reads the wall clock, mints an id or allocates for a call without dimensions or errors.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use crate::call::{ErrorDetails, RawCall};
+use crate::call::{ErrorDetails, Extras, RawCall};
 use crate::catalog::Operation;
 use crate::classify::Classification;
 use crate::dimension::Dimensions;
@@ -28,6 +29,9 @@ pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize =
 pub struct CallGuard {
     op: &'static Operation,
     start: quanta::Instant,
+    /// An interned tenant, apart from the other dimensions: a call with only a tenant (the
+    /// common case) allocates nothing.
+    tenant: Option<&'static str>,
     dims: Option<Box<Dimensions>>,
     /// Tokens and model recorded by the body (`record_tokens`, `set_model`).
     tally: Slot,
@@ -43,9 +47,23 @@ impl CallGuard {
     /// Starts timing a call.
     #[inline]
     pub fn start(op: &'static Operation, dims: Option<Dimensions>) -> Self {
+        let (tenant, dims) = match dims {
+            Some(mut dims) => {
+                let tenant = match dims.tenant.take() {
+                    Some(Cow::Borrowed(tenant)) => Some(tenant),
+                    owned => {
+                        dims.tenant = owned;
+                        None
+                    }
+                };
+                (tenant, (!dims.is_empty()).then(|| Box::new(dims)))
+            }
+            None => (None, None),
+        };
         CallGuard {
             op,
-            dims: dims.map(Box::new),
+            tenant,
+            dims,
             tally: None,
             stream_error: None,
             panicked: false,
@@ -174,9 +192,8 @@ impl CallGuard {
             start: self.start,
             duration: end.saturating_duration_since(self.start),
             outcome,
-            error,
-            dims: self.dims.take(),
-            tokens: self.take_tokens(),
+            tenant: self.tenant.take(),
+            extras: Extras::of(error, self.dims.take(), self.take_tokens()),
         };
         #[cfg(feature = "testing")]
         if let Some(capture) = self.capture.take() {

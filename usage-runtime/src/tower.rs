@@ -296,7 +296,7 @@ impl Ending {
             fields.push(("response_bytes", response_bytes.into()));
         }
         self.guard.set_dimensions(Dimensions {
-            tenant: who.tenant,
+            tenant: who.tenant.map(Cow::Owned),
             user: who.user,
             session: who.session,
             model: None,
