@@ -159,6 +159,13 @@ async fn main() {
     }
     let seconds = env("USAGE_BENCH_SECONDS", 5);
     compare(
+        "model answering in 200 ms",
+        Duration::from_millis(200),
+        256,
+        seconds,
+    )
+    .await;
+    compare(
         "model answering in 20 ms",
         Duration::from_millis(20),
         256,
