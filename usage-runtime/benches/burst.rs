@@ -1,6 +1,7 @@
 //! Memory under a burst: 5,000,000 tracked calls while the sink is down, then the sink comes
 //! back. Reports the process's peak resident memory against its size before the burst, and
-//! checks that every record was written exactly once after the recovery.
+//! checks that every call's record was written exactly once after the recovery (each call carries
+//! its number; the sink keeps one bit per call).
 //!
 //! ```sh
 //! cargo bench -p usage-runtime --bench burst
@@ -12,17 +13,20 @@
 //! of dropping its record. Memory stays the queue's capacity plus the spool's buffers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usage_runtime::sink::Sink;
 use usage_runtime::{track_usage, Error, Overflow, Tracker, UsageRecord};
 
-/// A sink that fails (as a timed-out database would) while `down`, and otherwise counts.
+/// A sink that fails (as a timed-out database would) while `down`, and otherwise marks each
+/// call's number in a bitmap (one bit per call), counting any number seen twice.
 #[derive(Debug, Clone, Default)]
 struct Stallable {
     down: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
+    duplicates: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Sink for Stallable {
@@ -31,12 +35,23 @@ impl Sink for Stallable {
             tokio::time::sleep(Duration::from_millis(5)).await;
             return Err(Error::Timeout(Duration::from_millis(5)));
         }
+        let mut seen = self.seen.lock().unwrap();
+        for record in batch {
+            let n = record.attributes["n"]
+                .as_u64()
+                .expect("every call has its number");
+            let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+            if seen[word] & bit != 0 {
+                self.duplicates.fetch_add(1, Ordering::SeqCst);
+            }
+            seen[word] |= bit;
+        }
         self.written.fetch_add(batch.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 }
 
-#[track_usage(operation = "bench.burst", tenant = "acme")]
+#[track_usage(operation = "bench.burst", tenant = "acme", fields(n = n))]
 fn call(n: u64) -> u64 {
     n
 }
@@ -64,6 +79,7 @@ fn main() {
         .unwrap_or(5_000_000);
     let dir = tempfile::tempdir().unwrap();
     let sink = Stallable::default();
+    *sink.seen.lock().unwrap() = vec![0; calls.div_ceil(64) as usize];
     sink.down.store(true, Ordering::SeqCst);
     let guard = Tracker::builder()
         .sink(sink.clone())
@@ -113,7 +129,17 @@ fn main() {
         recovered.elapsed().as_secs_f64(),
         health.replayed
     );
-    assert_eq!(written, calls, "every record exactly once: {health:?}");
+    assert_eq!(written, calls, "every record written: {health:?}");
+    assert_eq!(sink.duplicates.load(Ordering::SeqCst), 0, "none twice");
+    let missing: u64 = sink
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|word| u64::from(64 - word.count_ones()))
+        .sum::<u64>()
+        - (calls.div_ceil(64) * 64 - calls);
+    assert_eq!(missing, 0, "every call's number arrived");
     assert_eq!(health.dropped, 0, "{health:?}");
     println!(
         "memory: {before} KiB resident before the burst, peak {peak} KiB: {:.1} MiB more for \
