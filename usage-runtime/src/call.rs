@@ -15,8 +15,7 @@ use crate::record::{Outcome, UsageRecord};
 use crate::tokens::{Tally, TokenUsage};
 
 /// What the hot path hands over: static metadata by reference, two clock readings' worth of
-/// timing, an interned tenant, and one box of extras only when the call has any. 64 bytes: one
-/// cache line per queue slot.
+/// timing, an interned tenant, and one box of extras only when the call has any: 64 bytes.
 #[derive(Debug)]
 pub(crate) struct RawCall {
     pub(crate) op: &'static Operation,

@@ -19,7 +19,8 @@ pub trait TenantValue {
     fn tenant_value(&self) -> Option<String>;
 
     /// The tenant id when the value already is text, so it need not be copied per call (an
-    /// empty string means no tenant). The default says it is not.
+    /// empty string means no tenant). The default says it is not. When both are given they must
+    /// agree: this one is used first.
     fn tenant_str(&self) -> Option<&str> {
         None
     }
@@ -203,7 +204,8 @@ pub fn tenant<T: TenantValue + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
 /// Tenants are few and repeat on every call: each distinct one is copied once, for the life of
 /// the process, so a call carries a `&'static str` and the hot path neither allocates nor leaves
 /// a free to the worker thread. Past [`MAX_INTERNED_TENANTS`] distinct ids (or for an id longer
-/// than [`MAX_INTERNED_LEN`]), a call carries its own copy, as before.
+/// than [`MAX_INTERNED_LEN`]), a call carries its own copy, as before: at most ~13 MB are kept,
+/// and tenant ids from untrusted input can only make later new ids slower, never lose them.
 const MAX_INTERNED_TENANTS: usize = 100_000;
 const MAX_INTERNED_LEN: usize = 128;
 /// Entries of each thread's front table (a hit there takes no lock).

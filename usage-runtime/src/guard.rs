@@ -47,19 +47,7 @@ impl CallGuard {
     /// Starts timing a call.
     #[inline]
     pub fn start(op: &'static Operation, dims: Option<Dimensions>) -> Self {
-        let (tenant, dims) = match dims {
-            Some(mut dims) => {
-                let tenant = match dims.tenant.take() {
-                    Some(Cow::Borrowed(tenant)) => Some(tenant),
-                    owned => {
-                        dims.tenant = owned;
-                        None
-                    }
-                };
-                (tenant, (!dims.is_empty()).then(|| Box::new(dims)))
-            }
-            None => (None, None),
-        };
+        let (tenant, dims) = split_tenant(dims);
         CallGuard {
             op,
             tenant,
@@ -156,7 +144,13 @@ impl CallGuard {
     /// Replaces the call's dimensions (for callers that learn them only as the call ends).
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn set_dimensions(&mut self, dims: Dimensions) {
-        self.dims = Some(Box::new(dims));
+        (self.tenant, self.dims) = split_tenant(Some(dims));
+    }
+
+    /// Whether a poll of this call's future or body unwound.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn has_panicked(&self) -> bool {
+        self.panicked
     }
 
     /// Adds the returned value's usage to what the body recorded; a model the body set wins.
@@ -201,6 +195,23 @@ impl CallGuard {
             return;
         }
         crate::tracker::submit(call);
+    }
+}
+
+/// An interned tenant travels apart from the other dimensions, which are boxed only if any.
+fn split_tenant(dims: Option<Dimensions>) -> (Option<&'static str>, Option<Box<Dimensions>>) {
+    match dims {
+        Some(mut dims) => {
+            let tenant = match dims.tenant.take() {
+                Some(Cow::Borrowed(tenant)) => Some(tenant),
+                owned => {
+                    dims.tenant = owned;
+                    None
+                }
+            };
+            (tenant, (!dims.is_empty()).then(|| Box::new(dims)))
+        }
+        None => (None, None),
     }
 }
 

@@ -296,7 +296,7 @@ impl Ending {
             fields.push(("response_bytes", response_bytes.into()));
         }
         self.guard.set_dimensions(Dimensions {
-            tenant: who.tenant.map(Cow::Owned),
+            tenant: crate::dimension::tenant(&who.tenant),
             user: who.user,
             session: who.session,
             model: None,
@@ -459,7 +459,7 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(call) = this.call.take() {
                 let sent = *this.empty || this.length.is_some_and(|length| *this.bytes >= length);
-                if sent && !std::thread::panicking() {
+                if sent && !std::thread::panicking() && !call.guard.has_panicked() {
                     call.finish(Some(*this.status), *this.bytes, None);
                 } else {
                     call.abandon(Some(*this.status), *this.bytes);

@@ -329,7 +329,8 @@ async fn insert_rows(
          attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) "
     ));
     insert.push_values(rows, |mut row, record| {
-        // Text is bound by reference: the rows outlive the statement.
+        // Text is bound by reference (sqlx copies it once, into its arguments), and the
+        // attributes are serialised from the map without cloning it first.
         row.push_bind(record.id.hyphenated().to_string())
             .push_bind(record.operation.as_str())
             .push_bind(record.function.as_str())
