@@ -19,6 +19,11 @@ pub fn mysql_url() -> Option<String> {
     service_url("USAGE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 }
 
+/// The NATS URL the tests use: `USAGE_TEST_NATS_URL`, default `nats://127.0.0.1:4222`.
+pub fn nats_url() -> Option<String> {
+    service_url("USAGE_TEST_NATS_URL", "nats://127.0.0.1:4222")
+}
+
 /// The URL in `var` (or `default`) if its host answers on its port. Otherwise `None` after a
 /// loud message, or a panic when the `CI` environment variable is set.
 pub fn service_url(var: &str, default: &str) -> Option<String> {

@@ -15,6 +15,8 @@ mod jsonl;
 mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
@@ -26,6 +28,8 @@ pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlSink;
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsSink};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresSink;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]

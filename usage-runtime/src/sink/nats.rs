@@ -1,0 +1,342 @@
+//! `NatsSink`: records published to a NATS JetStream stream, one message per record, for
+//! `usage ingest` workers to write to the database.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+
+use crate::error::{BoxError, DbStep, Error, Failure, FailureKind};
+use crate::record::UsageRecord;
+
+/// Where and how records are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsConfig {
+    /// The stream's name; default `USAGE`.
+    pub stream: String,
+    /// Records go to `<subject_prefix>.<service>`; default `usage.records`.
+    pub subject_prefix: String,
+    /// How long the stream remembers a record id to drop its redeliveries; default 2 minutes
+    /// (JetStream's own default). Retries of one batch must fall inside it.
+    pub duplicate_window: Duration,
+    /// How long the stream keeps messages workers have not taken; default 7 days.
+    pub max_age: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            stream: "USAGE".to_owned(),
+            subject_prefix: "usage.records".to_owned(),
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Another stream name.
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.stream = name.into();
+        self
+    }
+
+    /// Another subject prefix.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+
+    /// Another duplicate window.
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
+    /// The subjects the stream must take: every service under the prefix.
+    fn subjects(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+}
+
+/// Publishes each record to `<subject_prefix>.<service>` on a JetStream stream, with the
+/// `Nats-Msg-Id` header set to the record's id so that the stream drops a redelivered record
+/// within its duplicate window. A batch's publishes are pipelined and their acknowledgements
+/// awaited together; a failure is transient (the batch is retried, then spooled).
+///
+/// [`connect`](Self::connect) checks the server and the stream (creating it when missing, with
+/// file storage) and says what is wrong with an existing one; the publishing connection is
+/// opened by the tracker's worker, on its own runtime.
+pub struct NatsSink {
+    url: String,
+    target: String,
+    config: NatsConfig,
+    context: Option<jetstream::Context>,
+}
+
+impl fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("server", &self.target)
+            .field("stream", &self.config.stream)
+            .field("subject_prefix", &self.config.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A NATS failure with the kind the tracker acts on.
+struct NatsFailure {
+    kind: FailureKind,
+    source: BoxError,
+}
+
+impl Failure for NatsFailure {
+    fn kind(&self) -> FailureKind {
+        self.kind
+    }
+    fn boxed(self) -> BoxError {
+        self.source
+    }
+}
+
+fn failure(kind: FailureKind, source: impl Into<BoxError>) -> NatsFailure {
+    NatsFailure {
+        kind,
+        source: source.into(),
+    }
+}
+
+impl NatsSink {
+    /// Connects to `url` (`nats://host:port`), creates the default stream `USAGE` on
+    /// `usage.records.>` if it is missing, or checks it.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, NatsConfig::default()).await
+    }
+
+    /// [`connect`](Self::connect) with another stream, subject prefix or duplicate window.
+    pub async fn connect_with(url: &str, config: NatsConfig) -> Result<Self, Error> {
+        let target = crate::error::redact_url(url);
+        if !is_subject(&config.subject_prefix) {
+            return Err(Error::InvalidConfig(format!(
+                "NATS subject prefix `{}`: expected dot-separated tokens without spaces or \
+                 wildcards",
+                config.subject_prefix
+            )));
+        }
+        let mut sink = NatsSink {
+            url: url.to_owned(),
+            target,
+            config,
+            context: None,
+        };
+        // Checked now, on the caller's runtime, with a connection of its own; the worker opens
+        // the publishing one on its runtime.
+        sink.open().await?;
+        sink.context = None;
+        Ok(sink)
+    }
+
+    async fn open(&mut self) -> Result<&jetstream::Context, Error> {
+        if self.context.is_none() {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(5))
+                .connect(self.url.as_str())
+                .await
+                .map_err(|error| {
+                    Error::database(
+                        DbStep::Connect,
+                        &self.target,
+                        failure(FailureKind::Transient, error),
+                    )
+                })?;
+            let context = jetstream::new(client);
+            ensure_stream(&context, &self.config)
+                .await
+                .map_err(|failure| Error::database(DbStep::Migrate, &self.target, failure))?;
+            self.context = Some(context);
+        }
+        Ok(self.context.as_ref().expect("opened above"))
+    }
+
+    fn subject(&self, service: &str) -> String {
+        let token: String = service
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let token = if token.is_empty() { "_" } else { &token };
+        format!("{}.{token}", self.config.subject_prefix)
+    }
+}
+
+/// Whether `text` is a literal NATS subject: dot-separated non-empty tokens, no wildcards.
+fn is_subject(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| !c.is_whitespace() && c != '*' && c != '>')
+        })
+}
+
+/// Creates the stream, or checks that the existing one takes our subjects, stores on file and
+/// drops duplicates for at least our window.
+async fn ensure_stream(
+    context: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<(), NatsFailure> {
+    let subjects = config.subjects();
+    match context.get_stream(&config.stream).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|error| failure(FailureKind::Transient, error))?;
+            let found = &info.config;
+            let mut problems = Vec::new();
+            if !found
+                .subjects
+                .iter()
+                .any(|subject| covers(subject, &subjects))
+            {
+                problems.push(format!(
+                    "its subjects {:?} do not take `{subjects}`",
+                    found.subjects
+                ));
+            }
+            if found.storage != stream::StorageType::File {
+                problems.push("it keeps messages in memory, not on file".to_owned());
+            }
+            if found.duplicate_window < config.duplicate_window {
+                problems.push(format!(
+                    "its duplicate window is {:?}, shorter than the {:?} asked for",
+                    found.duplicate_window, config.duplicate_window
+                ));
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(failure(
+                    FailureKind::Other,
+                    format!(
+                        "the existing stream `{}` does not fit: {}",
+                        config.stream,
+                        problems.join("; ")
+                    ),
+                ))
+            }
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            context
+                .create_stream(stream::Config {
+                    name: config.stream.clone(),
+                    subjects: vec![subjects],
+                    storage: stream::StorageType::File,
+                    retention: stream::RetentionPolicy::Limits,
+                    duplicate_window: config.duplicate_window,
+                    max_age: config.max_age,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|error| failure(FailureKind::Other, error))
+        }
+        Err(error) => Err(failure(FailureKind::Transient, error)),
+    }
+}
+
+/// Whether the stream subject `filter` takes every subject under `wanted` (`prefix.>`).
+fn covers(filter: &str, wanted: &str) -> bool {
+    if filter == wanted || filter == ">" {
+        return true;
+    }
+    let filter: Vec<&str> = filter.split('.').collect();
+    let wanted: Vec<&str> = wanted.split('.').collect();
+    for (i, token) in filter.iter().enumerate() {
+        match (*token, wanted.get(i)) {
+            (">", Some(_)) => return true,
+            ("*", Some(other)) if *other != ">" => continue,
+            (token, Some(other)) if token == *other => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
+impl super::Sink for NatsSink {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let subjects: Vec<String> = batch.iter().map(|r| self.subject(&r.service)).collect();
+        let target = self.target.clone();
+        let context = self.open().await?.clone();
+        let fail =
+            |kind, error: BoxError| Error::database(DbStep::Write, &target, failure(kind, error));
+        let mut acks = Vec::with_capacity(batch.len());
+        for (record, subject) in batch.iter().zip(subjects) {
+            let payload = serde_json::to_vec(record)
+                .map_err(|error| fail(FailureKind::Rejected, error.into()))?;
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(record.id.hyphenated().to_string());
+            let ack = context
+                .send_publish(subject, publish)
+                .await
+                .map_err(|error| {
+                    let kind = match error.kind() {
+                        PublishErrorKind::MaxPayloadExceeded => FailureKind::Rejected,
+                        _ => FailureKind::Transient,
+                    };
+                    fail(kind, error.into())
+                })?;
+            acks.push(ack);
+        }
+        // Pipelined: every publish is out before the first acknowledgement is awaited.
+        for ack in acks {
+            ack.await
+                .map_err(|error| fail(FailureKind::Transient, error.into()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{covers, is_subject};
+
+    #[test]
+    fn stream_subjects_cover_the_prefix() {
+        assert!(covers("usage.records.>", "usage.records.>"));
+        assert!(covers("usage.>", "usage.records.>"));
+        assert!(covers(">", "usage.records.>"));
+        assert!(covers("*.records.>", "usage.records.>"));
+        assert!(!covers("usage.records.*", "usage.records.>"));
+        assert!(!covers("usage.records.chat", "usage.records.>"));
+        assert!(!covers("other.>", "usage.records.>"));
+    }
+
+    #[test]
+    fn prefixes_are_literal_subjects() {
+        assert!(is_subject("usage.records"));
+        assert!(!is_subject("usage..records"));
+        assert!(!is_subject("usage.*"));
+        assert!(!is_subject("usage records"));
+        assert!(!is_subject(""));
+    }
+}
