@@ -6,6 +6,9 @@ use async_nats::jetstream::{self, stream};
 use usage_runtime::sink::{NatsConfig, NatsSink, Sink};
 use usage_runtime::{track_usage, DbStep, Error, FailureKind, Tracker, UsageRecord};
 
+/// One tracker per process: the tests that install one take turns.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A stream and subject prefix of this test's own, so tests run in parallel.
 fn own_config(name: &str) -> NatsConfig {
     let tag = format!("{name}_{}", fastrand::u32(..));
@@ -72,6 +75,7 @@ async fn tracked_calls_reach_the_stream() {
     let Some(url) = tests::nats_url() else {
         return;
     };
+    let _turn = TURN.lock().await;
     let config = own_config("tracked");
     let sink = NatsSink::connect_with(&url, config.clone()).await.unwrap();
     let guard = Tracker::builder()
@@ -138,27 +142,90 @@ async fn a_stream_that_does_not_fit_is_named_with_what_is_wrong() {
     delete(&url, &config.stream).await;
 }
 
+/// A NATS server of the test's own on `port` (0: a free one), storing in `dir`; `None` (after a
+/// loud message) if the binary is missing and `CI` is not set.
+fn start_server(dir: &std::path::Path, port: u16) -> Option<(std::process::Child, u16)> {
+    let port = if port == 0 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    } else {
+        port
+    };
+    let server = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match server {
+        Ok(server) => Some((server, port)),
+        Err(error) if std::env::var_os("CI").is_none() => {
+            eprintln!("\n!!!!!!!! SKIPPED: cannot start nats-server: {error}\n");
+            None
+        }
+        Err(error) => panic!("cannot start nats-server (CI is set): {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_rides_out_its_server_restarting() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut server, port)) = start_server(dir.path(), 0) else {
+        return;
+    };
+    let _turn = TURN.lock().await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let config = own_config("restart");
+    let mut sink = None;
+    for _ in 0..50 {
+        if let Ok(connected) = NatsSink::connect_with(&url, config.clone()).await {
+            sink = Some(connected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let guard = Tracker::builder()
+        .sink(sink.expect("the test's server came up"))
+        .batch_size(100)
+        .flush_interval(Duration::from_millis(20))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .max_retries(100)
+        .write_timeout(Duration::from_secs(2))
+        .install()
+        .unwrap();
+    let calls = 6_000u64;
+    for n in 0..calls {
+        call(n);
+        if n == 2_000 {
+            // The server goes away mid-stream, and comes back on the same port and store.
+            server.kill().unwrap();
+            server.wait().unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if n == 4_000 {
+            server = start_server(dir.path(), port).expect("restarted").0;
+        }
+        if n % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    guard.flush().await.unwrap();
+    let health = guard.health();
+    guard.shutdown().await.unwrap();
+    assert_eq!(health.written, calls, "{health:?}");
+    assert!(health.retries > 0, "the outage was felt: {health:?}");
+    // Every call once: retried batches the server had already stored were dropped as duplicates.
+    assert_eq!(messages(&url, &config.stream).await, calls);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_gone_is_a_transient_failure() {
     // A server of this test's own, stopped halfway.
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let server = std::process::Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let mut server = match server {
-        Ok(server) => server,
-        Err(error) if std::env::var_os("CI").is_none() => {
-            eprintln!("\n!!!!!!!! SKIPPED: cannot start nats-server: {error}\n");
-            return;
-        }
-        Err(error) => panic!("cannot start nats-server (CI is set): {error}"),
+    let Some((mut server, port)) = start_server(dir.path(), 0) else {
+        return;
     };
     let url = format!("nats://127.0.0.1:{port}");
     let mut sink = None;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+mod ingest;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use usage_runtime::report::{Dimension, Query, Reader, Report, TimeBucket};
 use usage_runtime::sink::{MySqlSink, PostgresSink, SqlConfig, SqliteSink, VerifyReport};
@@ -19,7 +21,9 @@ Examples:
   usage verify --database-url mysql://app:secret@db:3306/usage
   usage spool status --dir /var/lib/app/usage-spool
   usage spool replay --dir /var/lib/app/usage-spool --database-url sqlite://usage.db
-  usage prune --database-url sqlite://usage.db --older-than 30d";
+  usage prune --database-url sqlite://usage.db --older-than 30d
+  usage ingest --nats nats://127.0.0.1:4222 --stream USAGE --consumer writers \\
+      --database-url postgres://app@db/usage";
 
 #[derive(Debug, Parser)]
 #[command(name = "usage", version, about = "Reports and maintenance for usage tracking", after_help = EXAMPLES)]
@@ -107,6 +111,15 @@ enum Command {
     Spool {
         #[command(subcommand)]
         command: SpoolCommand,
+    },
+    /// Writes the records a tracker's NatsSink published, from a JetStream stream to the
+    /// database, acknowledging each batch after its commit; run several with the same consumer
+    /// to share the work. Stops on SIGINT or SIGTERM after the batch in hand.
+    Ingest {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        args: ingest::IngestArgs,
     },
     /// Deletes records older than an age, keeping the rollups (reports over old months still
     /// answer).
@@ -330,6 +343,11 @@ async fn run(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Ingest { database, args } => {
+            let sink = connect(&database).await?;
+            ingest::run(args, sink).await?;
+            Ok(())
+        }
         Command::Verify { database } => {
             let report = verify(&database).await?;
             print!("{report}");
@@ -414,6 +432,17 @@ enum AnySink {
     Sqlite(SqliteSink),
     Postgres(PostgresSink),
     MySql(MySqlSink),
+}
+
+impl ingest::Write for AnySink {
+    async fn write_batch(&mut self, records: &[usage_runtime::UsageRecord]) -> Result<(), Error> {
+        use usage_runtime::sink::Sink;
+        match self {
+            AnySink::Sqlite(sink) => sink.write(records).await,
+            AnySink::Postgres(sink) => sink.write(records).await,
+            AnySink::MySql(sink) => sink.write(records).await,
+        }
+    }
 }
 
 async fn verify(database: &Database) -> Result<VerifyReport, Error> {

@@ -1,0 +1,221 @@
+//! `usage ingest`: records from a NATS JetStream stream into a database through a durable pull
+//! consumer, each batch acknowledged only after its commit.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures_util::StreamExt;
+use usage_runtime::{Error, UsageRecord};
+
+/// What `usage ingest` was asked for.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IngestArgs {
+    /// The NATS server.
+    #[arg(long, env = "USAGE_NATS_URL", hide_env_values = true)]
+    nats: String,
+    /// The stream the tracker's `NatsSink` publishes to.
+    #[arg(long, default_value = "USAGE")]
+    stream: String,
+    /// The durable consumer; workers started with the same name share the work.
+    #[arg(long, default_value = "usage-ingest")]
+    consumer: String,
+    /// Records per batch (one transaction each).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// How long to wait for a batch to fill before writing what came.
+    #[arg(long, default_value = "500ms", value_parser = parse_millis)]
+    max_wait: Duration,
+    /// How long a fetched message may stay unacknowledged before the stream hands it to
+    /// another worker (a worker that died mid-batch).
+    #[arg(long, default_value = "30s", value_parser = parse_millis)]
+    ack_wait: Duration,
+    /// Messages that are not records go here (JSON lines), and are acknowledged; default: the
+    /// error log.
+    #[arg(long)]
+    quarantine: Option<PathBuf>,
+}
+
+fn parse_millis(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "ms"), |at| text.split_at(at));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected like 500ms or 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        _ => Err(format!("`{text}`: expected like 500ms or 2s")),
+    }
+}
+
+/// Writes a batch, whatever the database.
+pub(crate) trait Write {
+    async fn write_batch(&mut self, records: &[UsageRecord]) -> Result<(), Error>;
+}
+
+fn nats_error(step: &str, target: &str, error: impl std::fmt::Display) -> Error {
+    Error::InvalidConfig(format!("NATS {step} at {target}: {error}"))
+}
+
+/// Runs until SIGINT or SIGTERM, then finishes the batch in hand and returns.
+pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Error> {
+    let target = usage_runtime::redact_url(&args.nats);
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(args.nats.as_str())
+        .await
+        .map_err(|error| Error::NotWritten {
+            count: 0,
+            reason: format!("cannot connect to NATS at {target}: {error}"),
+        })?;
+    let context = jetstream::new(client);
+    let stream = context
+        .get_stream(&args.stream)
+        .await
+        .map_err(|error| nats_error(&format!("stream `{}`", args.stream), &target, error))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &args.consumer,
+            pull::Config {
+                durable_name: Some(args.consumer.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: args.ack_wait,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| nats_error(&format!("consumer `{}`", args.consumer), &target, error))?;
+    let stop = stop_on_signal();
+    let started = Instant::now();
+    let mut report = Instant::now();
+    let (mut written, mut since_report, mut quarantined) = (0u64, 0u64, 0u64);
+    eprintln!(
+        "ingesting stream `{}` as consumer `{}` from {target}",
+        args.stream, args.consumer
+    );
+    while !stop.load(Ordering::SeqCst) {
+        let mut batch = match consumer
+            .fetch()
+            .max_messages(args.batch)
+            .expires(args.max_wait)
+            .messages()
+            .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                eprintln!("fetch failed, trying again: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut messages = Vec::with_capacity(args.batch);
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => messages.push(message),
+                Err(error) => eprintln!("a message could not be fetched: {error}"),
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let mut records = Vec::with_capacity(messages.len());
+        for message in &messages {
+            match serde_json::from_slice::<UsageRecord>(&message.payload) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    quarantine(args.quarantine.as_ref(), message, &error)?;
+                    quarantined += 1;
+                }
+            }
+        }
+        // The write is idempotent on the record id, so retrying it, or another worker writing a
+        // redelivered message again, never duplicates a row.
+        let mut delay = Duration::from_millis(100);
+        while let Err(error) = sink.write_batch(&records).await {
+            eprintln!("write failed, retrying in {delay:?}: {error}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        for message in &messages {
+            if let Err(error) = message.ack_with(AckKind::Ack).await {
+                // Redelivered after the ack wait and written again: harmless.
+                eprintln!("an acknowledgement failed: {error}");
+            }
+        }
+        written += records.len() as u64;
+        since_report += records.len() as u64;
+        if report.elapsed() >= Duration::from_secs(1) {
+            let pending = consumer
+                .clone()
+                .info()
+                .await
+                .map(|info| info.num_pending)
+                .unwrap_or(0);
+            eprintln!(
+                "{:.0} records/s, {written} written, {quarantined} quarantined, {pending} pending",
+                since_report as f64 / report.elapsed().as_secs_f64()
+            );
+            report = Instant::now();
+            since_report = 0;
+        }
+    }
+    println!(
+        "stopped after {written} records in {:.1} s ({quarantined} quarantined)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Set when SIGINT or SIGTERM arrives.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping after the batch in hand");
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+/// Sets a message that is not a record aside, with the reason.
+fn quarantine(
+    file: Option<&PathBuf>,
+    message: &jetstream::Message,
+    error: &serde_json::Error,
+) -> Result<(), Error> {
+    let line = serde_json::json!({
+        "subject": message.subject.as_str(),
+        "reason": error.to_string(),
+        "payload": String::from_utf8_lossy(&message.payload),
+    });
+    match file {
+        Some(path) => {
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| Error::Spool {
+                    dir: path.display().to_string(),
+                    source,
+                })?;
+            writeln!(out, "{line}").map_err(|source| Error::Spool {
+                dir: path.display().to_string(),
+                source,
+            })?;
+        }
+        None => eprintln!("quarantined a message that is not a record: {line}"),
+    }
+    Ok(())
+}

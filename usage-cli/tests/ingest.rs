@@ -1,0 +1,224 @@
+//! `usage ingest` workers between real NATS JetStream and real PostgreSQL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, Row};
+use usage_runtime::sink::{NatsConfig, NatsSink, PostgresSink, Sink, SqlConfig};
+
+struct Setup {
+    nats: String,
+    postgres: String,
+    stream: String,
+    subject_prefix: String,
+    table_prefix: String,
+}
+
+async fn setup(name: &str) -> Option<Setup> {
+    let (nats, postgres) = (tests::nats_url()?, tests::postgres_url()?);
+    let tag = format!("{name}_{}", fastrand::u32(..));
+    let setup = Setup {
+        stream: format!("INGEST_{tag}"),
+        subject_prefix: format!("ingest.{tag}"),
+        table_prefix: format!("ingest_{tag}_"),
+        nats,
+        postgres,
+    };
+    // The stream (made by a producer's sink) and the tables (by the workers' migrations).
+    NatsSink::connect_with(&setup.nats, setup.nats_config())
+        .await
+        .unwrap();
+    PostgresSink::connect_with(&setup.postgres, setup.sql_config())
+        .await
+        .unwrap();
+    Some(setup)
+}
+
+impl Setup {
+    fn nats_config(&self) -> NatsConfig {
+        NatsConfig::new()
+            .stream(&self.stream)
+            .subject_prefix(&self.subject_prefix)
+    }
+
+    fn sql_config(&self) -> SqlConfig {
+        SqlConfig::new().table_prefix(&self.table_prefix).unwrap()
+    }
+
+    fn worker(&self, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_usage"))
+            .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
+            .args(["--consumer", "writers", "--database-url", &self.postgres])
+            .args(["--table-prefix", &self.table_prefix, "--batch", "500"])
+            .args(["--ack-wait", "3s"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn producer(&self, service: &str, calls: u64) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_usage-load"))
+            .args(["--nats", &self.nats, "--stream", &self.stream])
+            .args([
+                "--subject-prefix",
+                &self.subject_prefix,
+                "--service",
+                service,
+            ])
+            .args(["--calls", &calls.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `(rows, distinct ids)` in the records table.
+    async fn rows(&self) -> (i64, i64) {
+        let mut db = PgConnection::connect(&self.postgres).await.unwrap();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*), COUNT(DISTINCT id) FROM {}usage_records",
+            self.table_prefix
+        )))
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    async fn wait_for_rows(&self, at_least: i64, within: Duration) -> (i64, i64) {
+        let deadline = Instant::now() + within;
+        loop {
+            let rows = self.rows().await;
+            if rows.0 >= at_least {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {rows:?} of {at_least} rows"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn clean(&self) {
+        let context = async_nats::jetstream::new(async_nats::connect(&self.nats).await.unwrap());
+        let _ = context.delete_stream(&self.stream).await;
+        let mut db = PgConnection::connect(&self.postgres).await.unwrap();
+        for table in [
+            "usage_records",
+            "usage_rollups_hourly",
+            "usage_rollup_latency",
+            "usage_operations",
+            "usage_schema_migrations",
+        ] {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS {}{table}",
+                self.table_prefix
+            )))
+            .execute(&mut db)
+            .await;
+        }
+    }
+}
+
+/// Stops a worker the way an orchestrator does, and returns whether it exited cleanly.
+fn terminate(mut child: Child) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_halfway_loses_and_duplicates_nothing() {
+    let Some(setup) = setup("kill").await else {
+        return;
+    };
+    let mut first = setup.worker(&[]);
+    let second = setup.worker(&[]);
+    let producers = [setup.producer("one", 50_000), setup.producer("two", 50_000)];
+    setup.wait_for_rows(30_000, Duration::from_secs(120)).await;
+    first.kill().unwrap(); // SIGKILL: its batch in hand is neither finished nor acknowledged
+    first.wait().unwrap();
+    for mut producer in producers {
+        assert!(producer.wait().unwrap().success(), "a producer failed");
+    }
+    let (rows, distinct) = setup.wait_for_rows(100_000, Duration::from_secs(120)).await;
+    // Redeliveries of the killed worker's batch must not add rows.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        setup.rows().await,
+        (100_000, 100_000),
+        "was {rows}/{distinct}"
+    );
+    assert!(
+        terminate(second),
+        "SIGTERM: the worker finishes its batch and exits 0"
+    );
+    setup.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_a_record_is_quarantined_and_acknowledged() {
+    let Some(setup) = setup("poison").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let context = async_nats::jetstream::new(async_nats::connect(&setup.nats).await.unwrap());
+    context
+        .publish(
+            format!("{}.intruder", setup.subject_prefix),
+            "definitely not a record".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut sink = NatsSink::connect_with(&setup.nats, setup.nats_config())
+        .await
+        .unwrap();
+    sink.write(&tests::random_records(10, 9)).await.unwrap();
+
+    let worker = setup.worker(&["--quarantine", quarantine.to_str().unwrap()]);
+    setup.wait_for_rows(10, Duration::from_secs(60)).await;
+    // Acknowledged, so never handed out again: nothing pending or awaiting an ack.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = context
+            .get_stream(&setup.stream)
+            .await
+            .unwrap()
+            .get_consumer("writers")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(terminate(worker));
+    let lines = std::fs::read_to_string(&quarantine).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
+    assert_eq!(line["payload"], "definitely not a record");
+    assert!(
+        line["reason"].as_str().unwrap().contains("expected"),
+        "{line}"
+    );
+    assert_eq!(setup.rows().await, (10, 10));
+    setup.clean().await;
+}
