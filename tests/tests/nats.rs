@@ -135,6 +135,11 @@ async fn a_stream_that_does_not_fit_is_named_with_what_is_wrong() {
         ),
         "{text}"
     );
+    assert_eq!(
+        error.failure_kind(),
+        FailureKind::Other,
+        "for a person to fix"
+    );
     assert!(text.contains(&config.stream), "{text}");
     assert!(text.contains("do not take"), "{text}");
     assert!(text.contains("in memory"), "{text}");

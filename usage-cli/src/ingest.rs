@@ -64,16 +64,15 @@ fn nats_error(step: &str, target: &str, error: impl std::fmt::Display) -> Error 
 
 /// Runs until SIGINT or SIGTERM, then finishes the batch in hand and returns.
 pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Error> {
-    let target = usage_runtime::redact_url(&args.nats);
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(args.nats.as_str())
+    let target = usage_runtime::sink::nats_shown(&args.nats);
+    let client = usage_runtime::sink::nats_connect_options(&args.nats)
+        .connect(usage_runtime::sink::nats_without_credentials(&args.nats))
         .await
         .map_err(|error| Error::NotWritten {
             count: 0,
             reason: format!("cannot connect to NATS at {target}: {error}"),
         })?;
-    let context = jetstream::new(client);
+    let context = jetstream::new(client.clone());
     let stream = context
         .get_stream(&args.stream)
         .await
@@ -100,8 +99,9 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
         args.stream, args.consumer
     );
     while !stop.load(Ordering::SeqCst) {
+        // Waits up to `max_wait` for the batch to fill, then takes what came.
         let mut batch = match consumer
-            .fetch()
+            .batch()
             .max_messages(args.batch)
             .expires(args.max_wait)
             .messages()
@@ -129,18 +129,18 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
             match serde_json::from_slice::<UsageRecord>(&message.payload) {
                 Ok(record) => records.push(record),
                 Err(error) => {
-                    quarantine(args.quarantine.as_ref(), message, &error)?;
+                    quarantine(args.quarantine.as_ref(), &message_line(message, &error));
                     quarantined += 1;
                 }
             }
         }
         // The write is idempotent on the record id, so retrying it, or another worker writing a
-        // redelivered message again, never duplicates a row.
-        let mut delay = Duration::from_millis(100);
-        while let Err(error) = sink.write_batch(&records).await {
-            eprintln!("write failed, retrying in {delay:?}: {error}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+        // redelivered message again, never duplicates a row. Records the database rejects are
+        // set aside one by one; on a stop during retries the batch is left unacknowledged, for
+        // the stream to hand to another worker.
+        match write(&mut sink, &records, &stop, args.quarantine.as_ref()).await {
+            Written::All { rejected } => quarantined += rejected,
+            Written::Stopped => break,
         }
         for message in &messages {
             if let Err(error) = message.ack_with(AckKind::Ack).await {
@@ -164,6 +164,10 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
             report = Instant::now();
             since_report = 0;
         }
+    }
+    // The last acknowledgements go out before the connection closes.
+    if let Err(error) = client.flush().await {
+        eprintln!("the last acknowledgements may not have reached NATS: {error}");
     }
     println!(
         "stopped after {written} records in {:.1} s ({quarantined} quarantined)",
@@ -189,33 +193,82 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     stop
 }
 
-/// Sets a message that is not a record aside, with the reason.
-fn quarantine(
+enum Written {
+    All { rejected: u64 },
+    Stopped,
+}
+
+/// Writes `records`, retrying failures with backoff until a stop; a batch the database rejects
+/// is split until each rejected record is alone, and that one is quarantined.
+async fn write(
+    sink: &mut impl Write,
+    records: &[UsageRecord],
+    stop: &AtomicBool,
     file: Option<&PathBuf>,
-    message: &jetstream::Message,
-    error: &serde_json::Error,
-) -> Result<(), Error> {
-    let line = serde_json::json!({
+) -> Written {
+    let mut pending: Vec<&[UsageRecord]> = vec![records];
+    let mut rejected = 0;
+    let mut delay = Duration::from_millis(100);
+    while let Some(part) = pending.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        loop {
+            match sink.write_batch(part).await {
+                Ok(()) => break,
+                Err(error) if error.failure_kind() == usage_runtime::FailureKind::Rejected => {
+                    if let [record] = part {
+                        let line = serde_json::json!({
+                            "record": record,
+                            "reason": error.to_string(),
+                        });
+                        quarantine(file, &line);
+                        rejected += 1;
+                    } else {
+                        let (first, second) = part.split_at(part.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
+                    }
+                    break;
+                }
+                Err(error) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return Written::Stopped;
+                    }
+                    eprintln!("write failed, retrying in {delay:?}: {error}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+    Written::All { rejected }
+}
+
+fn message_line(message: &jetstream::Message, error: &serde_json::Error) -> serde_json::Value {
+    serde_json::json!({
         "subject": message.subject.as_str(),
         "reason": error.to_string(),
         "payload": String::from_utf8_lossy(&message.payload),
-    });
-    match file {
-        Some(path) => {
-            let mut out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| Error::Spool {
-                    dir: path.display().to_string(),
-                    source,
-                })?;
-            writeln!(out, "{line}").map_err(|source| Error::Spool {
-                dir: path.display().to_string(),
-                source,
-            })?;
+    })
+}
+
+/// Sets something that cannot be written aside, with the reason: in the quarantine file, or the
+/// error log when there is none or it cannot be written (never lost in silence, never retried).
+fn quarantine(file: Option<&PathBuf>, line: &serde_json::Value) {
+    if let Some(path) = file {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut out| writeln!(out, "{line}"));
+        match appended {
+            Ok(()) => return,
+            Err(error) => eprintln!(
+                "cannot write the quarantine file {}: {error}",
+                path.display()
+            ),
         }
-        None => eprintln!("quarantined a message that is not a record: {line}"),
     }
-    Ok(())
+    eprintln!("quarantined: {line}");
 }

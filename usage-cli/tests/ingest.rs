@@ -73,6 +73,19 @@ impl Setup {
             .unwrap()
     }
 
+    /// Calls counted in the hourly rollups: a record written twice would count twice here.
+    async fn rolled_up(&self) -> i64 {
+        let mut db = PgConnection::connect(&self.postgres).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COALESCE(SUM(calls), 0)::BIGINT FROM {}usage_rollups_hourly",
+            self.table_prefix
+        )))
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0)
+    }
+
     /// `(rows, distinct ids)` in the records table.
     async fn rows(&self) -> (i64, i64) {
         let mut db = PgConnection::connect(&self.postgres).await.unwrap();
@@ -162,6 +175,7 @@ async fn a_worker_killed_halfway_loses_and_duplicates_nothing() {
         (100_000, 100_000),
         "was {rows}/{distinct}"
     );
+    assert_eq!(setup.rolled_up().await, 100_000, "each record counted once");
     assert!(
         terminate(second),
         "SIGTERM: the worker finishes its batch and exits 0"

@@ -28,6 +28,13 @@ pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlSink;
+/// For `usage ingest`: the NATS URL as it may be shown, and its connection without secrets in it.
+#[cfg(feature = "nats")]
+#[doc(hidden)]
+pub use nats::{
+    connect_options as nats_connect_options, shown as nats_shown,
+    without_credentials as nats_without_credentials,
+};
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsSink};
 #[cfg(feature = "postgres")]

@@ -121,7 +121,7 @@ impl NatsSink {
 
     /// [`connect`](Self::connect) with another stream, subject prefix or duplicate window.
     pub async fn connect_with(url: &str, config: NatsConfig) -> Result<Self, Error> {
-        let target = crate::error::redact_url(url);
+        let target = shown(url);
         if !is_subject(&config.subject_prefix) {
             return Err(Error::InvalidConfig(format!(
                 "NATS subject prefix `{}`: expected dot-separated tokens without spaces or \
@@ -144,9 +144,8 @@ impl NatsSink {
 
     async fn open(&mut self) -> Result<&jetstream::Context, Error> {
         if self.context.is_none() {
-            let client = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(5))
-                .connect(self.url.as_str())
+            let client = connect_options(&self.url)
+                .connect(without_credentials(&self.url))
                 .await
                 .map_err(|error| {
                     Error::database(
@@ -177,6 +176,39 @@ impl NatsSink {
             .collect();
         let token = if token.is_empty() { "_" } else { &token };
         format!("{}.{token}", self.config.subject_prefix)
+    }
+}
+
+/// `url` as it may be shown: with a scheme (the client accepts `host:port`), never a secret.
+#[doc(hidden)]
+pub fn shown(url: &str) -> String {
+    if url.contains("://") {
+        crate::error::redact_url(url)
+    } else {
+        crate::error::redact_url(&format!("nats://{url}"))
+    }
+}
+
+/// `url` without its user info, which goes to the client as options instead, so that no log line
+/// of the client's (it logs server addresses) can carry it.
+#[doc(hidden)]
+pub fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{rest}")
+}
+
+/// Connection options carrying the URL's user and password, or token, if any.
+#[doc(hidden)]
+pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return options;
+    };
+    match userinfo.split_once(':') {
+        Some((user, password)) => options.user_and_password(user.to_owned(), password.to_owned()),
+        None => options.token(userinfo.to_owned()),
     }
 }
 
@@ -215,6 +247,14 @@ async fn ensure_stream(
                     "its subjects {:?} do not take `{subjects}`",
                     found.subjects
                 ));
+            }
+            if found.retention == stream::RetentionPolicy::Interest {
+                problems.push(
+                    "its interest retention drops messages no consumer is there for yet".to_owned(),
+                );
+            }
+            if found.no_ack {
+                problems.push("it does not acknowledge publishes (no_ack)".to_owned());
             }
             if found.storage != stream::StorageType::File {
                 problems.push("it keeps messages in memory, not on file".to_owned());
@@ -257,7 +297,19 @@ async fn ensure_stream(
                 })
                 .await
                 .map(drop)
-                .map_err(|error| failure(FailureKind::Other, error))
+                .map_err(|error| {
+                    // A configuration the server refuses is for a person to fix; anything else
+                    // (a timeout, JetStream not ready yet) may pass.
+                    let kind = match error.kind() {
+                        jetstream::context::CreateStreamErrorKind::JetStream(_)
+                        | jetstream::context::CreateStreamErrorKind::InvalidStreamName
+                        | jetstream::context::CreateStreamErrorKind::EmptyStreamName => {
+                            FailureKind::Other
+                        }
+                        _ => FailureKind::Transient,
+                    };
+                    failure(kind, error)
+                })
         }
         Err(error) => Err(failure(FailureKind::Transient, error)),
     }
@@ -281,6 +333,9 @@ fn covers(filter: &str, wanted: &str) -> bool {
     false
 }
 
+/// Publishes whose acks a write awaits before publishing more (the client allows 5,000).
+const MAX_IN_FLIGHT: usize = 1024;
+
 impl super::Sink for NatsSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let subjects: Vec<String> = batch.iter().map(|r| self.subject(&r.service)).collect();
@@ -288,23 +343,36 @@ impl super::Sink for NatsSink {
         let context = self.open().await?.clone();
         let fail =
             |kind, error: BoxError| Error::database(DbStep::Write, &target, failure(kind, error));
-        let mut acks = Vec::with_capacity(batch.len());
+        let mut acks: Vec<jetstream::context::PublishAckFuture> =
+            Vec::with_capacity(batch.len().min(MAX_IN_FLIGHT));
         for (record, subject) in batch.iter().zip(subjects) {
+            if acks.len() >= MAX_IN_FLIGHT {
+                // The client allows a bounded number of acks in flight: collect these first.
+                for ack in acks.drain(..) {
+                    ack.await
+                        .map_err(|error| fail(FailureKind::Transient, error.into()))?;
+                }
+            }
             let payload = serde_json::to_vec(record)
                 .map_err(|error| fail(FailureKind::Rejected, error.into()))?;
             let publish = jetstream::message::PublishMessage::build()
                 .payload(payload.into())
                 .message_id(record.id.hyphenated().to_string());
-            let ack = context
-                .send_publish(subject, publish)
-                .await
-                .map_err(|error| {
+            let ack = match context.send_publish(subject, publish).await {
+                Ok(ack) => ack,
+                Err(error) => {
                     let kind = match error.kind() {
                         PublishErrorKind::MaxPayloadExceeded => FailureKind::Rejected,
+                        PublishErrorKind::StreamNotFound => {
+                            // Checked (and made again) before the retry.
+                            self.context = None;
+                            FailureKind::Transient
+                        }
                         _ => FailureKind::Transient,
                     };
-                    fail(kind, error.into())
-                })?;
+                    return Err(fail(kind, error.into()));
+                }
+            };
             acks.push(ack);
         }
         // Pipelined: every publish is out before the first acknowledgement is awaited.
@@ -318,7 +386,7 @@ impl super::Sink for NatsSink {
 
 #[cfg(test)]
 mod tests {
-    use super::{covers, is_subject};
+    use super::{covers, is_subject, shown, without_credentials};
 
     #[test]
     fn stream_subjects_cover_the_prefix() {
@@ -329,6 +397,22 @@ mod tests {
         assert!(!covers("usage.records.*", "usage.records.>"));
         assert!(!covers("usage.records.chat", "usage.records.>"));
         assert!(!covers("other.>", "usage.records.>"));
+    }
+
+    #[test]
+    fn credentials_are_never_shown_and_leave_the_url() {
+        assert_eq!(
+            shown("nats://app:s3cret@nats:4222"),
+            "nats://app:***@nats:4222"
+        );
+        assert!(!shown("app:s3cret@nats:4222").contains("s3cret"));
+        assert!(!shown("t0ken@nats:4222").contains("t0ken"));
+        assert_eq!(
+            without_credentials("nats://app:s3cret@nats:4222"),
+            "nats://nats:4222"
+        );
+        assert_eq!(without_credentials("t0ken@nats:4222"), "nats://nats:4222");
+        assert_eq!(without_credentials("nats://nats:4222"), "nats://nats:4222");
     }
 
     #[test]
