@@ -164,6 +164,14 @@ async fn a_worker_killed_halfway_loses_and_duplicates_nothing() {
     setup.wait_for_rows(30_000, Duration::from_secs(120)).await;
     first.kill().unwrap(); // SIGKILL: its batch in hand is neither finished nor acknowledged
     first.wait().unwrap();
+    // Mid-stream, the other worker is stopped as an orchestrator would: it finishes its batch,
+    // acknowledges it and exits 0; a third takes over the backlog.
+    setup.wait_for_rows(50_000, Duration::from_secs(120)).await;
+    assert!(
+        terminate(second),
+        "SIGTERM: the worker finishes its batch and exits 0"
+    );
+    let third = setup.worker(&[]);
     for mut producer in producers {
         assert!(producer.wait().unwrap().success(), "a producer failed");
     }
@@ -176,10 +184,7 @@ async fn a_worker_killed_halfway_loses_and_duplicates_nothing() {
         "was {rows}/{distinct}"
     );
     assert_eq!(setup.rolled_up().await, 100_000, "each record counted once");
-    assert!(
-        terminate(second),
-        "SIGTERM: the worker finishes its batch and exits 0"
-    );
+    assert!(terminate(third));
     setup.clean().await;
 }
 
