@@ -5,6 +5,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::Serialize;
+
+use crate::intern::Interner;
 use uuid::Uuid;
 
 /// A value usable as `tenant = expr`: anything string-like, a UUID, an integer id, or an
@@ -240,36 +242,8 @@ fn intern(text: &str) -> Cow<'static, str> {
 
 /// The process-wide table behind the per-thread ones; `None` once it is full.
 fn intern_shared(text: &str) -> Option<&'static str> {
-    use std::collections::HashSet;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{OnceLock, RwLock};
-
-    static SHARED: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    static FULL: AtomicBool = AtomicBool::new(false);
-    let shared = SHARED.get_or_init(Default::default);
-    if let Some(hit) = shared
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(text)
-    {
-        return Some(*hit);
-    }
-    if FULL.load(Ordering::Relaxed) {
-        return None;
-    }
-    let mut shared = shared
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(hit) = shared.get(text) {
-        return Some(*hit);
-    }
-    if shared.len() >= MAX_INTERNED_TENANTS {
-        FULL.store(true, Ordering::Relaxed);
-        return None;
-    }
-    let interned: &'static str = Box::leak(text.to_owned().into_boxed_str());
-    shared.insert(interned);
-    Some(interned)
+    static SHARED: Interner<()> = Interner::new(MAX_INTERNED_TENANTS);
+    SHARED.get(text, |_| ()).ok().map(|(text, ())| text)
 }
 
 #[doc(hidden)]

@@ -7,6 +7,7 @@ mod classify;
 mod dimension;
 mod error;
 mod guard;
+mod intern;
 mod pricing;
 mod queue;
 mod record;

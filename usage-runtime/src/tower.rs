@@ -33,12 +33,11 @@
 //!   went through, counted as they pass).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::Buf;
@@ -50,6 +49,7 @@ use crate::catalog::Operation;
 use crate::classify::Classification;
 use crate::dimension::{Dimensions, IdInput, IdValue, TenantValue};
 use crate::guard::CallGuard;
+use crate::intern::Interner;
 use crate::tokens::TokenUsage;
 
 /// Who made a request: tenant, user and session, shared by every layer and handler that sees the
@@ -614,47 +614,30 @@ static OTHER: Operation = Operation::new("(other)", FUNCTION, file!(), line!(), 
 /// The operation named `name`, made once per name and kept for the life of the process (the
 /// records refer to operations by `&'static`, as the ones of `#[track_usage]` fns are).
 fn operation(name: Cow<'_, str>) -> &'static Operation {
-    static OPERATIONS: OnceLock<RwLock<HashMap<&'static str, &'static Operation>>> =
-        OnceLock::new();
-    static FULL: AtomicBool = AtomicBool::new(false);
-    let operations = OPERATIONS.get_or_init(Default::default);
-    let known = operations
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(name.as_ref())
-        .copied();
-    if let Some(operation) = known {
-        return operation;
-    }
-    if FULL.load(Ordering::Relaxed) {
-        return &OTHER;
-    }
-    let mut operations = operations
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(operation) = operations.get(name.as_ref()) {
-        return operation;
-    }
-    if operations.len() >= MAX_OPERATIONS {
-        if !FULL.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                limit = MAX_OPERATIONS,
-                "the usage layer has named {MAX_OPERATIONS} distinct operations; further names are \
-                 recorded as \"(other)\" (name requests by route template, not by raw path)"
-            );
+    static OPERATIONS: Interner<&'static Operation> = Interner::new(MAX_OPERATIONS);
+    let made = OPERATIONS.get(&name, |name| {
+        Box::leak(Box::new(Operation::new(
+            name,
+            FUNCTION,
+            file!(),
+            line!(),
+            true,
+        )))
+    });
+    match made {
+        Ok((_, operation)) => operation,
+        Err(first) => {
+            if first {
+                tracing::warn!(
+                    limit = MAX_OPERATIONS,
+                    "the usage layer has named {MAX_OPERATIONS} distinct operations; further \
+                     names are recorded as \"(other)\" (name requests by route template, not by \
+                     raw path)"
+                );
+            }
+            &OTHER
         }
-        return &OTHER;
     }
-    let name: &'static str = Box::leak(name.into_owned().into_boxed_str());
-    let operation: &'static Operation = Box::leak(Box::new(Operation::new(
-        name,
-        FUNCTION,
-        file!(),
-        line!(),
-        true,
-    )));
-    operations.insert(name, operation);
-    operation
 }
 
 #[cfg(test)]
