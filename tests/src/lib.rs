@@ -274,6 +274,26 @@ pub fn overflowing_pair() -> Vec<usage_runtime::UsageRecord> {
     records
 }
 
+/// Drops every table a PostgreSQL sink with `prefix` makes, so a test or bench leaves the shared
+/// database as it found it.
+pub async fn drop_postgres_tables(url: &str, prefix: &str) {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+    for table in [
+        "usage_records",
+        "usage_rollups_hourly",
+        "usage_rollup_latency",
+        "usage_operations",
+        "usage_schema_migrations",
+    ] {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table}"
+        )))
+        .execute(&mut db)
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,20 +92,7 @@ async fn run(nats: &str, postgres: &str, workers: usize, records: u64) -> f64 {
     }
     let context = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
     let _ = context.delete_stream(&stream).await;
-    let mut db = PgConnection::connect(postgres).await.unwrap();
-    for suffix in [
-        "usage_records",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_operations",
-        "usage_schema_migrations",
-    ] {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{suffix}"
-        )))
-        .execute(&mut db)
-        .await;
-    }
+    tests::drop_postgres_tables(postgres, &prefix).await;
     rate
 }
 

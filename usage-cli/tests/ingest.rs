@@ -117,21 +117,7 @@ impl Setup {
     async fn clean(&self) {
         let context = async_nats::jetstream::new(async_nats::connect(&self.nats).await.unwrap());
         let _ = context.delete_stream(&self.stream).await;
-        let mut db = PgConnection::connect(&self.postgres).await.unwrap();
-        for table in [
-            "usage_records",
-            "usage_rollups_hourly",
-            "usage_rollup_latency",
-            "usage_operations",
-            "usage_schema_migrations",
-        ] {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP TABLE IF EXISTS {}{table}",
-                self.table_prefix
-            )))
-            .execute(&mut db)
-            .await;
-        }
+        tests::drop_postgres_tables(&self.postgres, &self.table_prefix).await;
     }
 }
 
