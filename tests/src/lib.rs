@@ -283,6 +283,7 @@ pub async fn drop_postgres_tables(url: &str, prefix: &str) {
         "usage_records",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_rollups_daily",
         "usage_operations",
         "usage_schema_migrations",
     ] {
@@ -292,6 +293,41 @@ pub async fn drop_postgres_tables(url: &str, prefix: &str) {
         .execute(&mut db)
         .await;
     }
+}
+
+/// Rollup sums keyed by (hour, operation, tenant, model, outcome), the hour as
+/// `YYYY-MM-DDTHH:00:00Z`: calls, input tokens, output tokens, cost, duration.
+pub type RollupSums =
+    std::collections::BTreeMap<(String, String, String, String, String), (i64, i64, i64, i64, i64)>;
+
+/// Hourly rollup sums added up per UTC day (`YYYY-MM-DDT00:00:00Z`), as the daily rows hold them.
+pub fn by_day(hourly: &RollupSums) -> RollupSums {
+    let mut days = RollupSums::new();
+    for ((hour, operation, tenant, model, outcome), sums) in hourly {
+        let day = format!("{}T00:00:00Z", &hour[..10]);
+        let total = days
+            .entry((
+                day,
+                operation.clone(),
+                tenant.clone(),
+                model.clone(),
+                outcome.clone(),
+            ))
+            .or_default();
+        total.0 += sums.0;
+        total.1 += sums.1;
+        total.2 += sums.2;
+        total.3 += sums.3;
+        total.4 += sums.4;
+    }
+    days
+}
+
+/// The calls an encoded rollup latency histogram holds.
+pub fn histogram_calls(latency: &[u8]) -> u64 {
+    let mut calls = 0;
+    usage_runtime::rollup::decode_latency(latency, |_, n| calls += n).unwrap();
+    calls
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ async fn fresh(url: &str, prefix: &str) -> SqlConfig {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_rollups_daily",
         "usage_operations",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -361,8 +362,7 @@ async fn debug_output_never_shows_the_password() {
 }
 
 /// (hour, operation, tenant, model, outcome) -> (calls, input, output, cost, duration).
-type Sums =
-    std::collections::BTreeMap<(String, String, String, String, String), (i64, i64, i64, i64, i64)>;
+type Sums = tests::RollupSums;
 
 async fn sums(db: &mut PgConnection, query: &str) -> Sums {
     sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
@@ -384,7 +384,11 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     let Some(url) = postgres_url() else { return };
     let config = fresh(&url, "pg_rollup_").await;
     let mut db = PgConnection::connect(&url).await.unwrap();
-    for table in ["usage_rollups_hourly", "usage_rollup_latency"] {
+    for table in [
+        "usage_rollups_hourly",
+        "usage_rollup_latency",
+        "usage_rollups_daily",
+    ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS pg_rollup_{table}"
         )))
@@ -438,12 +442,29 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     .await;
     assert!(rolled.len() > 100);
     assert_eq!(rolled, raw);
-    let latency: i64 =
-        sqlx::query_scalar("SELECT SUM(calls)::int8 FROM pg_rollup_usage_rollup_latency")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-    assert_eq!(latency, 3000);
+    let daily = sums(
+        &mut db,
+        &format!(
+            "SELECT {}, operation, tenant_id, model, outcome, calls, input_tokens, \
+             output_tokens, cost_nano_usd, duration_us FROM pg_rollup_usage_rollups_daily",
+            hour.replace("%s", "day")
+        ),
+    )
+    .await;
+    assert_eq!(daily, tests::by_day(&rolled));
+    // Each row's histogram holds its calls.
+    for table in ["usage_rollups_hourly", "usage_rollups_daily"] {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT calls, latency FROM pg_rollup_{table}"
+        )))
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        for (calls, latency) in &rows {
+            assert_eq!(tests::histogram_calls(latency), *calls as u64, "{table}");
+        }
+        assert_eq!(rows.iter().map(|(calls, _)| calls).sum::<i64>(), 3000);
+    }
 }
 
 #[tokio::test]

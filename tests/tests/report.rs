@@ -57,7 +57,43 @@ fn queries(records: &[UsageRecord]) -> Vec<Query> {
         Query::new()
             .outcome(Outcome::Error)
             .group_by([Dimension::Service]),
+        // Ranges that take whole days from the daily rows and their edges from the hourly ones.
+        Query::new()
+            .since(since)
+            .until(since + chrono::Duration::hours(61))
+            .group_by([Dimension::Tenant, Dimension::Operation]),
+        Query::new()
+            .since(since + chrono::Duration::hours(7))
+            .group_by([Dimension::Operation])
+            .bucket(TimeBucket::Day),
+        Query::new()
+            .until(since + chrono::Duration::hours(50))
+            .group_by([Dimension::Outcome])
+            .bucket(TimeBucket::Month),
+        Query::new()
+            .since(day(since) + chrono::Duration::days(1))
+            .until(day(since) + chrono::Duration::days(3))
+            .group_by([Dimension::Model]),
+        Query::new()
+            .since(day(since) + chrono::Duration::hours(25))
+            .until(day(since) + chrono::Duration::hours(47)),
     ]
+}
+
+/// The start of the UTC day `at` falls in.
+fn day(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    at.with_hour(0).unwrap()
+}
+
+/// `count` random records spread over five days (so ranges cover whole days and parts of days).
+fn records_over_days(count: usize, seed: u64) -> Vec<UsageRecord> {
+    let mut records = random_records(count, seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let base = chrono::Utc::now() - chrono::Duration::days(6);
+    for record in &mut records {
+        record.started_at = base + chrono::Duration::microseconds(rng.i64(0..5 * 86_400_000_000));
+    }
+    records
 }
 
 async fn check(reader: &Reader, records: &[UsageRecord]) {
@@ -141,7 +177,7 @@ async fn check(reader: &Reader, records: &[UsageRecord]) {
 async fn sqlite_reports_agree_and_stay_in_their_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("usage.db").display());
-    let records = random_records(3000, 31);
+    let records = records_over_days(3000, 31);
     let mut sink = SqliteSink::connect(&url).await.unwrap();
     write_messily(&mut sink, &records).await;
     check(&Reader::connect(&url).await.unwrap(), &records).await;
@@ -157,6 +193,7 @@ async fn postgres_reports_agree_and_stay_in_their_tenant() {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_rollups_daily",
         "usage_operations",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -167,7 +204,7 @@ async fn postgres_reports_agree_and_stay_in_their_tenant() {
         .unwrap();
     }
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = random_records(3000, 37);
+    let records = records_over_days(3000, 37);
     let mut sink = PostgresSink::connect_with(&url, config.clone())
         .await
         .unwrap();
@@ -185,6 +222,7 @@ async fn mysql_reports_agree_and_stay_in_their_tenant() {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_rollups_daily",
         "usage_operations",
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -195,8 +233,226 @@ async fn mysql_reports_agree_and_stay_in_their_tenant() {
         .unwrap();
     }
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = random_records(3000, 41);
+    let records = records_over_days(3000, 41);
     let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
     write_messily(&mut sink, &records).await;
+    check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
+}
+
+/// Each record's id and latency bucket, as the legacy histograms were keyed.
+fn buckets(records: &[UsageRecord]) -> Vec<(String, i64)> {
+    records
+        .iter()
+        .map(|r| {
+            let bucket = usage_runtime::rollup::latency_bucket(r.duration.as_micros() as u64);
+            (r.id.hyphenated().to_string(), i64::from(bucket))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_rollups_from_before_the_daily_tier_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let records = records_over_days(3000, 43);
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    write_messily(&mut sink, &records).await;
+    drop(sink);
+    // Back to the earlier shape: hourly rows without histograms, the histograms one row per
+    // bucket, no daily rows, the migration not applied.
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE usage_rollups_daily;
+         ALTER TABLE usage_rollups_hourly DROP COLUMN latency;
+         DELETE FROM usage_schema_migrations WHERE version = 5;
+         CREATE TABLE usage_rollup_latency (
+             hour TEXT NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
+             tenant_id TEXT NOT NULL, model TEXT NOT NULL, outcome TEXT NOT NULL,
+             bucket INTEGER NOT NULL, calls INTEGER NOT NULL,
+             PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket));
+         CREATE TABLE buckets (id TEXT PRIMARY KEY, bucket INTEGER NOT NULL);",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    for (id, bucket) in buckets(&records) {
+        sqlx::query("INSERT INTO buckets VALUES (?, ?)")
+            .bind(id)
+            .bind(bucket)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(
+        "INSERT INTO usage_rollup_latency
+         SELECT substr(started_at, 1, 13) || ':00:00Z', service, operation,
+                COALESCE(tenant_id, ''), COALESCE(model, ''), outcome, bucket, COUNT(*)
+         FROM usage_records JOIN buckets USING (id) GROUP BY 1, 2, 3, 4, 5, 6, 7;
+         DROP TABLE buckets;",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    SqliteSink::connect(&url).await.unwrap();
+    let legacy: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_rollup_latency'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        legacy, 0,
+        "the legacy histograms are dropped once folded in"
+    );
+    check(&Reader::connect(&url).await.unwrap(), &records).await;
+}
+
+#[tokio::test]
+async fn postgres_rollups_from_before_the_daily_tier_are_upgraded() {
+    let Some(url) = postgres_url() else { return };
+    let prefix = "pg_upgrade_";
+    tests::drop_postgres_tables(&url, prefix).await;
+    let config = SqlConfig::new().table_prefix(prefix).unwrap();
+    let records = records_over_days(3000, 47);
+    let mut sink = PostgresSink::connect_with(&url, config.clone())
+        .await
+        .unwrap();
+    write_messily(&mut sink, &records).await;
+    drop(sink);
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "DROP TABLE {p}usage_rollups_daily;
+         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency;
+         DELETE FROM {p}usage_schema_migrations WHERE version = 4;
+         CREATE TABLE {p}usage_rollup_latency (
+             hour timestamptz NOT NULL, service text NOT NULL, operation text NOT NULL,
+             tenant_id text NOT NULL, model text NOT NULL, outcome text NOT NULL,
+             bucket integer NOT NULL, calls bigint NOT NULL,
+             PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket));"
+            .replace("{p}", prefix),
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (ids, buckets): (Vec<String>, Vec<i64>) = buckets(&records).into_iter().unzip();
+    sqlx::query(sqlx::AssertSqlSafe(
+        "INSERT INTO {p}usage_rollup_latency
+         SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', service,
+                operation, COALESCE(tenant_id, ''), COALESCE(model, ''), outcome, b.bucket,
+                COUNT(*)
+         FROM {p}usage_records r JOIN UNNEST($1::uuid[], $2::int4[]) AS b(id, bucket)
+              ON r.id = b.id
+         GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            .replace("{p}", prefix),
+    ))
+    .bind(
+        ids.iter()
+            .map(|id| id.parse::<uuid::Uuid>().unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .bind(buckets.iter().map(|b| *b as i32).collect::<Vec<_>>())
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    PostgresSink::connect_with(&url, config.clone())
+        .await
+        .unwrap();
+    let legacy: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{prefix}usage_rollup_latency"))
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(!legacy, "the legacy histograms are dropped once folded in");
+    check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
+    tests::drop_postgres_tables(&url, prefix).await;
+}
+
+#[tokio::test]
+async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
+    let Some(url) = mysql_url() else { return };
+    let prefix = "my_upgrade_";
+    let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    for table in [
+        "usage_records",
+        "usage_schema_migrations",
+        "usage_rollups_hourly",
+        "usage_rollup_latency",
+        "usage_rollups_daily",
+        "usage_operations",
+        "buckets",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table}"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let config = SqlConfig::new().table_prefix(prefix).unwrap();
+    let records = records_over_days(3000, 53);
+    let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
+    write_messily(&mut sink, &records).await;
+    drop(sink);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "DROP TABLE {p}usage_rollups_daily;
+         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency;
+         DELETE FROM {p}usage_schema_migrations WHERE version = 4;
+         CREATE TABLE {p}usage_rollup_latency (
+             rollup_key BINARY(16) NOT NULL, bucket INT NOT NULL, hour DATETIME NOT NULL,
+             service VARCHAR(255) NOT NULL, operation VARCHAR(255) NOT NULL,
+             tenant_id VARCHAR(255) NOT NULL, model VARCHAR(255) NOT NULL,
+             outcome VARCHAR(16) NOT NULL, calls BIGINT NOT NULL,
+             PRIMARY KEY (rollup_key, bucket)
+         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+         CREATE TABLE {p}buckets (id CHAR(36) CHARACTER SET ascii PRIMARY KEY, bucket INT NOT NULL);"
+            .replace("{p}", prefix),
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    for (id, bucket) in buckets(&records) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {prefix}buckets VALUES (?, ?)"
+        )))
+        .bind(id)
+        .bind(bucket)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        "INSERT INTO {p}usage_rollup_latency
+         SELECT h.rollup_key, b.bucket, h.hour, h.service, h.operation, h.tenant_id, h.model,
+                h.outcome, COUNT(*)
+         FROM {p}usage_records r JOIN {p}buckets b ON r.id = b.id
+         JOIN {p}usage_rollups_hourly h
+           ON h.hour = DATE_FORMAT(r.started_at, '%Y-%m-%d %H:00:00')
+          AND h.service = r.service AND h.operation = r.operation
+          AND h.tenant_id = COALESCE(r.tenant_id, '') AND h.model = COALESCE(r.model, '')
+          AND h.outcome = r.outcome
+         GROUP BY h.rollup_key, b.bucket, h.hour, h.service, h.operation, h.tenant_id, h.model,
+                  h.outcome;
+         DROP TABLE {p}buckets;"
+            .replace("{p}", prefix),
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    MySqlSink::connect_with(&url, config.clone()).await.unwrap();
+    let legacy: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(format!("{prefix}usage_rollup_latency"))
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        legacy, 0,
+        "the legacy histograms are dropped once folded in"
+    );
     check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
 }

@@ -114,7 +114,7 @@ async fn wal_mode_and_recorded_migrations() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -334,7 +334,7 @@ async fn a_first_release_database_is_upgraded_in_place() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
              cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",
@@ -448,25 +448,67 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     assert!(rolled.len() > 100, "the records spread over many keys");
     assert_eq!(rolled, raw_sums(&mut db).await);
 
-    // The latency histograms hold exactly the raw durations' buckets.
-    let histogram: std::collections::BTreeMap<(String, String, i64), i64> = sqlx::query(
-        "SELECT hour, operation, bucket, SUM(calls) FROM usage_rollup_latency GROUP BY 1, 2, 3",
+    // The daily rows hold each day's figures exactly.
+    let daily: Sums = sqlx::query(
+        "SELECT day, service, operation, tenant_id, model, outcome, calls, input_tokens, \
+         output_tokens, cost_nano_usd, duration_us FROM usage_rollups_daily",
     )
     .fetch_all(&mut db)
     .await
     .unwrap()
     .iter()
-    .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+    .map(|r| {
+        (
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
+            (r.get(6), r.get(7), r.get(8), r.get(9), r.get(10)),
+        )
+    })
     .collect();
-    let mut expected = std::collections::BTreeMap::new();
-    for record in &records {
-        let hour = record.started_at.format("%Y-%m-%dT%H:00:00Z").to_string();
-        let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
-        *expected
-            .entry((hour, record.operation.clone(), i64::from(bucket)))
-            .or_insert(0i64) += 1;
+    let mut by_day = Sums::new();
+    for ((hour, a, b, c, d, e), (calls, input, output, cost, duration)) in &rolled {
+        let day = format!("{}T00:00:00Z", &hour[..10]);
+        let sums = by_day
+            .entry((day, a.clone(), b.clone(), c.clone(), d.clone(), e.clone()))
+            .or_default();
+        sums.0 += calls;
+        sums.1 += input;
+        sums.2 += output;
+        sums.3 += cost;
+        sums.4 += duration;
     }
-    assert_eq!(histogram, expected);
+    assert_eq!(daily, by_day);
+
+    // The latency histograms of both tiers hold exactly the raw durations' buckets.
+    for (table, time, width) in [
+        ("usage_rollups_hourly", "hour", 13),
+        ("usage_rollups_daily", "day", 10),
+    ] {
+        let mut histogram = std::collections::BTreeMap::new();
+        let sql = format!("SELECT {time}, operation, latency FROM {table}");
+        for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+        {
+            let (start, operation): (String, String) = (row.get(0), row.get(1));
+            let latency: Vec<u8> = row.get(2);
+            usage_runtime::rollup::decode_latency(&latency, |bucket, calls| {
+                *histogram
+                    .entry((start[..width].to_owned(), operation.clone(), bucket))
+                    .or_insert(0u64) += calls;
+            })
+            .unwrap();
+        }
+        let mut expected = std::collections::BTreeMap::new();
+        for record in &records {
+            let start = record.started_at.format("%Y-%m-%dT%H").to_string();
+            let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
+            *expected
+                .entry((start[..width].to_owned(), record.operation.clone(), bucket))
+                .or_insert(0u64) += 1;
+        }
+        assert_eq!(histogram, expected, "{table}");
+    }
 }
 
 #[tokio::test]

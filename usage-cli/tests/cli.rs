@@ -365,6 +365,7 @@ async fn drop_tables(url: &str, prefix: &str) {
         "usage_schema_migrations",
         "usage_rollups_hourly",
         "usage_rollup_latency",
+        "usage_rollups_daily",
         "usage_operations",
     ];
     if url.starts_with("postgres") {

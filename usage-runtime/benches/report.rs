@@ -4,6 +4,10 @@
 //! ```sh
 //! cargo bench -p usage-runtime --bench report                  # 10,000,000 records
 //! USAGE_BENCH_RECORDS=1000000 cargo bench -p usage-runtime --bench report
+//! # keep the database, and reuse it when it is already there:
+//! USAGE_BENCH_DB=/tmp/report.db cargo bench -p usage-runtime --bench report
+//! # only the rollups side (to iterate on it):
+//! USAGE_BENCH_DB=/tmp/report.db USAGE_BENCH_ROLLUPS_ONLY=1 cargo bench -p usage-runtime --bench report
 //! ```
 
 use std::time::{Duration, Instant};
@@ -35,13 +39,28 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("report.db").display());
+    let path = std::env::var("USAGE_BENCH_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("report.db"));
+    let reuse = path.exists();
+    let url = format!("sqlite://{}", path.display());
     let mut sink = SqliteSink::connect(&url).await.unwrap();
     let template = template_record();
-    let month = chrono::Utc::now() - chrono::Duration::days(30);
+    let month = if reuse {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let first: String = sqlx::query_scalar("SELECT MIN(started_at) FROM usage_records")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        println!("reusing {}", path.display());
+        first.parse().unwrap()
+    } else {
+        chrono::Utc::now() - chrono::Duration::days(30)
+    };
     let mut rng = fastrand::Rng::with_seed(1);
     let started = Instant::now();
-    let mut written = 0;
+    let mut written = if reuse { count } else { 0 };
     // Calls arrive in time order, spread evenly over the 30 days, as a tracker writes them.
     let step = (30 * 86_400_000_000i64) / count as i64;
     while written < count {
@@ -91,6 +110,13 @@ async fn main() {
         let report = reader.report(&query).await.unwrap();
         best = best.min(started.elapsed());
         rows = report.rows.len();
+    }
+    if std::env::var_os("USAGE_BENCH_ROLLUPS_ONLY").is_some() {
+        println!(
+            "from the rollups: {:.1} ms (best of 5, {rows} rows)",
+            best.as_secs_f64() * 1000.0
+        );
+        return;
     }
     let started = Instant::now();
     let raw = reader.report_from_records(&query).await.unwrap();

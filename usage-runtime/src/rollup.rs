@@ -1,12 +1,16 @@
-//! Hourly rollups, maintained by the SQL sinks in the same transaction as the records they
-//! summarise, from the records that transaction actually inserted (so a replayed or redelivered
-//! record never counts twice).
+//! Rollups, maintained by the SQL sinks in the same transaction as the records they summarise,
+//! from the records that transaction actually inserted (so a replayed or redelivered record never
+//! counts twice).
 //!
-//! A rollup row is keyed by hour, service, operation, tenant, model and outcome (a missing tenant
-//! or model is `''` in the key) and holds calls, token sums, cost and the sum of durations; the
-//! latency histogram sits beside it, one row per non-empty bucket.
+//! Two tiers hold the same figures: hourly rows (`usage_rollups_hourly`) and daily rows
+//! (`usage_rollups_daily`, UTC days). A row is keyed by its hour or day, service, operation,
+//! tenant, model and outcome (a missing tenant or model is `''` in the key) and holds calls,
+//! token sums, cost, the sum of durations and the latency histogram in one column (`latency`, see
+//! [`decode_latency`]). Reports read whole days from the daily tier and only the hours at the
+//! edges of a range from the hourly one.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 
@@ -47,10 +51,143 @@ pub fn bucket_midpoint(bucket: u32) -> u64 {
     low + (high - low) / 2
 }
 
+/// The latency histogram of a rollup row: calls per bucket.
+pub(crate) type Histogram = BTreeMap<u32, u64>;
+
+/// A `latency` column that is not a histogram this version wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyDecodeError {
+    at: usize,
+}
+
+impl fmt::Display for LatencyDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a rollup latency histogram is malformed at byte {}",
+            self.at
+        )
+    }
+}
+
+impl std::error::Error for LatencyDecodeError {}
+
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, LatencyDecodeError> {
+    let start = *at;
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some(&byte) = bytes.get(*at) else {
+            return Err(LatencyDecodeError { at: start });
+        };
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(LatencyDecodeError { at: start })
+}
+
+/// The `latency` column of a rollup row: for each non-empty bucket in ascending order, the
+/// bucket and the calls in it, both as LEB128 varints. An empty (or `NULL`) column is an empty
+/// histogram, and two encodings one after the other are the encoding of their sum (a bucket may
+/// then appear more than once), so a database can add histograms up by concatenating them.
+pub fn encode_latency(histogram: impl IntoIterator<Item = (u32, u64)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (bucket, calls) in histogram {
+        if calls == 0 {
+            continue;
+        }
+        push_varint(&mut out, u64::from(bucket));
+        push_varint(&mut out, calls);
+    }
+    out
+}
+
+/// Calls `each(bucket, calls)` for every entry of an encoded histogram (see
+/// [`encode_latency`]): in ascending bucket order for what one encoding wrote, a bucket possibly
+/// repeated for concatenated ones.
+pub fn decode_latency(
+    bytes: &[u8],
+    mut each: impl FnMut(u32, u64),
+) -> Result<(), LatencyDecodeError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        let bucket = read_varint(bytes, &mut at)?;
+        let calls = read_varint(bytes, &mut at)?;
+        let bucket = u32::try_from(bucket)
+            .ok()
+            .filter(|bucket| *bucket <= latency_bucket(u64::MAX))
+            .ok_or(LatencyDecodeError { at: start })?;
+        each(bucket, calls);
+    }
+    Ok(())
+}
+
+/// `stored` (an encoded histogram, possibly empty) plus `added`, encoded.
+pub(crate) fn merge_latency(
+    stored: &[u8],
+    added: &Histogram,
+) -> Result<Vec<u8>, LatencyDecodeError> {
+    if stored.is_empty() {
+        return Ok(encode_latency(added.iter().map(|(b, c)| (*b, *c))));
+    }
+    let mut merged = added.clone();
+    decode_latency(stored, |bucket, calls| {
+        let slot = merged.entry(bucket).or_default();
+        *slot = slot.saturating_add(calls);
+    })?;
+    Ok(encode_latency(merged))
+}
+
+/// Which rollup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    Hour,
+    Day,
+}
+
+impl Tier {
+    /// The key column holding the start of the hour or day.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Tier::Hour => "hour",
+            Tier::Day => "day",
+        }
+    }
+
+    /// The table of this tier.
+    pub(crate) fn table(self, config: &crate::sink::SqlConfig) -> String {
+        match self {
+            Tier::Hour => config.rollups_table(),
+            Tier::Day => config.daily_rollups_table(),
+        }
+    }
+
+    /// The start of the hour or day (UTC) `at` falls in.
+    pub(crate) fn start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let seconds = match self {
+            Tier::Hour => 3600,
+            Tier::Day => 86_400,
+        };
+        DateTime::from_timestamp(at.timestamp().div_euclid(seconds) * seconds, 0).unwrap_or(at)
+    }
+}
+
 /// The key of a rollup row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct RollupKey {
-    pub(crate) hour: DateTime<Utc>,
+    /// The start of the hour or day.
+    pub(crate) start: DateTime<Utc>,
     pub(crate) service: String,
     pub(crate) operation: String,
     pub(crate) tenant_id: String,
@@ -69,6 +206,36 @@ pub(crate) struct RollupSums {
     pub(crate) duration_us: i64,
 }
 
+impl RollupSums {
+    fn add(&mut self, other: &RollupSums) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cost_nano_usd = self.cost_nano_usd.saturating_add(other.cost_nano_usd);
+        self.duration_us = self.duration_us.saturating_add(other.duration_us);
+    }
+}
+
+/// What a set of records adds to one rollup row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) sums: RollupSums,
+    pub(crate) latency: Histogram,
+}
+
+impl Cell {
+    pub(crate) fn add(&mut self, other: &Cell) {
+        self.sums.add(&other.sums);
+        for (bucket, calls) in &other.latency {
+            let slot = self.latency.entry(*bucket).or_default();
+            *slot = slot.saturating_add(*calls);
+        }
+    }
+}
+
 /// The fields of a record a rollup needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Parts<'a> {
@@ -85,18 +252,17 @@ pub(crate) struct Parts<'a> {
     pub(crate) cost_nano_usd: Option<i64>,
 }
 
-/// What a set of newly inserted records adds to the rollups.
+/// What a set of newly inserted records adds to the rollups: the hourly and the daily rows.
 #[derive(Debug, Default)]
 pub(crate) struct Rollup {
-    pub(crate) rows: BTreeMap<RollupKey, RollupSums>,
-    pub(crate) latency: BTreeMap<(RollupKey, u32), i64>,
+    pub(crate) hours: BTreeMap<RollupKey, Cell>,
+    pub(crate) days: BTreeMap<RollupKey, Cell>,
 }
 
 /// The start of the hour `at` falls in (UTC): the one truncation every rollup, report and prune
 /// uses.
 pub(crate) fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
-    let hour = at.timestamp().div_euclid(3600) * 3600;
-    DateTime::from_timestamp(hour, 0).unwrap_or(at)
+    Tier::Hour.start(at)
 }
 
 /// A count as a signed 64-bit integer, held at `i64::MAX` (as the sinks store counts).
@@ -133,34 +299,78 @@ impl Rollup {
 
     /// Adds one record given by its parts (as read back from a table, for a backfill).
     pub(crate) fn add_parts(&mut self, parts: Parts<'_>) {
+        let add = |sum: &mut i64, value: Option<u64>| {
+            *sum = sum.saturating_add(value.map_or(0, clamp));
+        };
+        let mut cell = Cell::default();
+        cell.sums.calls = 1;
+        add(&mut cell.sums.input_tokens, parts.input_tokens);
+        add(&mut cell.sums.output_tokens, parts.output_tokens);
+        add(
+            &mut cell.sums.cached_input_tokens,
+            parts.cached_input_tokens,
+        );
+        cell.sums.cost_nano_usd = parts.cost_nano_usd.unwrap_or(0);
+        cell.sums.duration_us = clamp(parts.duration_us);
+        cell.latency.insert(latency_bucket(parts.duration_us), 1);
         let key = RollupKey {
-            hour: hour_of(parts.started_at),
+            start: parts.started_at,
             service: parts.service.to_owned(),
             operation: parts.operation.to_owned(),
             tenant_id: parts.tenant_id.unwrap_or_default().to_owned(),
             model: parts.model.unwrap_or_default().to_owned(),
             outcome: parts.outcome.as_str(),
         };
-        *self
-            .latency
-            .entry((key.clone(), latency_bucket(parts.duration_us)))
-            .or_default() += 1;
-        let sums = self.rows.entry(key).or_default();
-        sums.calls += 1;
-        let add = |sum: &mut i64, value: Option<u64>| {
-            *sum = sum.saturating_add(value.map_or(0, clamp));
+        self.add_cell(Tier::Hour, key, &cell);
+    }
+
+    /// Adds what an hourly row (or part of one) holds: to that hour and to its day. `key.start`
+    /// may be any time in the hour.
+    pub(crate) fn add_cell(&mut self, tier: Tier, mut key: RollupKey, cell: &Cell) {
+        if tier == Tier::Hour {
+            let mut day = key.clone();
+            day.start = Tier::Day.start(key.start);
+            self.days.entry(day).or_default().add(cell);
+        }
+        key.start = tier.start(key.start);
+        let rows = match tier {
+            Tier::Hour => &mut self.hours,
+            Tier::Day => &mut self.days,
         };
-        add(&mut sums.input_tokens, parts.input_tokens);
-        add(&mut sums.output_tokens, parts.output_tokens);
-        add(&mut sums.cached_input_tokens, parts.cached_input_tokens);
-        sums.cost_nano_usd = sums
-            .cost_nano_usd
-            .saturating_add(parts.cost_nano_usd.unwrap_or(0));
-        sums.duration_us = sums.duration_us.saturating_add(clamp(parts.duration_us));
+        rows.entry(key).or_default().add(cell);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.hours.is_empty() && self.days.is_empty()
+    }
+
+    /// The rows of each tier.
+    pub(crate) fn tiers(&self) -> [(Tier, &BTreeMap<RollupKey, Cell>); 2] {
+        [(Tier::Hour, &self.hours), (Tier::Day, &self.days)]
+    }
+
+    /// The same rollup with every key's text passed through `f` (rows whose keys become equal
+    /// are added together).
+    pub(crate) fn map_text(self, f: impl Fn(&str) -> String) -> Rollup {
+        let mut mapped = Rollup::default();
+        for (tier, rows) in [(Tier::Hour, self.hours), (Tier::Day, self.days)] {
+            let target = match tier {
+                Tier::Hour => &mut mapped.hours,
+                Tier::Day => &mut mapped.days,
+            };
+            for (key, cell) in rows {
+                let key = RollupKey {
+                    start: key.start,
+                    service: f(&key.service),
+                    operation: f(&key.operation),
+                    tenant_id: f(&key.tenant_id),
+                    model: f(&key.model),
+                    outcome: key.outcome,
+                };
+                target.entry(key).or_default().add(&cell);
+            }
+        }
+        mapped
     }
 }
 
@@ -186,5 +396,110 @@ mod tests {
         assert_eq!(latency_bucket(31), 31);
         assert_eq!(latency_bucket(32), 32);
         assert_eq!(bucket_lower_bound(latency_bucket(1_000_000)), 999_424);
+    }
+
+    #[test]
+    fn histograms_round_trip_and_merge() {
+        let histogram: Histogram = [
+            (0, 1),
+            (31, 5),
+            (40, u64::MAX),
+            (latency_bucket(u64::MAX), 2),
+        ]
+        .into_iter()
+        .collect();
+        let bytes = encode_latency(histogram.clone());
+        let mut decoded = Histogram::new();
+        decode_latency(&bytes, |b, c| {
+            decoded.insert(b, c);
+        })
+        .unwrap();
+        assert_eq!(decoded, histogram);
+        assert!(encode_latency([]).is_empty());
+
+        let added: Histogram = [(31, 1), (35, 2)].into_iter().collect();
+        let merged = merge_latency(&bytes, &added).unwrap();
+        let mut sum = Histogram::new();
+        decode_latency(&merged, |b, c| {
+            sum.insert(b, c);
+        })
+        .unwrap();
+        let expected: Histogram = [
+            (0, 1),
+            (31, 6),
+            (35, 2),
+            (40, u64::MAX),
+            (latency_bucket(u64::MAX), 2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(sum, expected);
+
+        // Concatenated encodings are their sum.
+        let mut both = encode_latency(added.clone());
+        both.extend(encode_latency(added.clone()));
+        let mut twice = Histogram::new();
+        decode_latency(&both, |b, c| *twice.entry(b).or_default() += c).unwrap();
+        assert_eq!(twice, [(31, 2), (35, 4)].into_iter().collect());
+
+        // Truncated or overlong input, or a bucket past the last, is an error, not a wrong
+        // histogram.
+        assert!(decode_latency(
+            &encode_latency([(latency_bucket(u64::MAX) + 1, 1)]),
+            |_, _| {}
+        )
+        .is_err());
+        assert!(decode_latency(&bytes[..bytes.len() - 1], |_, _| {}).is_err());
+        assert!(decode_latency(&[0xff; 11], |_, _| {}).is_err());
+        assert!(merge_latency(&[0x80], &added).is_err());
+    }
+
+    #[test]
+    fn records_land_in_their_hour_and_day() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let mut rollup = Rollup::default();
+        for (started, micros) in [
+            ("2026-11-22T23:59:59.999999Z", 1_000),
+            ("2026-11-22T23:00:00Z", 2_000),
+            ("2026-11-23T00:00:00Z", 3_000),
+        ] {
+            rollup.add_parts(Parts {
+                started_at: at(started),
+                service: "s",
+                operation: "o",
+                tenant_id: None,
+                model: Some("m"),
+                outcome: crate::record::Outcome::Success,
+                duration_us: micros,
+                input_tokens: Some(u64::MAX),
+                output_tokens: None,
+                cached_input_tokens: None,
+                cost_nano_usd: Some(-5),
+            });
+        }
+        let starts = |rows: &BTreeMap<RollupKey, Cell>| -> Vec<(String, i64)> {
+            rows.iter()
+                .map(|(k, c)| (k.start.to_rfc3339(), c.sums.calls))
+                .collect()
+        };
+        assert_eq!(
+            starts(&rollup.hours),
+            [
+                ("2026-11-22T23:00:00+00:00".into(), 2),
+                ("2026-11-23T00:00:00+00:00".into(), 1)
+            ]
+        );
+        assert_eq!(
+            starts(&rollup.days),
+            [
+                ("2026-11-22T00:00:00+00:00".into(), 2),
+                ("2026-11-23T00:00:00+00:00".into(), 1)
+            ]
+        );
+        let day = rollup.days.values().next().unwrap();
+        assert_eq!(day.sums.input_tokens, i64::MAX, "saturates");
+        assert_eq!(day.sums.cost_nano_usd, -10);
+        assert_eq!(day.sums.duration_us, 3_000);
+        assert_eq!(day.latency.values().sum::<u64>(), 2);
     }
 }

@@ -13,7 +13,36 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use crate::rollup::{Parts, Rollup, RollupKey};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::rollup::{
+    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+};
+
+/// The daily rollups: the hourly rows' figures per UTC day (keyed like the hourly rows).
+macro_rules! daily_table {
+    () => {
+        r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
+    rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
+    day                 DATETIME        NOT NULL,
+    service             VARCHAR(255)    NOT NULL,
+    operation           VARCHAR(255)    NOT NULL,
+    tenant_id           VARCHAR(255)    NOT NULL,
+    model               VARCHAR(255)    NOT NULL,
+    outcome             VARCHAR(16)     NOT NULL,
+    calls               BIGINT          NOT NULL,
+    input_tokens        BIGINT          NOT NULL,
+    output_tokens       BIGINT          NOT NULL,
+    cached_input_tokens BIGINT          NOT NULL,
+    cost_nano_usd       BIGINT          NOT NULL,
+    duration_us         BIGINT          NOT NULL,
+    latency             BLOB            NULL,
+    KEY {prefix}usage_rollups_day (day)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
+"#
+    };
+}
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -48,8 +77,9 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     },
     Migration {
         version: ROLLUPS,
-        description: "hourly rollups (backfilled from the records)",
-        sql: r#"
+        description: "hourly and daily rollups (backfilled from the records)",
+        sql: concat!(
+            r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
     hour                DATETIME        NOT NULL,
@@ -64,22 +94,12 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cached_input_tokens BIGINT          NOT NULL,
     cost_nano_usd       BIGINT          NOT NULL,
     duration_us         BIGINT          NOT NULL,
+    latency             BLOB            NULL,
     KEY {prefix}usage_rollups_hour (hour)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
-    rollup_key BINARY(16)   NOT NULL,
-    bucket     INT          NOT NULL,
-    hour       DATETIME     NOT NULL,
-    service    VARCHAR(255) NOT NULL,
-    operation  VARCHAR(255) NOT NULL,
-    tenant_id  VARCHAR(255) NOT NULL,
-    model      VARCHAR(255) NOT NULL,
-    outcome    VARCHAR(16)  NOT NULL,
-    calls      BIGINT       NOT NULL,
-    PRIMARY KEY (rollup_key, bucket),
-    KEY {prefix}usage_rollup_latency_hour (hour)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
+            daily_table!()
+        ),
     },
     Migration {
         version: 3,
@@ -97,17 +117,27 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
     },
+    Migration {
+        version: DAILY,
+        description: "daily rollups; latency histograms inside the rollup rows",
+        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
+        // database whose rollups were created in the current shape).
+        sql: "",
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
 const ROLLUPS: i64 = 2;
+
+/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
+const DAILY: i64 = 4;
 
 /// The rollup key as 16 bytes: MySQL cannot index the six key columns together (too long for an
 /// InnoDB key), so rows are keyed by a UUIDv5 of them.
 fn rollup_key(key: &RollupKey) -> [u8; 16] {
     let text = format!(
         "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-        key.hour.timestamp(),
+        key.start.timestamp(),
         key.service,
         key.operation,
         key.tenant_id,
@@ -139,63 +169,248 @@ async fn add_rollup(
     config: &SqlConfig,
     rollup: &Rollup,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rollup.rows.iter().collect();
-    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-            "INSERT INTO {} (rollup_key, hour, service, operation, tenant_id, model, outcome, \
-             calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
-             duration_us) ",
-            config.rollups_table()
-        ));
-        upsert.push_values(chunk, |mut row, (key, sums)| {
-            row.push_bind(rollup_key(key).to_vec())
-                .push_bind(key.hour.format("%Y-%m-%d %H:00:00").to_string())
-                .push_bind(key.service.clone())
-                .push_bind(key.operation.clone())
-                .push_bind(key.tenant_id.clone())
-                .push_bind(key.model.clone())
-                .push_bind(key.outcome)
-                .push_bind(sums.calls)
-                .push_bind(sums.input_tokens)
-                .push_bind(sums.output_tokens)
-                .push_bind(sums.cached_input_tokens)
-                .push_bind(sums.cost_nano_usd)
-                .push_bind(sums.duration_us);
-        });
-        upsert.push(
-            // Sums saturate at the largest BIGINT instead of failing the batch.
-            saturating_sums(),
-        );
-        upsert.build().execute(&mut *connection).await?;
-    }
-    let latency: Vec<_> = rollup.latency.iter().collect();
-    for chunk in latency.chunks(MAX_ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-            "INSERT INTO {} (rollup_key, bucket, hour, service, operation, tenant_id, model, \
-             outcome, calls) ",
-            config.latency_table()
-        ));
-        upsert.push_values(chunk, |mut row, ((key, bucket), calls)| {
-            row.push_bind(rollup_key(key).to_vec())
-                .push_bind(*bucket)
-                .push_bind(key.hour.format("%Y-%m-%d %H:00:00").to_string())
-                .push_bind(key.service.clone())
-                .push_bind(key.operation.clone())
-                .push_bind(key.tenant_id.clone())
-                .push_bind(key.model.clone())
-                .push_bind(key.outcome)
-                .push_bind(**calls);
-        });
-        upsert.push(" ON DUPLICATE KEY UPDATE calls = calls + VALUES(calls)");
-        upsert.build().execute(&mut *connection).await?;
+    for (tier, rows) in rollup.tiers() {
+        add_tier(connection, config, tier, rows).await?;
     }
     Ok(())
+}
+
+/// Adds the rows of one tier: the upsert adds the sums and locks each row (new rows start with
+/// no histogram); the stored histograms are then read, merged here and written back before the
+/// transaction ends, so concurrent writers cannot lose each other's counts.
+async fn add_tier(
+    connection: &mut MySqlConnection,
+    config: &SqlConfig,
+    tier: Tier,
+    rows: &BTreeMap<RollupKey, Cell>,
+) -> Result<(), sqlx::Error> {
+    let table = tier.table(config);
+    let time = tier.column();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(key, cell)| (rollup_key(key), key, cell))
+        .collect();
+    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        // With `latency` given, the second statement below writes the merged histograms.
+        let upsert = |latency: Option<&[Vec<u8>]>| {
+            let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+                "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
+                 outcome, calls, input_tokens, output_tokens, cached_input_tokens, \
+                 cost_nano_usd, duration_us, latency) "
+            ));
+            upsert.push_values(chunk.iter().enumerate(), |mut row, (i, (id, key, cell))| {
+                let sums = &cell.sums;
+                row.push_bind(id.to_vec())
+                    .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
+                    .push_bind(key.service.as_str())
+                    .push_bind(key.operation.as_str())
+                    .push_bind(key.tenant_id.as_str())
+                    .push_bind(key.model.as_str())
+                    .push_bind(key.outcome)
+                    .push_bind(sums.calls)
+                    .push_bind(sums.input_tokens)
+                    .push_bind(sums.output_tokens)
+                    .push_bind(sums.cached_input_tokens)
+                    .push_bind(sums.cost_nano_usd)
+                    .push_bind(sums.duration_us)
+                    .push_bind(latency.map(|merged| merged[i].clone()));
+            });
+            match latency {
+                // Sums saturate at the largest BIGINT instead of failing the batch.
+                None => upsert.push(saturating_sums()),
+                Some(_) => upsert.push(" ON DUPLICATE KEY UPDATE latency = VALUES(latency)"),
+            };
+            upsert
+        };
+        upsert(None).build().execute(&mut *connection).await?;
+        let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!(
+            "SELECT rollup_key, latency FROM {table} WHERE rollup_key IN ("
+        ));
+        let mut ids = select.separated(", ");
+        for (id, _, _) in chunk {
+            ids.push_bind(id.to_vec());
+        }
+        select.push(") FOR UPDATE");
+        let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = select
+            .build()
+            .fetch_all(&mut *connection)
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let merged = chunk
+            .iter()
+            .map(|(id, _, cell)| {
+                let stored = stored
+                    .get(&id[..])
+                    .and_then(Option::as_deref)
+                    .unwrap_or_default();
+                merge_latency(stored, &cell.latency)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+        upsert(Some(&merged))
+            .build()
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Brings rollups made before the daily tier into the current shape: each hour's histogram
+/// (one row per bucket in the legacy table) into its row's `latency`, the daily rows from the
+/// hourly ones, then the legacy table dropped. Nothing to do when the rollups were created in
+/// the current shape. DDL is not transactional in MySQL, so the converted histograms and the
+/// daily rows are emptied first: an interrupted upgrade is simply redone.
+async fn upgrade_rollups(
+    connection: &mut MySqlConnection,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let legacy = config.legacy_latency_table();
+    let hourly = config.rollups_table();
+    let daily = config.daily_rollups_table();
+    let exists = |table: String, column: Option<&'static str>| {
+        let query = match column {
+            None => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ?",
+            )
+            .bind(table),
+            Some(column) => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+            )
+            .bind(table)
+            .bind(column),
+        };
+        query
+    };
+    if exists(legacy.clone(), None)
+        .fetch_one(&mut *connection)
+        .await?
+        == 0
+    {
+        return Ok(());
+    }
+    if exists(hourly.clone(), Some("latency"))
+        .fetch_one(&mut *connection)
+        .await?
+        == 0
+    {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(Migration::text(daily_table!(), config)))
+        .execute(&mut *connection)
+        .await?;
+    let mut tx = connection.begin().await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "UPDATE {hourly} SET latency = NULL; DELETE FROM {daily}"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    // The histograms, a chunk of rollup rows at a time (sums zero: they are in the rows already).
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let keys: Vec<Vec<u8>> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT rollup_key FROM {hourly} WHERE rollup_key > ? ORDER BY rollup_key LIMIT 1000"
+        )))
+        .bind(&after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT DATE_FORMAT(hour, '%Y-%m-%dT%H:%i:%sZ'), service, operation, tenant_id, \
+             model, outcome, bucket, calls FROM {legacy} \
+             WHERE rollup_key > ? AND rollup_key <= ?"
+        )))
+        .bind(&after)
+        .bind(&last)
+        .fetch_all(&mut *tx)
+        .await?;
+        after = last;
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let mut cell = Cell::default();
+            cell.latency.insert(
+                row.get::<i32, _>(6).max(0) as u32,
+                row.get::<i64, _>(7).max(0) as u64,
+            );
+            rollup.add_cell(Tier::Hour, stored_key(row)?, &cell);
+        }
+        add_tier(&mut tx, config, Tier::Hour, &rollup.hours).await?;
+    }
+    // The daily rows, from the hourly ones.
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT DATE_FORMAT(hour, '%Y-%m-%dT%H:%i:%sZ'), service, operation, tenant_id, \
+             model, outcome, calls, input_tokens, output_tokens, cached_input_tokens, \
+             cost_nano_usd, duration_us, latency, rollup_key FROM {hourly} \
+             WHERE rollup_key > ? ORDER BY rollup_key LIMIT 1000"
+        )))
+        .bind(&after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(13);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let mut cell = Cell {
+                sums: RollupSums {
+                    calls: row.get(6),
+                    input_tokens: row.get(7),
+                    output_tokens: row.get(8),
+                    cached_input_tokens: row.get(9),
+                    cost_nano_usd: row.get(10),
+                    duration_us: row.get(11),
+                },
+                latency: Default::default(),
+            };
+            let latency: Option<Vec<u8>> = row.get(12);
+            decode_latency(latency.as_deref().unwrap_or_default(), |bucket, calls| {
+                cell.latency.insert(bucket, calls);
+            })
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            rollup.add_cell(Tier::Day, stored_key(row)?, &cell);
+        }
+        add_tier(&mut tx, config, Tier::Day, &rollup.days).await?;
+    }
+    tx.commit().await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {legacy}")))
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// The key of a stored rollup row (its first six columns, the time as RFC 3339 text).
+fn stored_key(row: &sqlx::mysql::MySqlRow) -> Result<RollupKey, sqlx::Error> {
+    let start: String = row.get(0);
+    let outcome: String = row.get(5);
+    Ok(RollupKey {
+        start: chrono::DateTime::parse_from_rfc3339(&start)
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .map_err(|error| sqlx::Error::Decode(error.into()))?,
+        service: row.get(1),
+        operation: row.get(2),
+        tenant_id: row.get(3),
+        model: row.get(4),
+        outcome: outcome
+            .parse::<crate::record::Outcome>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?
+            .as_str(),
+    })
 }
 
 /// Rolls up the records already in the table. DDL is not transactional in MySQL, so the rollups
 /// are emptied first: an interrupted backfill is simply redone.
 async fn backfill(connection: &mut MySqlConnection, config: &SqlConfig) -> Result<(), sqlx::Error> {
-    for table in [config.rollups_table(), config.latency_table()] {
+    for table in [config.rollups_table(), config.daily_rollups_table()] {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *connection)
             .await?;
@@ -493,11 +708,16 @@ async fn migrate(
             if applied.is_some() {
                 continue;
             }
-            sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
-                .execute(&mut *connection)
-                .await?;
+            if !migration.sql.is_empty() {
+                sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
+                    .execute(&mut *connection)
+                    .await?;
+            }
             if migration.version == ROLLUPS {
                 backfill(&mut *connection, config).await?;
+            }
+            if migration.version == DAILY {
+                upgrade_rollups(&mut *connection, config).await?;
             }
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO {migrations} (version, description) VALUES (?, ?)"

@@ -12,7 +12,35 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use crate::rollup::{latency_bucket, Parts, Rollup, RollupKey, RollupSums};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::rollup::{
+    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+};
+
+/// The daily rollups: the hourly rows' figures per UTC day.
+macro_rules! daily_table {
+    () => {
+        r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
+    day                 timestamptz NOT NULL,
+    service             text        NOT NULL,
+    operation           text        NOT NULL,
+    tenant_id           text        NOT NULL,
+    model               text        NOT NULL,
+    outcome             text        NOT NULL,
+    calls               bigint      NOT NULL,
+    input_tokens        bigint      NOT NULL,
+    output_tokens       bigint      NOT NULL,
+    cached_input_tokens bigint      NOT NULL,
+    cost_nano_usd       bigint      NOT NULL,
+    duration_us         bigint      NOT NULL,
+    latency             bytea       NOT NULL DEFAULT '\x',
+    PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
+);
+"#
+    };
+}
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -51,8 +79,9 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     },
     Migration {
         version: ROLLUPS,
-        description: "hourly rollups (backfilled from the records)",
-        sql: r#"
+        description: "hourly and daily rollups (backfilled from the records)",
+        sql: concat!(
+            r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     hour                timestamptz NOT NULL,
     service             text        NOT NULL,
@@ -66,20 +95,12 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cached_input_tokens bigint      NOT NULL,
     cost_nano_usd       bigint      NOT NULL,
     duration_us         bigint      NOT NULL,
+    latency             bytea       NOT NULL DEFAULT '\x',
     PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
 );
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
-    hour      timestamptz NOT NULL,
-    service   text        NOT NULL,
-    operation text        NOT NULL,
-    tenant_id text        NOT NULL,
-    model     text        NOT NULL,
-    outcome   text        NOT NULL,
-    bucket    integer     NOT NULL,
-    calls     bigint      NOT NULL,
-    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket)
-);
 "#,
+            daily_table!()
+        ),
     },
     Migration {
         version: 3,
@@ -97,10 +118,20 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 );
 "#,
     },
+    Migration {
+        version: DAILY,
+        description: "daily rollups; latency histograms inside the rollup rows",
+        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
+        // database whose rollups were created in the current shape).
+        sql: "",
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
 const ROLLUPS: i64 = 2;
+
+/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
+const DAILY: i64 = 4;
 
 const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
     outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
@@ -115,8 +146,6 @@ pub struct PostgresSink {
     config: SqlConfig,
     target: String,
     insert: String,
-    /// The insert and its rollups in one statement.
-    write: String,
     pool: Option<PgPool>,
 }
 
@@ -166,13 +195,11 @@ impl PostgresSink {
              ON CONFLICT (id) DO NOTHING RETURNING id",
             table = config.records_table(),
         );
-        let write = write_statement(&config);
         Ok(PostgresSink {
             options,
             config,
             target,
             insert,
-            write,
             pool: None,
         })
     }
@@ -274,66 +301,6 @@ impl PostgresSink {
     }
 }
 
-/// One statement per batch: insert the records, and from the rows actually inserted (so a
-/// replayed record counts once) add to the hourly rollups and latency histograms. Sums saturate
-/// at the largest `bigint` rather than fail. Latency buckets come from the client (`$20`, `$21`),
-/// computed with the same function the backfill and reports use.
-fn write_statement(config: &SqlConfig) -> String {
-    let records = config.records_table();
-    let rollups = config.rollups_table();
-    let latency = config.latency_table();
-    let key = "hour, service, operation, tenant_id, model, outcome";
-    let saturating = |column: &str| {
-        format!(
-            "{column} = LEAST({rollups}.{column}::numeric + EXCLUDED.{column}, \
-             9223372036854775807)::int8"
-        )
-    };
-    let sums = [
-        "calls",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cost_nano_usd",
-        "duration_us",
-    ]
-    .map(saturating)
-    .join(", ");
-    let capped = |expression: &str| format!("LEAST({expression}, 9223372036854775807)::int8");
-    format!(
-        "WITH ins AS ( \
-           INSERT INTO {records} ({COLUMNS}) \
-           SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                       $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-                       $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \
-                       $16::int8[], $17::int8[], $18::int8[], $19::jsonb[]) \
-           ON CONFLICT (id) DO NOTHING \
-           RETURNING id, date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
-                     AS hour, service, operation, COALESCE(tenant_id, '') AS tenant_id, \
-                     COALESCE(model, '') AS model, outcome, duration_us, input_tokens, \
-                     output_tokens, cached_input_tokens, cost_nano_usd \
-         ), rolled AS ( \
-           INSERT INTO {rollups} ({key}, calls, input_tokens, output_tokens, \
-                                  cached_input_tokens, cost_nano_usd, duration_us) \
-           SELECT {key}, count(*), {}, {}, {}, {}, {} FROM ins GROUP BY {key} \
-           ON CONFLICT ({key}) DO UPDATE SET {sums} \
-         ) \
-         INSERT INTO {latency} ({key}, bucket, calls) \
-         SELECT ins.hour, ins.service, ins.operation, ins.tenant_id, ins.model, ins.outcome, \
-                b.bucket, count(*) \
-         FROM ins JOIN UNNEST($20::uuid[], $21::int4[]) AS b(id, bucket) USING (id) \
-         GROUP BY ins.hour, ins.service, ins.operation, ins.tenant_id, ins.model, ins.outcome, \
-                  b.bucket \
-         ON CONFLICT ({key}, bucket) DO UPDATE \
-         SET calls = {latency}.calls + EXCLUDED.calls",
-        capped("COALESCE(sum(input_tokens), 0)"),
-        capped("COALESCE(sum(output_tokens), 0)"),
-        capped("COALESCE(sum(cached_input_tokens), 0)"),
-        capped("COALESCE(sum(cost_nano_usd), 0)"),
-        capped("sum(duration_us)"),
-    )
-}
-
 /// Login failures (SQLSTATE class 28) are `authenticate`; everything else on the way in is
 /// `connect` (a refused port, a missing database).
 fn connect_step(error: &sqlx::Error) -> DbStep {
@@ -388,12 +355,17 @@ async fn migrate(
         if applied.is_some() {
             continue;
         }
-        sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        if !migration.sql.is_empty() {
+            sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         if migration.version == ROLLUPS {
             backfill(&mut tx, config).await.map_err(fail)?;
+        }
+        if migration.version == DAILY {
+            upgrade_rollups(&mut tx, config).await.map_err(fail)?;
         }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {migrations} (version, description) VALUES ($1, $2)"
@@ -420,28 +392,25 @@ async fn insert(
         .map(|rows| rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// Writes `batch` and its rollups with the [`write_statement`].
+/// Writes `batch` and, from the records actually inserted (so a replayed record counts once),
+/// its rollups, in one transaction.
 async fn write_with_rollups(
     connection: &mut PgConnection,
+    config: &SqlConfig,
     statement: &str,
     batch: &[UsageRecord],
 ) -> Result<(), sqlx::Error> {
-    // Each id once: a record repeated within the batch is inserted and counted once.
-    let mut seen = std::collections::HashSet::with_capacity(batch.len());
-    let (ids, buckets): (Vec<uuid::Uuid>, Vec<i32>) = batch
-        .iter()
-        .filter(|record| seen.insert(record.id))
-        .map(|record| {
-            let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
-            (record.id, latency_bucket(micros) as i32)
-        })
-        .unzip();
-    bind_records(statement, batch)
-        .bind(ids)
-        .bind(buckets)
-        .execute(connection)
-        .await
-        .map(|_| ())
+    let mut tx = connection.begin().await?;
+    let mut inserted: std::collections::HashSet<uuid::Uuid> = insert(&mut tx, statement, batch)
+        .await?
+        .into_iter()
+        .collect();
+    // `remove`: a record repeated within the batch counts once too.
+    let rollup = Rollup::of(batch.iter().filter(|record| inserted.remove(&record.id)));
+    if !rollup.is_empty() {
+        add_rollup(&mut tx, config, rollup).await?;
+    }
+    tx.commit().await
 }
 
 /// A statement over the 19 record columns as arrays (`$1` to `$19`), bound with native types.
@@ -486,77 +455,256 @@ fn bind_records(
 async fn add_rollup(
     connection: &mut PgConnection,
     config: &SqlConfig,
-    rollup: &Rollup,
+    rollup: Rollup,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rollup.rows.iter().collect();
-    let keys = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> {
-        rows.iter().map(|(key, _)| f(key)).collect()
-    };
+    // Keys as stored (NUL replaced), so the histograms read back match their rows.
+    let rollup = rollup.map_text(|text| sql::without_nul(text).into_owned());
+    for (tier, rows) in rollup.tiers() {
+        add_tier(connection, config, tier, rows).await?;
+    }
+    Ok(())
+}
+
+/// The six key columns of a rollup row.
+type StoredKey = (
+    chrono::DateTime<chrono::Utc>,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// Adds the rows of one tier: the upsert adds the sums and locks each row (new rows start with
+/// an empty histogram) and returns the stored histograms, which are merged here and written back
+/// before the transaction ends, so concurrent writers cannot lose each other's counts.
+async fn add_tier(
+    connection: &mut PgConnection,
+    config: &SqlConfig,
+    tier: Tier,
+    rows: &BTreeMap<RollupKey, Cell>,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let table = tier.table(config);
+    let time = tier.column();
+    let keys = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> { rows.keys().map(f).collect() };
     let sums = |f: &dyn Fn(&RollupSums) -> i64| -> Vec<i64> {
-        rows.iter().map(|(_, sums)| f(sums)).collect()
+        rows.values().map(|cell| f(&cell.sums)).collect()
     };
-    let table = config.rollups_table();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} (hour, service, operation, tenant_id, model, outcome, calls, \
+    let saturating = |column: &str| {
+        format!(
+            "{column} = LEAST({table}.{column}::numeric + EXCLUDED.{column}, \
+             9223372036854775807)::int8"
+        )
+    };
+    let set = [
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_nano_usd",
+        "duration_us",
+    ]
+    .map(saturating)
+    .join(", ");
+    let starts: Vec<_> = rows.keys().map(|key| key.start).collect();
+    let services = keys(&|k| k.service.clone());
+    let operations = keys(&|k| k.operation.clone());
+    let tenants = keys(&|k| k.tenant_id.clone());
+    let models = keys(&|k| k.model.clone());
+    let outcomes = keys(&|k| k.outcome.to_owned());
+    let stored: HashMap<StoredKey, Vec<u8>> = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
          input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us) \
          SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
                               $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
                               $11::int8[], $12::int8[]) \
-         ON CONFLICT (hour, service, operation, tenant_id, model, outcome) DO UPDATE SET \
-         calls = {table}.calls + EXCLUDED.calls, \
-         input_tokens = {table}.input_tokens + EXCLUDED.input_tokens, \
-         output_tokens = {table}.output_tokens + EXCLUDED.output_tokens, \
-         cached_input_tokens = {table}.cached_input_tokens + EXCLUDED.cached_input_tokens, \
-         cost_nano_usd = {table}.cost_nano_usd + EXCLUDED.cost_nano_usd, \
-         duration_us = {table}.duration_us + EXCLUDED.duration_us"
+         ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET {set} \
+         RETURNING {time}, service, operation, tenant_id, model, outcome, latency"
     )))
-    .bind(rows.iter().map(|(key, _)| key.hour).collect::<Vec<_>>())
-    .bind(keys(&|k| sql::without_nul(&k.service).into_owned()))
-    .bind(keys(&|k| sql::without_nul(&k.operation).into_owned()))
-    .bind(keys(&|k| sql::without_nul(&k.tenant_id).into_owned()))
-    .bind(keys(&|k| sql::without_nul(&k.model).into_owned()))
-    .bind(keys(&|k| k.outcome.to_owned()))
+    .bind(&starts)
+    .bind(&services)
+    .bind(&operations)
+    .bind(&tenants)
+    .bind(&models)
+    .bind(&outcomes)
     .bind(sums(&|s| s.calls))
     .bind(sums(&|s| s.input_tokens))
     .bind(sums(&|s| s.output_tokens))
     .bind(sums(&|s| s.cached_input_tokens))
     .bind(sums(&|s| s.cost_nano_usd))
     .bind(sums(&|s| s.duration_us))
-    .execute(&mut *connection)
-    .await?;
-    let latency: Vec<_> = rollup.latency.iter().collect();
-    let table = config.latency_table();
-    let part = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> {
-        latency.iter().map(|((key, _), _)| f(key)).collect()
-    };
+    .fetch_all(&mut *connection)
+    .await?
+    .iter()
+    .map(|row| {
+        let key = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
+        (key, row.get(6))
+    })
+    .collect();
+    let merged = rows
+        .iter()
+        .map(|(key, cell)| {
+            let key = (
+                key.start,
+                key.service.clone(),
+                key.operation.clone(),
+                key.tenant_id.clone(),
+                key.model.clone(),
+                key.outcome.to_owned(),
+            );
+            let stored = stored.get(&key).map_or(&[][..], Vec::as_slice);
+            merge_latency(stored, &cell.latency)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| sqlx::Error::Decode(error.into()))?;
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} (hour, service, operation, tenant_id, model, outcome, bucket, calls) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[], $7::int4[], $8::int8[]) \
-         ON CONFLICT (hour, service, operation, tenant_id, model, outcome, bucket) \
-         DO UPDATE SET calls = {table}.calls + EXCLUDED.calls"
+        "UPDATE {table} AS t SET latency = u.latency \
+         FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::bytea[]) \
+              AS u(start, service, operation, tenant_id, model, outcome, latency) \
+         WHERE t.{time} = u.start AND t.service = u.service AND t.operation = u.operation \
+           AND t.tenant_id = u.tenant_id AND t.model = u.model AND t.outcome = u.outcome"
     )))
-    .bind(
-        latency
-            .iter()
-            .map(|((key, _), _)| key.hour)
-            .collect::<Vec<_>>(),
-    )
-    .bind(part(&|k| sql::without_nul(&k.service).into_owned()))
-    .bind(part(&|k| sql::without_nul(&k.operation).into_owned()))
-    .bind(part(&|k| sql::without_nul(&k.tenant_id).into_owned()))
-    .bind(part(&|k| sql::without_nul(&k.model).into_owned()))
-    .bind(part(&|k| k.outcome.to_owned()))
-    .bind(
-        latency
-            .iter()
-            .map(|((_, bucket), _)| *bucket as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(latency.iter().map(|(_, calls)| **calls).collect::<Vec<_>>())
+    .bind(&starts)
+    .bind(&services)
+    .bind(&operations)
+    .bind(&tenants)
+    .bind(&models)
+    .bind(&outcomes)
+    .bind(merged)
     .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// Brings rollups made before the daily tier into the current shape: each hour's histogram
+/// (one row per bucket in the legacy table) into its row's `latency`, the daily rows from the
+/// hourly ones, then the legacy table dropped. Nothing to do when the rollups were created in
+/// the current shape.
+async fn upgrade_rollups(
+    connection: &mut PgConnection,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let legacy = config.legacy_latency_table();
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&legacy)
+        .fetch_one(&mut *connection)
+        .await?;
+    if !exists {
+        return Ok(());
+    }
+    let hourly = config.rollups_table();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER TABLE {hourly} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x';{}",
+        Migration::text(daily_table!(), config)
+    )))
+    .execute(&mut *connection)
+    .await?;
+    // The histograms, a day of hours at a time (sums zero: they are in the rows already).
+    let mut after: Option<chrono::DateTime<chrono::Utc>> = None;
+    loop {
+        let hours: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT DISTINCT hour FROM {legacy} WHERE ($1::timestamptz IS NULL OR hour > $1) \
+             ORDER BY hour LIMIT 24"
+        )))
+        .bind(after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(&last) = hours.last() else { break };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT hour, service, operation, tenant_id, model, outcome, bucket, calls \
+             FROM {legacy} WHERE ($1::timestamptz IS NULL OR hour > $1) AND hour <= $2"
+        )))
+        .bind(after)
+        .bind(last)
+        .fetch_all(&mut *connection)
+        .await?;
+        after = Some(last);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let mut cell = Cell::default();
+            cell.latency.insert(
+                row.get::<i32, _>(6).max(0) as u32,
+                row.get::<i64, _>(7).max(0) as u64,
+            );
+            rollup.add_cell(Tier::Hour, stored_key(row)?, &cell);
+        }
+        add_tier(connection, config, Tier::Hour, &rollup.hours).await?;
+    }
+    // The daily rows, from the hourly ones, a week at a time.
+    let mut after: Option<chrono::DateTime<chrono::Utc>> = None;
+    loop {
+        let last: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT max(hour) FROM (SELECT DISTINCT hour FROM {hourly} \
+             WHERE ($1::timestamptz IS NULL OR hour > $1) ORDER BY hour LIMIT 168) AS week"
+            )))
+            .bind(after)
+            .fetch_one(&mut *connection)
+            .await?;
+        let Some(last) = last else { break };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT hour, service, operation, tenant_id, model, outcome, calls, input_tokens, \
+             output_tokens, cached_input_tokens, cost_nano_usd, duration_us, latency \
+             FROM {hourly} WHERE ($1::timestamptz IS NULL OR hour > $1) AND hour <= $2"
+        )))
+        .bind(after)
+        .bind(last)
+        .fetch_all(&mut *connection)
+        .await?;
+        after = Some(last);
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let mut cell = Cell {
+                sums: RollupSums {
+                    calls: row.get(6),
+                    input_tokens: row.get(7),
+                    output_tokens: row.get(8),
+                    cached_input_tokens: row.get(9),
+                    cost_nano_usd: row.get(10),
+                    duration_us: row.get(11),
+                },
+                latency: Default::default(),
+            };
+            let latency: Vec<u8> = row.get(12);
+            decode_latency(&latency, |bucket, calls| {
+                cell.latency.insert(bucket, calls);
+            })
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            rollup.add_cell(Tier::Day, stored_key(row)?, &cell);
+        }
+        add_tier(connection, config, Tier::Day, &rollup.days).await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {legacy}")))
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// The key of a stored rollup row (its first six columns).
+fn stored_key(row: &sqlx::postgres::PgRow) -> Result<RollupKey, sqlx::Error> {
+    let outcome: String = row.get(5);
+    Ok(RollupKey {
+        start: row.get(0),
+        service: row.get(1),
+        operation: row.get(2),
+        tenant_id: row.get(3),
+        model: row.get(4),
+        outcome: outcome
+            .parse::<crate::record::Outcome>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?
+            .as_str(),
+    })
 }
 
 /// Rolls up the records already in the table (when the rollups are created), in chunks.
@@ -598,7 +746,7 @@ async fn backfill(connection: &mut PgConnection, config: &SqlConfig) -> Result<(
                 cost_nano_usd: row.get(11),
             });
         }
-        add_rollup(connection, config, &rollup).await?;
+        add_rollup(connection, config, rollup).await?;
     }
 }
 
@@ -651,8 +799,8 @@ impl Sink for PostgresSink {
             .acquire()
             .await
             .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
-        // One statement, so one transaction: the records and their rollups commit together.
-        write_with_rollups(&mut connection, &self.write, batch)
+        // One transaction: the records and their rollups commit together.
+        write_with_rollups(&mut connection, &self.config, &self.insert, batch)
             .await
             .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }

@@ -49,8 +49,14 @@ impl SqlConfig {
         format!("{}usage_rollups_hourly", self.table_prefix)
     }
 
-    /// The latency histograms beside the hourly rollups.
-    pub fn latency_table(&self) -> String {
+    /// The daily rollups.
+    pub fn daily_rollups_table(&self) -> String {
+        format!("{}usage_rollups_daily", self.table_prefix)
+    }
+
+    /// The latency histograms of earlier versions (one row per bucket), folded into the rollup
+    /// rows and dropped by the migration that adds the daily rollups.
+    pub(crate) fn legacy_latency_table(&self) -> String {
         format!("{}usage_rollup_latency", self.table_prefix)
     }
 
@@ -79,7 +85,12 @@ pub(crate) struct Migration {
 
 impl Migration {
     pub(crate) fn sql_for(&self, config: &SqlConfig) -> String {
-        self.sql.replace("{prefix}", config.prefix())
+        Self::text(self.sql, config)
+    }
+
+    /// `sql` with `{prefix}` replaced.
+    pub(crate) fn text(sql: &str, config: &SqlConfig) -> String {
+        sql.replace("{prefix}", config.prefix())
     }
 }
 

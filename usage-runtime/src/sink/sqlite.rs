@@ -15,10 +15,38 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use crate::rollup::{Parts, Rollup};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::rollup::{
+    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+};
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// The daily rollups: the hourly rows' figures per UTC day.
+macro_rules! daily_table {
+    () => {
+        r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
+    day                 TEXT    NOT NULL,
+    service             TEXT    NOT NULL,
+    operation           TEXT    NOT NULL,
+    tenant_id           TEXT    NOT NULL,
+    model               TEXT    NOT NULL,
+    outcome             TEXT    NOT NULL,
+    calls               INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_nano_usd       INTEGER NOT NULL,
+    duration_us         INTEGER NOT NULL,
+    latency             BLOB    NOT NULL DEFAULT x'',
+    PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
+);
+"#
+    };
+}
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -63,8 +91,9 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usa
     },
     Migration {
         version: ROLLUPS,
-        description: "hourly rollups (backfilled from the records)",
-        sql: r#"
+        description: "hourly and daily rollups (backfilled from the records)",
+        sql: concat!(
+            r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     hour                TEXT    NOT NULL,
     service             TEXT    NOT NULL,
@@ -78,20 +107,12 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cached_input_tokens INTEGER NOT NULL,
     cost_nano_usd       INTEGER NOT NULL,
     duration_us         INTEGER NOT NULL,
+    latency             BLOB    NOT NULL DEFAULT x'',
     PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
 );
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollup_latency (
-    hour      TEXT    NOT NULL,
-    service   TEXT    NOT NULL,
-    operation TEXT    NOT NULL,
-    tenant_id TEXT    NOT NULL,
-    model     TEXT    NOT NULL,
-    outcome   TEXT    NOT NULL,
-    bucket    INTEGER NOT NULL,
-    calls     INTEGER NOT NULL,
-    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome, bucket)
-);
 "#,
+            daily_table!()
+        ),
     },
     Migration {
         version: 4,
@@ -109,10 +130,20 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 );
 "#,
     },
+    Migration {
+        version: DAILY,
+        description: "daily rollups; latency histograms inside the rollup rows",
+        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
+        // database whose rollups were created in the current shape).
+        sql: "",
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
 const ROLLUPS: i64 = 3;
+
+/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
+const DAILY: i64 = 5;
 
 /// Writes records to a SQLite database file, creating the file and the schema.
 ///
@@ -285,12 +316,17 @@ async fn migrate(
         if applied.is_some() {
             continue;
         }
-        sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        if !migration.sql.is_empty() {
+            sqlx::raw_sql(AssertSqlSafe(migration.sql_for(config)))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         if migration.version == ROLLUPS {
             backfill(&mut tx, config).await.map_err(fail)?;
+        }
+        if migration.version == DAILY {
+            upgrade_rollups(&mut tx, config).await.map_err(fail)?;
         }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {migrations} (version, description, applied_at)
@@ -356,70 +392,245 @@ async fn insert_rows(
     Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
 }
 
-/// Adds `rollup` to the rollup tables (in the caller's transaction).
+/// Adds `rollup` to the rollup tables (in the caller's transaction, which holds the write lock
+/// once it has inserted records, so the histograms read here cannot change before they are
+/// written back).
 async fn add_rollup(
     connection: &mut SqliteConnection,
     config: &SqlConfig,
     rollup: &Rollup,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rollup.rows.iter().collect();
+    for (tier, rows) in rollup.tiers() {
+        add_tier(connection, config, tier, rows).await?;
+    }
+    Ok(())
+}
+
+/// The six key columns of a rollup row, as stored.
+type StoredKey = (String, String, String, String, String, String);
+
+fn stored_key(key: &RollupKey) -> StoredKey {
+    (
+        hour_text(key.start),
+        key.service.clone(),
+        key.operation.clone(),
+        key.tenant_id.clone(),
+        key.model.clone(),
+        key.outcome.to_owned(),
+    )
+}
+
+/// Adds the rows of one tier: sums added in the upsert, histograms merged with the stored ones.
+async fn add_tier(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+    tier: Tier,
+    rows: &BTreeMap<RollupKey, Cell>,
+) -> Result<(), sqlx::Error> {
+    let table = tier.table(config);
+    let time = tier.column();
+    let rows: Vec<_> = rows.iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "INSERT INTO {} (hour, service, operation, tenant_id, model, outcome, calls, \
-             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us) ",
-            config.rollups_table()
+        let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {time}, service, operation, tenant_id, model, outcome, latency FROM {table} \
+             WHERE ({time}, service, operation, tenant_id, model, outcome) IN ("
         ));
-        upsert.push_values(chunk, |mut row, (key, sums)| {
-            row.push_bind(hour_text(key.hour))
-                .push_bind(key.service.clone())
-                .push_bind(key.operation.clone())
-                .push_bind(key.tenant_id.clone())
-                .push_bind(key.model.clone())
-                .push_bind(key.outcome)
-                .push_bind(sums.calls)
-                .push_bind(sums.input_tokens)
-                .push_bind(sums.output_tokens)
-                .push_bind(sums.cached_input_tokens)
-                .push_bind(sums.cost_nano_usd)
-                .push_bind(sums.duration_us);
+        select.push_values(chunk, |mut row, (key, _)| {
+            row.push_bind(hour_text(key.start))
+                .push_bind(key.service.as_str())
+                .push_bind(key.operation.as_str())
+                .push_bind(key.tenant_id.as_str())
+                .push_bind(key.model.as_str())
+                .push_bind(key.outcome);
         });
-        upsert.push(
+        select.push(")");
+        let stored: HashMap<StoredKey, Vec<u8>> = select
+            .build()
+            .fetch_all(&mut *connection)
+            .await?
+            .iter()
+            .map(|row| {
+                let key = (
+                    row.get(0),
+                    row.get(1),
+                    row.get(2),
+                    row.get(3),
+                    row.get(4),
+                    row.get(5),
+                );
+                (key, row.get(6))
+            })
+            .collect();
+        let merged = chunk
+            .iter()
+            .map(|(key, cell)| {
+                let stored = stored.get(&stored_key(key)).map_or(&[][..], Vec::as_slice);
+                merge_latency(stored, &cell.latency)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
+             latency) "
+        ));
+        upsert.push_values(
+            chunk.iter().zip(merged),
+            |mut row, ((key, cell), latency)| {
+                let sums = &cell.sums;
+                row.push_bind(hour_text(key.start))
+                    .push_bind(key.service.as_str())
+                    .push_bind(key.operation.as_str())
+                    .push_bind(key.tenant_id.as_str())
+                    .push_bind(key.model.as_str())
+                    .push_bind(key.outcome)
+                    .push_bind(sums.calls)
+                    .push_bind(sums.input_tokens)
+                    .push_bind(sums.output_tokens)
+                    .push_bind(sums.cached_input_tokens)
+                    .push_bind(sums.cost_nano_usd)
+                    .push_bind(sums.duration_us)
+                    .push_bind(latency);
+            },
+        );
+        upsert.push(format!(
             // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
             // float, which MIN then caps).
-            " ON CONFLICT (hour, service, operation, tenant_id, model, outcome) DO UPDATE SET \
+            " ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET \
              calls = MIN(calls + excluded.calls, 9223372036854775807), \
              input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
              output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
              cached_input_tokens = \
                  MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
              cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
-             duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807)",
-        );
-        upsert.build().execute(&mut *connection).await?;
-    }
-    let latency: Vec<_> = rollup.latency.iter().collect();
-    for chunk in latency.chunks(ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "INSERT INTO {} (hour, service, operation, tenant_id, model, outcome, bucket, calls) ",
-            config.latency_table()
+             duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
+             latency = excluded.latency",
         ));
-        upsert.push_values(chunk, |mut row, ((key, bucket), calls)| {
-            row.push_bind(hour_text(key.hour))
-                .push_bind(key.service.clone())
-                .push_bind(key.operation.clone())
-                .push_bind(key.tenant_id.clone())
-                .push_bind(key.model.clone())
-                .push_bind(key.outcome)
-                .push_bind(i64::from(*bucket))
-                .push_bind(**calls);
-        });
-        upsert.push(
-            " ON CONFLICT (hour, service, operation, tenant_id, model, outcome, bucket) \
-             DO UPDATE SET calls = calls + excluded.calls",
-        );
         upsert.build().execute(&mut *connection).await?;
     }
     Ok(())
+}
+
+/// Brings rollups made before the daily tier into the current shape: each hour's histogram
+/// (one row per bucket in the legacy table) into its row's `latency`, the daily rows from the
+/// hourly ones, then the legacy table dropped. Nothing to do when the rollups were created in
+/// the current shape.
+async fn upgrade_rollups(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let legacy = config.legacy_latency_table();
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(&legacy)
+            .fetch_one(&mut *connection)
+            .await?;
+    if exists == 0 {
+        return Ok(());
+    }
+    let hourly = config.rollups_table();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x'';{}",
+        Migration::text(daily_table!(), config)
+    )))
+    .execute(&mut *connection)
+    .await?;
+    // The histograms, a chunk of hours at a time (sums zero: they are in the rows already).
+    let mut after = String::new();
+    loop {
+        let hours: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT DISTINCT hour FROM {legacy} WHERE hour > ? ORDER BY hour LIMIT 24"
+        )))
+        .bind(&after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = hours.last() else { break };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT hour, service, operation, tenant_id, model, outcome, bucket, calls \
+             FROM {legacy} WHERE hour > ? AND hour <= ?"
+        )))
+        .bind(&after)
+        .bind(last)
+        .fetch_all(&mut *connection)
+        .await?;
+        after = last.clone();
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let (key, _) = stored_row(row)?;
+            let mut cell = Cell::default();
+            cell.latency.insert(
+                row.get::<i64, _>(6).max(0) as u32,
+                row.get::<i64, _>(7).max(0) as u64,
+            );
+            rollup.add_cell(Tier::Hour, key, &cell);
+        }
+        add_tier(connection, config, Tier::Hour, &rollup.hours).await?;
+    }
+    // The daily rows, from the hourly ones.
+    let mut after = String::new();
+    loop {
+        let days: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT DISTINCT substr(hour, 1, 10) FROM {hourly} WHERE substr(hour, 1, 10) > ? \
+             ORDER BY 1 LIMIT 7"
+        )))
+        .bind(&after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = days.last() else { break };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT hour, service, operation, tenant_id, model, outcome, calls, input_tokens, \
+             output_tokens, cached_input_tokens, cost_nano_usd, duration_us, latency \
+             FROM {hourly} WHERE substr(hour, 1, 10) > ? AND substr(hour, 1, 10) <= ?"
+        )))
+        .bind(&after)
+        .bind(last)
+        .fetch_all(&mut *connection)
+        .await?;
+        after = last.clone();
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let (key, mut cell) = stored_row(row)?;
+            cell.sums = RollupSums {
+                calls: row.get(6),
+                input_tokens: row.get(7),
+                output_tokens: row.get(8),
+                cached_input_tokens: row.get(9),
+                cost_nano_usd: row.get(10),
+                duration_us: row.get(11),
+            };
+            let latency: Vec<u8> = row.get(12);
+            decode_latency(&latency, |bucket, calls| {
+                cell.latency.insert(bucket, calls);
+            })
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            rollup.add_cell(Tier::Day, key, &cell);
+        }
+        add_tier(connection, config, Tier::Day, &rollup.days).await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {legacy}")))
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// The key of a stored rollup row (its first six columns) and an empty cell.
+fn stored_row(row: &sqlx::sqlite::SqliteRow) -> Result<(RollupKey, Cell), sqlx::Error> {
+    let start: String = row.get(0);
+    let outcome: String = row.get(5);
+    let key = RollupKey {
+        start: chrono::DateTime::parse_from_rfc3339(&start)
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .map_err(|error| sqlx::Error::Decode(error.into()))?,
+        service: row.get(1),
+        operation: row.get(2),
+        tenant_id: row.get(3),
+        model: row.get(4),
+        outcome: outcome
+            .parse::<crate::record::Outcome>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?
+            .as_str(),
+    };
+    Ok((key, Cell::default()))
 }
 
 /// An hour as stored in the rollups: RFC 3339, UTC, whole seconds.
