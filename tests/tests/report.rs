@@ -90,8 +90,17 @@ fn records_over_days(count: usize, seed: u64) -> Vec<UsageRecord> {
     let mut records = random_records(count, seed);
     let mut rng = fastrand::Rng::with_seed(seed);
     let base = chrono::Utc::now() - chrono::Duration::days(6);
-    for record in &mut records {
+    for (i, record) in records.iter_mut().enumerate() {
         record.started_at = base + chrono::Duration::microseconds(rng.i64(0..5 * 86_400_000_000));
+        // Keys that differ only by a trailing space or by where a separator falls, and
+        // refunds (negative costs).
+        match i % 50 {
+            0 => record.tenant_id = Some("globex ".into()),
+            1 => (record.tenant_id, record.model) = (Some("t\u{1f}gpt-4o".into()), None),
+            2 => (record.tenant_id, record.model) = (Some("t".into()), Some("gpt-4o\u{1f}".into())),
+            3 => record.cost_nano_usd = Some(-rng.i64(0..1_000_000_000_000)),
+            _ => {}
+        }
     }
     records
 }
@@ -264,6 +273,7 @@ async fn sqlite_rollups_from_before_the_daily_tier_are_upgraded() {
     sqlx::raw_sql(
         "DROP TABLE usage_rollups_daily;
          ALTER TABLE usage_rollups_hourly DROP COLUMN latency;
+         ALTER TABLE usage_rollups_hourly DROP COLUMN latency_base;
          DELETE FROM usage_schema_migrations WHERE version = 5;
          CREATE TABLE usage_rollup_latency (
              hour TEXT NOT NULL, service TEXT NOT NULL, operation TEXT NOT NULL,
@@ -323,7 +333,7 @@ async fn postgres_rollups_from_before_the_daily_tier_are_upgraded() {
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(
         "DROP TABLE {p}usage_rollups_daily;
-         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency;
+         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency, DROP COLUMN latency_base;
          DELETE FROM {p}usage_schema_migrations WHERE version = 4;
          CREATE TABLE {p}usage_rollup_latency (
              hour timestamptz NOT NULL, service text NOT NULL, operation text NOT NULL,
@@ -397,7 +407,7 @@ async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
     drop(sink);
     sqlx::raw_sql(sqlx::AssertSqlSafe(
         "DROP TABLE {p}usage_rollups_daily;
-         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency;
+         ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency, DROP COLUMN latency_base;
          DELETE FROM {p}usage_schema_migrations WHERE version = 4;
          CREATE TABLE {p}usage_rollup_latency (
              rollup_key BINARY(16) NOT NULL, bucket INT NOT NULL, hour DATETIME NOT NULL,
@@ -429,9 +439,9 @@ async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
          FROM {p}usage_records r JOIN {p}buckets b ON r.id = b.id
          JOIN {p}usage_rollups_hourly h
            ON h.hour = DATE_FORMAT(r.started_at, '%Y-%m-%d %H:00:00')
-          AND h.service = r.service AND h.operation = r.operation
-          AND h.tenant_id = COALESCE(r.tenant_id, '') AND h.model = COALESCE(r.model, '')
-          AND h.outcome = r.outcome
+          AND BINARY h.service = BINARY r.service AND BINARY h.operation = BINARY r.operation
+          AND BINARY h.tenant_id = BINARY COALESCE(r.tenant_id, '')
+          AND BINARY h.model = BINARY COALESCE(r.model, '') AND h.outcome = r.outcome
          GROUP BY h.rollup_key, b.bucket, h.hour, h.service, h.operation, h.tenant_id, h.model,
                   h.outcome;
          DROP TABLE {p}buckets;"
@@ -455,4 +465,153 @@ async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
         "the legacy histograms are dropped once folded in"
     );
     check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
+}
+
+/// Twenty batches of 1,000 calls of one rollup key in one hour, each batch's durations spread over
+/// the whole bucket range: every batch appends kilobytes to the same two histograms, which pass
+/// the compaction threshold several times over.
+fn one_key_many_buckets() -> Vec<Vec<UsageRecord>> {
+    let mut records = random_records(20_000, 59);
+    let mut rng = fastrand::Rng::with_seed(59);
+    let hour = usage_runtime::report::hour_start(chrono::Utc::now() - chrono::Duration::days(1));
+    for record in &mut records {
+        record.started_at = hour + chrono::Duration::seconds(rng.i64(0..3600));
+        let octave = rng.u32(5..45);
+        record.duration =
+            std::time::Duration::from_micros((1u64 << octave) + rng.u64(..1 << octave));
+        record.tenant_id = Some("acme".into());
+        record.operation = "wide".into();
+        record.model = None;
+        record.outcome = Outcome::Success;
+    }
+    records.chunks(1000).map(<[_]>::to_vec).collect()
+}
+
+/// Writes the batches, then checks both histograms of the key: exact against the records, and
+/// compacted along the way (shorter than all the appends together).
+async fn histograms_compact(
+    sink: &mut impl Sink,
+    reader: &Reader,
+    stored: impl AsyncFnOnce() -> Vec<Vec<u8>>,
+) {
+    let batches = one_key_many_buckets();
+    let (mut appended, mut largest) = (0, 0);
+    for batch in &batches {
+        sink.write(batch).await.unwrap();
+        let mut histogram = std::collections::BTreeMap::new();
+        for record in batch {
+            let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
+            *histogram.entry(bucket).or_insert(0u64) += 1;
+        }
+        let append = usage_runtime::rollup::encode_latency(histogram).len();
+        appended += append;
+        largest = largest.max(append);
+    }
+    let records: Vec<UsageRecord> = batches.concat();
+    let mut expected = std::collections::BTreeMap::new();
+    for record in &records {
+        let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
+        *expected.entry(bucket).or_insert(0u64) += 1;
+    }
+    let canonical = usage_runtime::rollup::encode_latency(expected.clone()).len();
+    let stored = stored().await;
+    assert_eq!(stored.len(), 2, "one hourly and one daily row");
+    for latency in stored {
+        // Rewritten whenever it grew past 1.5 times its canonical size (+ 256 bytes).
+        assert!(
+            latency.len() < appended && latency.len() <= canonical * 3 / 2 + 256 + largest,
+            "compacted: {} bytes stored, {appended} appended, {canonical} canonical",
+            latency.len()
+        );
+        let mut histogram = std::collections::BTreeMap::new();
+        usage_runtime::rollup::decode_latency(&latency, |bucket, calls| {
+            *histogram.entry(bucket).or_insert(0u64) += calls;
+        })
+        .unwrap();
+        assert_eq!(histogram, expected);
+    }
+    let query = Query::new().group_by([Dimension::Operation]);
+    let rolled = reader.report(&query).await.unwrap();
+    assert_eq!(
+        rolled.rows,
+        reader.report_from_records(&query).await.unwrap().rows
+    );
+    assert_eq!(rolled.rows[0].calls, 20_000);
+}
+
+#[tokio::test]
+async fn sqlite_histograms_are_compacted_and_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    let reader = Reader::connect(&url).await.unwrap();
+    histograms_compact(&mut sink, &reader, async || {
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT latency FROM usage_rollups_hourly UNION ALL \
+             SELECT latency FROM usage_rollups_daily",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_histograms_are_compacted_and_stay_exact() {
+    let Some(url) = postgres_url() else { return };
+    let prefix = "pg_compact_";
+    tests::drop_postgres_tables(&url, prefix).await;
+    let config = SqlConfig::new().table_prefix(prefix).unwrap();
+    let mut sink = PostgresSink::connect_with(&url, config.clone())
+        .await
+        .unwrap();
+    let reader = Reader::connect_with(&url, config).await.unwrap();
+    histograms_compact(&mut sink, &reader, async || {
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT latency FROM {prefix}usage_rollups_hourly UNION ALL \
+             SELECT latency FROM {prefix}usage_rollups_daily"
+        )))
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    })
+    .await;
+    tests::drop_postgres_tables(&url, prefix).await;
+}
+
+#[tokio::test]
+async fn mysql_histograms_are_compacted_and_stay_exact() {
+    let Some(url) = mysql_url() else { return };
+    let prefix = "my_compact_";
+    let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    for table in [
+        "usage_records",
+        "usage_schema_migrations",
+        "usage_rollups_hourly",
+        "usage_rollups_daily",
+        "usage_operations",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table}"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    let config = SqlConfig::new().table_prefix(prefix).unwrap();
+    let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
+    let reader = Reader::connect_with(&url, config).await.unwrap();
+    histograms_compact(&mut sink, &reader, async || {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT latency FROM {prefix}usage_rollups_hourly UNION ALL \
+             SELECT latency FROM {prefix}usage_rollups_daily"
+        )))
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    })
+    .await;
 }

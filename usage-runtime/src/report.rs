@@ -283,8 +283,8 @@ struct Group {
     output: u64,
     cached: u64,
     cost: i64,
-    /// Calls per latency bucket, indexed by bucket.
-    histogram: Vec<u64>,
+    /// Calls per latency bucket, by bucket (sparse: groups can be many).
+    histogram: Vec<(u32, u64)>,
     operations: BTreeSet<String>,
     users: BTreeSet<String>,
 }
@@ -318,24 +318,85 @@ impl Query {
 
 impl Group {
     fn count(&mut self, bucket: u32, calls: u64) {
-        let index = bucket as usize;
-        if index >= self.histogram.len() {
-            self.histogram.resize(index + 1, 0);
+        match self.histogram.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(at) => self.histogram[at].1 = self.histogram[at].1.saturating_add(calls),
+            Err(at) => self.histogram.insert(at, (bucket, calls)),
         }
-        self.histogram[index] = self.histogram[index].saturating_add(calls);
     }
 }
 
-fn percentile(histogram: &[u64], total: u64, q: f64) -> f64 {
+/// A histogram being added up for one group at a time: calls per bucket in a flat array, and
+/// which buckets are in use (so moving it into the group's map touches only those).
+struct Scratch {
+    calls: Vec<u64>,
+    used: Vec<u32>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            calls: vec![0; crate::rollup::BUCKETS],
+            used: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn count(&mut self, bucket: u32, calls: u64) {
+        // Decoding caps buckets at the last one, so the index is in range.
+        let slot = &mut self.calls[bucket as usize];
+        if *slot == 0 {
+            self.used.push(bucket);
+        }
+        *slot = slot.saturating_add(calls);
+    }
+
+    /// Moves what was counted into `group` (a merge of two sorted lists).
+    fn flush(&mut self, group: &mut Group) {
+        self.used.sort_unstable();
+        self.used.dedup();
+        let extra = self.used.len();
+        let counted = self
+            .used
+            .drain(..)
+            .map(|bucket| (bucket, std::mem::take(&mut self.calls[bucket as usize])));
+        if group.histogram.is_empty() {
+            group.histogram.extend(counted);
+            return;
+        }
+        let held = std::mem::take(&mut group.histogram);
+        let mut merged = Vec::with_capacity(held.len() + extra);
+        let mut held = held.into_iter().peekable();
+        for (bucket, calls) in counted {
+            while let Some(&(b, c)) = held.peek() {
+                if b >= bucket {
+                    break;
+                }
+                merged.push((b, c));
+                held.next();
+            }
+            match held.peek() {
+                Some(&(b, c)) if b == bucket => {
+                    merged.push((b, c.saturating_add(calls)));
+                    held.next();
+                }
+                _ => merged.push((bucket, calls)),
+            }
+        }
+        merged.extend(held);
+        group.histogram = merged;
+    }
+}
+
+fn percentile(histogram: &[(u32, u64)], total: u64, q: f64) -> f64 {
     if total == 0 {
         return 0.0;
     }
     let rank = ((q * total as f64).ceil() as u64).max(1);
     let mut seen = 0u64;
-    for (bucket, count) in histogram.iter().enumerate() {
+    for (bucket, count) in histogram {
         seen = seen.saturating_add(*count);
         if seen >= rank {
-            return bucket_midpoint(bucket as u32) as f64 / 1000.0;
+            return bucket_midpoint(*bucket) as f64 / 1000.0;
         }
     }
     0.0
@@ -690,9 +751,15 @@ impl Reader {
             None => (String::new(), String::new()),
         };
         let (filters, values) = self.filters(query, time, true, kind);
+        // MySQL's collations ignore trailing spaces: grouping by the lengths too keeps `acme`
+        // and `acme ` apart, as the records path does.
+        let exact = match kind {
+            Kind::MySql => ", LENGTH(service), LENGTH(operation), LENGTH(tenant_id), LENGTH(model)",
+            _ => "",
+        };
         let sql = format!(
             "SELECT {bucket_select}{key_columns}, {}, {}, {}, {}, {}, {histograms} FROM {}\
-             {filters} GROUP BY {key_columns}{bucket_group}",
+             {filters} GROUP BY {key_columns}{bucket_group}{exact}",
             sum("calls"),
             sum("input_tokens"),
             sum("output_tokens"),
@@ -732,6 +799,10 @@ impl Reader {
             )
         };
         let mut key = String::new();
+        // One flat histogram adds up the rows of the group at hand, merged into the group's
+        // (sparse) histogram when the next row belongs to another.
+        let mut scratch = Scratch::new();
+        let mut current: Option<usize> = None;
         macro_rules! read {
             ($pool:expr, $dollar:expr) => {{
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(placeholders(&sql, $dollar)));
@@ -747,8 +818,8 @@ impl Reader {
                         let _ = write!(key, "{}:", value.len());
                         key.push_str(value);
                     }
-                    let group = match groups.index.get(key.as_str()) {
-                        Some(&index) => &mut groups.rows[index].1,
+                    let index = match groups.index.get(key.as_str()) {
+                        Some(&index) => index,
                         None => {
                             let values = positions
                                 .iter()
@@ -757,9 +828,16 @@ impl Reader {
                                 .map_err(self.fail())?;
                             groups.index.insert(key.clone(), groups.rows.len());
                             groups.rows.push((values, Group::default()));
-                            &mut groups.rows.last_mut().expect("just pushed").1
+                            groups.rows.len() - 1
                         }
                     };
+                    if current != Some(index) {
+                        if let Some(previous) = current {
+                            scratch.flush(&mut groups.rows[previous].1);
+                        }
+                        current = Some(index);
+                    }
+                    let group = &mut groups.rows[index].1;
                     let operation: &str = row.try_get(first + 1).map_err(self.fail())?;
                     let outcome: &str = row.try_get(first + 4).map_err(self.fail())?;
                     let number = |i: usize| -> Result<i128, Error> {
@@ -783,10 +861,28 @@ impl Reader {
                         group.operations.insert(operation.to_owned());
                     }
                     let latency: Option<&[u8]> = row.try_get(sums_at + 5).map_err(self.fail())?;
-                    decode_latency(latency.unwrap_or_default(), |bucket, calls| {
-                        group.count(bucket, calls)
+                    let mut held = 0u64;
+                    decode_latency(latency.unwrap_or_default(), |bucket, n| {
+                        scratch.count(bucket, n);
+                        held = held.saturating_add(n);
                     })
                     .map_err(decode)?;
+                    // Every call is in its row's histogram: anything else is a histogram cut
+                    // short on its way (MySQL cuts GROUP_CONCAT at `max_allowed_packet`).
+                    if held != calls && calls < i64::MAX as u64 {
+                        return Err(Error::database(
+                            DbStep::Read,
+                            &self.target,
+                            format!(
+                                "the latency histograms of `{operation}` hold {held} calls for \
+                                 {calls} (on MySQL, raise max_allowed_packet or report over a \
+                                 shorter range)"
+                            ),
+                        ));
+                    }
+                }
+                if let Some(last) = current {
+                    scratch.flush(&mut groups.rows[last].1);
                 }
                 Ok(())
             }};

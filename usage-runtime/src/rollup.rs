@@ -21,6 +21,9 @@ use crate::record::UsageRecord;
 const MANTISSA_BITS: u32 = 5;
 const LINEAR: u64 = 1 << MANTISSA_BITS;
 
+/// How many latency buckets there are (the last one holds `u64::MAX`).
+pub(crate) const BUCKETS: usize = 1 + 32 + 58 * 32 + 31;
+
 /// The histogram bucket of a duration in microseconds: exact below 32 µs, then 32 buckets per
 /// power of two.
 pub fn latency_bucket(duration_us: u64) -> u32 {
@@ -80,7 +83,15 @@ fn push_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+#[inline]
 fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, LatencyDecodeError> {
+    // Most values fit one byte.
+    if let Some(&byte) = bytes.get(*at) {
+        if byte < 0x80 {
+            *at += 1;
+            return Ok(u64::from(byte));
+        }
+    }
     let start = *at;
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
@@ -133,20 +144,36 @@ pub fn decode_latency(
     Ok(())
 }
 
-/// `stored` (an encoded histogram, possibly empty) plus `added`, encoded.
-pub(crate) fn merge_latency(
-    stored: &[u8],
-    added: &Histogram,
-) -> Result<Vec<u8>, LatencyDecodeError> {
-    if stored.is_empty() {
-        return Ok(encode_latency(added.iter().map(|(b, c)| (*b, *c))));
+/// Writers append each batch's histogram to a row's `latency` (a concatenation is a sum), and
+/// `latency_base` holds the length the column had when it was last written in canonical form
+/// (each bucket once). A column grown past a quarter longer than that, plus 64 bytes, is
+/// rewritten in canonical form by the writer that sees it, under the row's lock: so a histogram
+/// is stored in at most about 1.25 times its canonical size (reports read it whole), and a row is
+/// rewritten only every so many batches. `length` is the SQL expression of the column's current length.
+pub(crate) fn compact_when(length: &str) -> String {
+    format!("{length} > latency_base + latency_base / 4 + 64")
+}
+
+/// A stored histogram's canonical form, or `None` (with a warning) when it does not decode: the
+/// writes go on appending to it, and reports over its key name the problem.
+pub(crate) fn compacted(stored: &[u8], table: &str) -> Option<Vec<u8>> {
+    match compact_latency(stored) {
+        Ok(compact) => Some(compact),
+        Err(error) => {
+            tracing::warn!(table, %error, "a rollup histogram does not decode; left as it is");
+            None
+        }
     }
-    let mut merged = added.clone();
+}
+
+/// An encoded histogram (possibly with repeated buckets) in canonical form.
+pub(crate) fn compact_latency(stored: &[u8]) -> Result<Vec<u8>, LatencyDecodeError> {
+    let mut histogram = Histogram::new();
     decode_latency(stored, |bucket, calls| {
-        let slot = merged.entry(bucket).or_default();
+        let slot = histogram.entry(bucket).or_default();
         *slot = slot.saturating_add(calls);
     })?;
-    Ok(encode_latency(merged))
+    Ok(encode_latency(histogram))
 }
 
 /// Which rollup table.
@@ -393,6 +420,7 @@ mod tests {
                 assert!((high - low) * 32 <= low.max(32), "bucket {bucket} too wide");
             }
         }
+        assert_eq!(latency_bucket(u64::MAX) as usize + 1, BUCKETS);
         assert_eq!(latency_bucket(31), 31);
         assert_eq!(latency_bucket(32), 32);
         assert_eq!(bucket_lower_bound(latency_bucket(1_000_000)), 999_424);
@@ -418,10 +446,13 @@ mod tests {
         assert!(encode_latency([]).is_empty());
 
         let added: Histogram = [(31, 1), (35, 2)].into_iter().collect();
-        let merged = merge_latency(&bytes, &added).unwrap();
+        let mut appended = bytes.clone();
+        appended.extend(encode_latency(added.clone()));
+        let compacted = compact_latency(&appended).unwrap();
+        assert!(compacted.len() < appended.len());
         let mut sum = Histogram::new();
-        decode_latency(&merged, |b, c| {
-            sum.insert(b, c);
+        decode_latency(&compacted, |b, c| {
+            assert!(sum.insert(b, c).is_none(), "each bucket once");
         })
         .unwrap();
         let expected: Histogram = [
@@ -451,7 +482,7 @@ mod tests {
         .is_err());
         assert!(decode_latency(&bytes[..bytes.len() - 1], |_, _| {}).is_err());
         assert!(decode_latency(&[0xff; 11], |_, _| {}).is_err());
-        assert!(merge_latency(&[0x80], &added).is_err());
+        assert!(compact_latency(&[0x80]).is_err());
     }
 
     #[test]

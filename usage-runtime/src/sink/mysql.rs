@@ -13,10 +13,11 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::rollup::{
-    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
+    RollupSums, Tier,
 };
 
 /// The daily rollups: the hourly rows' figures per UTC day (keyed like the hourly rows).
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     cost_nano_usd       BIGINT          NOT NULL,
     duration_us         BIGINT          NOT NULL,
     latency             BLOB            NULL,
+    latency_base        BIGINT          NOT NULL DEFAULT 0,
     KEY {prefix}usage_rollups_day (day)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#
@@ -95,6 +97,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cost_nano_usd       BIGINT          NOT NULL,
     duration_us         BIGINT          NOT NULL,
     latency             BLOB            NULL,
+    latency_base        BIGINT          NOT NULL DEFAULT 0,
     KEY {prefix}usage_rollups_hour (hour)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 "#,
@@ -133,17 +136,21 @@ const ROLLUPS: i64 = 2;
 const DAILY: i64 = 4;
 
 /// The rollup key as 16 bytes: MySQL cannot index the six key columns together (too long for an
-/// InnoDB key), so rows are keyed by a UUIDv5 of them.
+/// InnoDB key), so rows are keyed by a UUIDv5 of them, each field length-prefixed so that no two
+/// keys share a text (a tenant ending in the next field's text stays apart). Rows written before
+/// the prefixes (by an earlier version) keep their keys; reports group by the key columns, so a
+/// key split over an old and a new row still adds up.
 fn rollup_key(key: &RollupKey) -> [u8; 16] {
-    let text = format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-        key.start.timestamp(),
-        key.service,
-        key.operation,
-        key.tenant_id,
-        key.model,
-        key.outcome
-    );
+    let mut text = key.start.timestamp().to_string();
+    for field in [
+        key.service.as_str(),
+        key.operation.as_str(),
+        key.tenant_id.as_str(),
+        key.model.as_str(),
+        key.outcome,
+    ] {
+        text.push_str(&format!("|{}:{field}", field.len()));
+    }
     *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).as_bytes()
 }
 
@@ -175,9 +182,10 @@ async fn add_rollup(
     Ok(())
 }
 
-/// Adds the rows of one tier: the upsert adds the sums and locks each row (new rows start with
-/// no histogram); the stored histograms are then read, merged here and written back before the
-/// transaction ends, so concurrent writers cannot lose each other's counts.
+/// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
+/// concatenation is a sum); histograms grown well past their last canonical size
+/// ([`compact_when`]) are then read (the upsert holds their rows' locks) and rewritten in
+/// canonical form.
 async fn add_tier(
     connection: &mut MySqlConnection,
     config: &SqlConfig,
@@ -191,68 +199,60 @@ async fn add_tier(
         .map(|(key, cell)| (rollup_key(key), key, cell))
         .collect();
     for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        // With `latency` given, the second statement below writes the merged histograms.
-        let upsert = |latency: Option<&[Vec<u8>]>| {
-            let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-                "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
-                 outcome, calls, input_tokens, output_tokens, cached_input_tokens, \
-                 cost_nano_usd, duration_us, latency) "
-            ));
-            upsert.push_values(chunk.iter().enumerate(), |mut row, (i, (id, key, cell))| {
-                let sums = &cell.sums;
-                row.push_bind(id.to_vec())
-                    .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
-                    .push_bind(key.service.as_str())
-                    .push_bind(key.operation.as_str())
-                    .push_bind(key.tenant_id.as_str())
-                    .push_bind(key.model.as_str())
-                    .push_bind(key.outcome)
-                    .push_bind(sums.calls)
-                    .push_bind(sums.input_tokens)
-                    .push_bind(sums.output_tokens)
-                    .push_bind(sums.cached_input_tokens)
-                    .push_bind(sums.cost_nano_usd)
-                    .push_bind(sums.duration_us)
-                    .push_bind(latency.map(|merged| merged[i].clone()));
-            });
-            match latency {
-                // Sums saturate at the largest BIGINT instead of failing the batch.
-                None => upsert.push(saturating_sums()),
-                Some(_) => upsert.push(" ON DUPLICATE KEY UPDATE latency = VALUES(latency)"),
-            };
-            upsert
-        };
-        upsert(None).build().execute(&mut *connection).await?;
+        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+            "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
+             outcome, calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
+             duration_us, latency, latency_base) "
+        ));
+        upsert.push_values(chunk, |mut row, (id, key, cell)| {
+            let sums = &cell.sums;
+            let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
+            let base = latency.len() as i64;
+            row.push_bind(id.to_vec())
+                .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
+                .push_bind(key.service.as_str())
+                .push_bind(key.operation.as_str())
+                .push_bind(key.tenant_id.as_str())
+                .push_bind(key.model.as_str())
+                .push_bind(key.outcome)
+                .push_bind(sums.calls)
+                .push_bind(sums.input_tokens)
+                .push_bind(sums.output_tokens)
+                .push_bind(sums.cached_input_tokens)
+                .push_bind(sums.cost_nano_usd)
+                .push_bind(sums.duration_us)
+                .push_bind(latency)
+                .push_bind(base);
+        });
+        // Sums saturate at the largest BIGINT instead of failing the batch.
+        upsert.push(saturating_sums());
+        upsert.push(", latency = CONCAT(COALESCE(latency, ''), VALUES(latency))");
+        upsert.build().execute(&mut *connection).await?;
         let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!(
-            "SELECT rollup_key, latency FROM {table} WHERE rollup_key IN ("
+            "SELECT rollup_key, latency FROM {table} WHERE {} AND rollup_key IN (",
+            compact_when("LENGTH(latency)")
         ));
         let mut ids = select.separated(", ");
         for (id, _, _) in chunk {
             ids.push_bind(id.to_vec());
         }
         select.push(") FOR UPDATE");
-        let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = select
-            .build()
-            .fetch_all(&mut *connection)
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let merged = chunk
-            .iter()
-            .map(|(id, _, cell)| {
-                let stored = stored
-                    .get(&id[..])
-                    .and_then(Option::as_deref)
-                    .unwrap_or_default();
-                merge_latency(stored, &cell.latency)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| sqlx::Error::Decode(error.into()))?;
-        upsert(Some(&merged))
-            .build()
+        let long = select.build().fetch_all(&mut *connection).await?;
+        for row in &long {
+            let id: Vec<u8> = row.get(0);
+            let stored: Vec<u8> = row.get(1);
+            let Some(compact) = compacted(&stored, &table) else {
+                continue;
+            };
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET latency_base = ?, latency = ? WHERE rollup_key = ?"
+            )))
+            .bind(compact.len() as i64)
+            .bind(compact)
+            .bind(id)
             .execute(&mut *connection)
             .await?;
+        }
     }
     Ok(())
 }
@@ -298,7 +298,8 @@ async fn upgrade_rollups(
         == 0
     {
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL"
+            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL, \
+             ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
         )))
         .execute(&mut *connection)
         .await?;
@@ -410,6 +411,30 @@ fn stored_key(row: &sqlx::mysql::MySqlRow) -> Result<RollupKey, sqlx::Error> {
 /// Rolls up the records already in the table. DDL is not transactional in MySQL, so the rollups
 /// are emptied first: an interrupted backfill is simply redone.
 async fn backfill(connection: &mut MySqlConnection, config: &SqlConfig) -> Result<(), sqlx::Error> {
+    // An earlier version's rollups, left half-made by an interrupted migration: their tables
+    // exist in the earlier shape. Brought to the current one; the records refill them below.
+    let hourly = config.rollups_table();
+    let has_latency: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'latency'",
+    )
+    .bind(&hourly)
+    .fetch_one(&mut *connection)
+    .await?;
+    if has_latency == 0 {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL, \
+             ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {}",
+        config.legacy_latency_table()
+    )))
+    .execute(&mut *connection)
+    .await?;
     for table in [config.rollups_table(), config.daily_rollups_table()] {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *connection)

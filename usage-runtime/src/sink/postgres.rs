@@ -12,10 +12,11 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::rollup::{
-    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
+    RollupSums, Tier,
 };
 
 /// The daily rollups: the hourly rows' figures per UTC day.
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     cost_nano_usd       bigint      NOT NULL,
     duration_us         bigint      NOT NULL,
     latency             bytea       NOT NULL DEFAULT '\x',
+    latency_base        bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
 );
 "#
@@ -96,6 +98,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cost_nano_usd       bigint      NOT NULL,
     duration_us         bigint      NOT NULL,
     latency             bytea       NOT NULL DEFAULT '\x',
+    latency_base        bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
 );
 "#,
@@ -451,16 +454,144 @@ fn bind_records(
         }))
 }
 
-/// Adds `rollup` to the rollup tables, in the caller's transaction.
+/// Adds `rollup` to both rollup tables in one statement (in the caller's transaction): sums
+/// added, each histogram appended (a concatenation is a sum). Rows whose histogram grew well past
+/// its last canonical size ([`compact_when`]) come back with it and are rewritten in canonical
+/// form, in one more statement, while the transaction still holds their lock.
 async fn add_rollup(
     connection: &mut PgConnection,
     config: &SqlConfig,
     rollup: Rollup,
 ) -> Result<(), sqlx::Error> {
-    // Keys as stored (NUL replaced), so the histograms read back match their rows.
+    // Keys as stored (NUL replaced); keys that become equal are added together.
     let rollup = rollup.map_text(|text| sql::without_nul(text).into_owned());
-    for (tier, rows) in rollup.tiers() {
-        add_tier(connection, config, tier, rows).await?;
+    let key = "service, operation, tenant_id, model, outcome";
+    let upsert = |tier: Tier, first: usize| {
+        let table = tier.table(config);
+        let time = tier.column();
+        let saturating = |column: &str| {
+            format!(
+                "{column} = LEAST({table}.{column}::numeric + EXCLUDED.{column}, \
+                 9223372036854775807)::int8"
+            )
+        };
+        let sums = [
+            "calls",
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cost_nano_usd",
+            "duration_us",
+        ]
+        .map(saturating)
+        .join(", ");
+        let p: Vec<String> = (first..first + 14).map(|n| format!("${n}")).collect();
+        format!(
+            "INSERT INTO {table} ({time}, {key}, calls, input_tokens, output_tokens, \
+             cached_input_tokens, cost_nano_usd, duration_us, latency, latency_base) \
+             SELECT * FROM UNNEST({}::timestamptz[], {}::text[], {}::text[], {}::text[], \
+                                  {}::text[], {}::text[], {}::int8[], {}::int8[], {}::int8[], \
+                                  {}::int8[], {}::int8[], {}::int8[], {}::bytea[], {}::int8[]) \
+             ON CONFLICT ({time}, {key}) DO UPDATE SET {sums}, \
+             latency = {table}.latency || EXCLUDED.latency \
+             RETURNING {time} AS start, {key}, \
+                       CASE WHEN {} THEN latency END AS long",
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            p[4],
+            p[5],
+            p[6],
+            p[7],
+            p[8],
+            p[9],
+            p[10],
+            p[11],
+            p[12],
+            p[13],
+            compact_when("length(latency)")
+        )
+    };
+    let statement = format!(
+        "WITH hours AS ({}), days AS ({}) \
+         SELECT 'hour', start, {key}, long FROM hours WHERE long IS NOT NULL \
+         UNION ALL SELECT 'day', start, {key}, long FROM days WHERE long IS NOT NULL",
+        upsert(Tier::Hour, 1),
+        upsert(Tier::Day, 15)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(statement));
+    for (_, rows) in rollup.tiers() {
+        let keys =
+            |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> { rows.keys().map(f).collect() };
+        let sums = |f: &dyn Fn(&RollupSums) -> i64| -> Vec<i64> {
+            rows.values().map(|cell| f(&cell.sums)).collect()
+        };
+        let latencies: Vec<Vec<u8>> = rows
+            .values()
+            .map(|cell| encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c))))
+            .collect();
+        let bases: Vec<i64> = latencies.iter().map(|l| l.len() as i64).collect();
+        query = query
+            .bind(rows.keys().map(|key| key.start).collect::<Vec<_>>())
+            .bind(keys(&|k| k.service.clone()))
+            .bind(keys(&|k| k.operation.clone()))
+            .bind(keys(&|k| k.tenant_id.clone()))
+            .bind(keys(&|k| k.model.clone()))
+            .bind(keys(&|k| k.outcome.to_owned()))
+            .bind(sums(&|s| s.calls))
+            .bind(sums(&|s| s.input_tokens))
+            .bind(sums(&|s| s.output_tokens))
+            .bind(sums(&|s| s.cached_input_tokens))
+            .bind(sums(&|s| s.cost_nano_usd))
+            .bind(sums(&|s| s.duration_us))
+            .bind(latencies)
+            .bind(bases);
+    }
+    // The rows to rewrite came back with their histograms (locked by the upsert).
+    let long = query.fetch_all(&mut *connection).await?;
+    for tier in [Tier::Hour, Tier::Day] {
+        let mut keys: Vec<StoredKey> = Vec::new();
+        let mut compact: Vec<Vec<u8>> = Vec::new();
+        let table = tier.table(config);
+        for row in &long {
+            if (row.get::<&str, _>(0) == "hour") != (tier == Tier::Hour) {
+                continue;
+            }
+            if let Some(canonical) = compacted(row.get::<&[u8], _>(7), &table) {
+                keys.push((
+                    row.get(1),
+                    row.get(2),
+                    row.get(3),
+                    row.get(4),
+                    row.get(5),
+                    row.get(6),
+                ));
+                compact.push(canonical);
+            }
+        }
+        if keys.is_empty() {
+            continue;
+        }
+        let time = tier.column();
+        let column = |f: fn(&StoredKey) -> String| keys.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} AS t SET latency = u.latency, latency_base = length(u.latency) \
+             FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::text[], $7::bytea[]) \
+                  AS u(start, service, operation, tenant_id, model, outcome, latency) \
+             WHERE t.{time} = u.start AND t.service = u.service AND t.operation = u.operation \
+               AND t.tenant_id = u.tenant_id AND t.model = u.model AND t.outcome = u.outcome"
+        )))
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(column(|k| k.1.clone()))
+        .bind(column(|k| k.2.clone()))
+        .bind(column(|k| k.3.clone()))
+        .bind(column(|k| k.4.clone()))
+        .bind(column(|k| k.5.clone()))
+        .bind(compact)
+        .execute(&mut *connection)
+        .await?;
     }
     Ok(())
 }
@@ -475,116 +606,19 @@ type StoredKey = (
     String,
 );
 
-/// Adds the rows of one tier: the upsert adds the sums and locks each row (new rows start with
-/// an empty histogram) and returns the stored histograms, which are merged here and written back
-/// before the transaction ends, so concurrent writers cannot lose each other's counts.
+/// Adds the rows of one tier (the other left empty).
 async fn add_tier(
     connection: &mut PgConnection,
     config: &SqlConfig,
     tier: Tier,
     rows: &BTreeMap<RollupKey, Cell>,
 ) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+    let mut rollup = Rollup::default();
+    match tier {
+        Tier::Hour => rollup.hours = rows.clone(),
+        Tier::Day => rollup.days = rows.clone(),
     }
-    let table = tier.table(config);
-    let time = tier.column();
-    let keys = |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> { rows.keys().map(f).collect() };
-    let sums = |f: &dyn Fn(&RollupSums) -> i64| -> Vec<i64> {
-        rows.values().map(|cell| f(&cell.sums)).collect()
-    };
-    let saturating = |column: &str| {
-        format!(
-            "{column} = LEAST({table}.{column}::numeric + EXCLUDED.{column}, \
-             9223372036854775807)::int8"
-        )
-    };
-    let set = [
-        "calls",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cost_nano_usd",
-        "duration_us",
-    ]
-    .map(saturating)
-    .join(", ");
-    let starts: Vec<_> = rows.keys().map(|key| key.start).collect();
-    let services = keys(&|k| k.service.clone());
-    let operations = keys(&|k| k.operation.clone());
-    let tenants = keys(&|k| k.tenant_id.clone());
-    let models = keys(&|k| k.model.clone());
-    let outcomes = keys(&|k| k.outcome.to_owned());
-    let stored: HashMap<StoredKey, Vec<u8>> = sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
-         input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
-                              $11::int8[], $12::int8[]) \
-         ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET {set} \
-         RETURNING {time}, service, operation, tenant_id, model, outcome, latency"
-    )))
-    .bind(&starts)
-    .bind(&services)
-    .bind(&operations)
-    .bind(&tenants)
-    .bind(&models)
-    .bind(&outcomes)
-    .bind(sums(&|s| s.calls))
-    .bind(sums(&|s| s.input_tokens))
-    .bind(sums(&|s| s.output_tokens))
-    .bind(sums(&|s| s.cached_input_tokens))
-    .bind(sums(&|s| s.cost_nano_usd))
-    .bind(sums(&|s| s.duration_us))
-    .fetch_all(&mut *connection)
-    .await?
-    .iter()
-    .map(|row| {
-        let key = (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-        );
-        (key, row.get(6))
-    })
-    .collect();
-    let merged = rows
-        .iter()
-        .map(|(key, cell)| {
-            let key = (
-                key.start,
-                key.service.clone(),
-                key.operation.clone(),
-                key.tenant_id.clone(),
-                key.model.clone(),
-                key.outcome.to_owned(),
-            );
-            let stored = stored.get(&key).map_or(&[][..], Vec::as_slice);
-            merge_latency(stored, &cell.latency)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| sqlx::Error::Decode(error.into()))?;
-    sqlx::query(AssertSqlSafe(format!(
-        "UPDATE {table} AS t SET latency = u.latency \
-         FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                     $6::text[], $7::bytea[]) \
-              AS u(start, service, operation, tenant_id, model, outcome, latency) \
-         WHERE t.{time} = u.start AND t.service = u.service AND t.operation = u.operation \
-           AND t.tenant_id = u.tenant_id AND t.model = u.model AND t.outcome = u.outcome"
-    )))
-    .bind(&starts)
-    .bind(&services)
-    .bind(&operations)
-    .bind(&tenants)
-    .bind(&models)
-    .bind(&outcomes)
-    .bind(merged)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+    add_rollup(connection, config, rollup).await
 }
 
 /// Brings rollups made before the daily tier into the current shape: each hour's histogram
@@ -605,7 +639,8 @@ async fn upgrade_rollups(
     }
     let hourly = config.rollups_table();
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER TABLE {hourly} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x';{}",
+        "ALTER TABLE {hourly} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x', \
+         ADD COLUMN latency_base bigint NOT NULL DEFAULT 0;{}",
         Migration::text(daily_table!(), config)
     )))
     .execute(&mut *connection)

@@ -15,10 +15,11 @@ use super::sql::{self, Migration, SqlConfig, StepClock, VerifyReport};
 use super::Sink;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::rollup::{
-    decode_latency, merge_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
+    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
+    RollupSums, Tier,
 };
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     cost_nano_usd       INTEGER NOT NULL,
     duration_us         INTEGER NOT NULL,
     latency             BLOB    NOT NULL DEFAULT x'',
+    latency_base        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
 );
 "#
@@ -108,6 +110,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cost_nano_usd       INTEGER NOT NULL,
     duration_us         INTEGER NOT NULL,
     latency             BLOB    NOT NULL DEFAULT x'',
+    latency_base        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
 );
 "#,
@@ -392,9 +395,7 @@ async fn insert_rows(
     Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
 }
 
-/// Adds `rollup` to the rollup tables (in the caller's transaction, which holds the write lock
-/// once it has inserted records, so the histograms read here cannot change before they are
-/// written back).
+/// Adds `rollup` to the rollup tables (in the caller's transaction).
 async fn add_rollup(
     connection: &mut SqliteConnection,
     config: &SqlConfig,
@@ -406,21 +407,10 @@ async fn add_rollup(
     Ok(())
 }
 
-/// The six key columns of a rollup row, as stored.
-type StoredKey = (String, String, String, String, String, String);
-
-fn stored_key(key: &RollupKey) -> StoredKey {
-    (
-        hour_text(key.start),
-        key.service.clone(),
-        key.operation.clone(),
-        key.tenant_id.clone(),
-        key.model.clone(),
-        key.outcome.to_owned(),
-    )
-}
-
-/// Adds the rows of one tier: sums added in the upsert, histograms merged with the stored ones.
+/// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
+/// concatenation is a sum); a histogram grown well past its last canonical size
+/// ([`compact_when`]) is then rewritten in canonical form (the transaction holds the write lock,
+/// so nothing changes it in between).
 async fn add_tier(
     connection: &mut SqliteConnection,
     config: &SqlConfig,
@@ -431,68 +421,30 @@ async fn add_tier(
     let time = tier.column();
     let rows: Vec<_> = rows.iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut select: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {time}, service, operation, tenant_id, model, outcome, latency FROM {table} \
-             WHERE ({time}, service, operation, tenant_id, model, outcome) IN ("
+        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
+             latency, latency_base) "
         ));
-        select.push_values(chunk, |mut row, (key, _)| {
+        upsert.push_values(chunk, |mut row, (key, cell)| {
+            let sums = &cell.sums;
+            let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
+            let base = latency.len() as i64;
             row.push_bind(hour_text(key.start))
                 .push_bind(key.service.as_str())
                 .push_bind(key.operation.as_str())
                 .push_bind(key.tenant_id.as_str())
                 .push_bind(key.model.as_str())
-                .push_bind(key.outcome);
+                .push_bind(key.outcome)
+                .push_bind(sums.calls)
+                .push_bind(sums.input_tokens)
+                .push_bind(sums.output_tokens)
+                .push_bind(sums.cached_input_tokens)
+                .push_bind(sums.cost_nano_usd)
+                .push_bind(sums.duration_us)
+                .push_bind(latency)
+                .push_bind(base);
         });
-        select.push(")");
-        let stored: HashMap<StoredKey, Vec<u8>> = select
-            .build()
-            .fetch_all(&mut *connection)
-            .await?
-            .iter()
-            .map(|row| {
-                let key = (
-                    row.get(0),
-                    row.get(1),
-                    row.get(2),
-                    row.get(3),
-                    row.get(4),
-                    row.get(5),
-                );
-                (key, row.get(6))
-            })
-            .collect();
-        let merged = chunk
-            .iter()
-            .map(|(key, cell)| {
-                let stored = stored.get(&stored_key(key)).map_or(&[][..], Vec::as_slice);
-                merge_latency(stored, &cell.latency)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| sqlx::Error::Decode(error.into()))?;
-        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
-             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
-             latency) "
-        ));
-        upsert.push_values(
-            chunk.iter().zip(merged),
-            |mut row, ((key, cell), latency)| {
-                let sums = &cell.sums;
-                row.push_bind(hour_text(key.start))
-                    .push_bind(key.service.as_str())
-                    .push_bind(key.operation.as_str())
-                    .push_bind(key.tenant_id.as_str())
-                    .push_bind(key.model.as_str())
-                    .push_bind(key.outcome)
-                    .push_bind(sums.calls)
-                    .push_bind(sums.input_tokens)
-                    .push_bind(sums.output_tokens)
-                    .push_bind(sums.cached_input_tokens)
-                    .push_bind(sums.cost_nano_usd)
-                    .push_bind(sums.duration_us)
-                    .push_bind(latency);
-            },
-        );
         upsert.push(format!(
             // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
             // float, which MIN then caps).
@@ -504,9 +456,33 @@ async fn add_tier(
                  MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
              cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
              duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
-             latency = excluded.latency",
+             latency = CAST(latency || excluded.latency AS BLOB) \
+             RETURNING CASE WHEN {} THEN rowid END",
+            compact_when("length(latency)")
         ));
-        upsert.build().execute(&mut *connection).await?;
+        let long: Vec<Option<i64>> = upsert
+            .build_query_scalar()
+            .fetch_all(&mut *connection)
+            .await?;
+        for rowid in long.into_iter().flatten() {
+            let stored: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT latency FROM {table} WHERE rowid = ?"
+            )))
+            .bind(rowid)
+            .fetch_one(&mut *connection)
+            .await?;
+            let Some(compact) = compacted(&stored, &table) else {
+                continue;
+            };
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
+            )))
+            .bind(compact.len() as i64)
+            .bind(compact)
+            .bind(rowid)
+            .execute(&mut *connection)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -530,7 +506,8 @@ async fn upgrade_rollups(
     }
     let hourly = config.rollups_table();
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x'';{}",
+        "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x''; \
+         ALTER TABLE {hourly} ADD COLUMN latency_base INTEGER NOT NULL DEFAULT 0;{}",
         Migration::text(daily_table!(), config)
     )))
     .execute(&mut *connection)
