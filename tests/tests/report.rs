@@ -517,9 +517,9 @@ async fn histograms_compact(
     let stored = stored().await;
     assert_eq!(stored.len(), 2, "one hourly and one daily row");
     for latency in stored {
-        // Rewritten whenever it grew past 1.5 times its canonical size (+ 256 bytes).
+        // Rewritten whenever it grew a quarter (+ 64 bytes) past its last canonical size.
         assert!(
-            latency.len() < appended && latency.len() <= canonical * 3 / 2 + 256 + largest,
+            latency.len() < appended && latency.len() <= canonical * 5 / 4 + 64 + largest,
             "compacted: {} bytes stored, {appended} appended, {canonical} canonical",
             latency.len()
         );

@@ -608,3 +608,63 @@ async fn a_retention_on_the_tracker_prunes_old_records_and_keeps_the_rollups() {
         .unwrap();
     assert_eq!(rolled, 400, "the rollups keep the pruned hours");
 }
+
+#[tokio::test]
+async fn a_corrupt_histogram_fails_reports_over_its_key_but_not_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database(&dir);
+    let mut records = tests::random_records(400, 61);
+    for record in &mut records {
+        record.started_at = records_hour();
+        record.operation = "corrupt".into();
+        record.tenant_id = Some("acme".into());
+        record.model = None;
+        record.outcome = usage_runtime::Outcome::Success;
+    }
+    let mut sink = SqliteSink::connect(&url).await.unwrap();
+    sink.write(&records[..200]).await.unwrap();
+    let mut db = open(&url).await;
+    // An unfinished varint, as a torn or hand-edited value would leave.
+    sqlx::query("UPDATE usage_rollups_daily SET latency = x'80', latency_base = 0")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // Writes go on: the histogram cannot be rewritten, so it is kept and stops being read back.
+    sink.write(&records[200..]).await.unwrap();
+    let (length, base): (i64, i64) =
+        sqlx::query_as("SELECT length(latency), latency_base FROM usage_rollups_daily")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(length > 1);
+    assert_eq!(
+        base, length,
+        "kept as it is, and no longer due for a rewrite"
+    );
+    let calls: i64 = sqlx::query_scalar("SELECT calls FROM usage_rollups_daily")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(calls, 400);
+    // A report over the day names the problem instead of giving wrong percentiles.
+    let reader = usage_runtime::report::Reader::connect(&url).await.unwrap();
+    let error = reader
+        .report(&usage_runtime::report::Query::new())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("histogram"), "{error}");
+}
+
+/// The start of yesterday's noon hour.
+fn records_hour() -> chrono::DateTime<chrono::Utc> {
+    use chrono::Timelike;
+    (chrono::Utc::now() - chrono::Duration::days(1))
+        .with_hour(12)
+        .unwrap()
+        .with_minute(0)
+        .unwrap()
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap()
+}

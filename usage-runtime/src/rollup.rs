@@ -154,14 +154,15 @@ pub(crate) fn compact_when(length: &str) -> String {
     format!("{length} > latency_base + latency_base / 4 + 64")
 }
 
-/// A stored histogram's canonical form, or `None` (with a warning) when it does not decode: the
-/// writes go on appending to it, and reports over its key name the problem.
-pub(crate) fn compacted(stored: &[u8], table: &str) -> Option<Vec<u8>> {
+/// What a stored histogram is rewritten to: its canonical form, or (with a warning) itself when
+/// it does not decode, so that its `latency_base` moves on and it is not read back on every
+/// write; reports over its key name the problem.
+pub(crate) fn compacted(stored: &[u8], table: &str) -> Vec<u8> {
     match compact_latency(stored) {
-        Ok(compact) => Some(compact),
+        Ok(compact) => compact,
         Err(error) => {
             tracing::warn!(table, %error, "a rollup histogram does not decode; left as it is");
-            None
+            stored.to_vec()
         }
     }
 }

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     cached_input_tokens BIGINT          NOT NULL,
     cost_nano_usd       BIGINT          NOT NULL,
     duration_us         BIGINT          NOT NULL,
-    latency             BLOB            NULL,
+    latency             MEDIUMBLOB      NULL,
     latency_base        BIGINT          NOT NULL DEFAULT 0,
     KEY {prefix}usage_rollups_day (day)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
     cached_input_tokens BIGINT          NOT NULL,
     cost_nano_usd       BIGINT          NOT NULL,
     duration_us         BIGINT          NOT NULL,
-    latency             BLOB            NULL,
+    latency             MEDIUMBLOB      NULL,
     latency_base        BIGINT          NOT NULL DEFAULT 0,
     KEY {prefix}usage_rollups_hour (hour)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
@@ -241,9 +241,7 @@ async fn add_tier(
         for row in &long {
             let id: Vec<u8> = row.get(0);
             let stored: Vec<u8> = row.get(1);
-            let Some(compact) = compacted(&stored, &table) else {
-                continue;
-            };
+            let compact = compacted(&stored, &table);
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET latency_base = ?, latency = ? WHERE rollup_key = ?"
             )))
@@ -298,7 +296,7 @@ async fn upgrade_rollups(
         == 0
     {
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL, \
+            "ALTER TABLE {hourly} ADD COLUMN latency MEDIUMBLOB NULL, \
              ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
         )))
         .execute(&mut *connection)
@@ -423,7 +421,7 @@ async fn backfill(connection: &mut MySqlConnection, config: &SqlConfig) -> Resul
     .await?;
     if has_latency == 0 {
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NULL, \
+            "ALTER TABLE {hourly} ADD COLUMN latency MEDIUMBLOB NULL, \
              ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
         )))
         .execute(&mut *connection)

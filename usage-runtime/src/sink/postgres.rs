@@ -558,17 +558,15 @@ async fn add_rollup(
             if (row.get::<&str, _>(0) == "hour") != (tier == Tier::Hour) {
                 continue;
             }
-            if let Some(canonical) = compacted(row.get::<&[u8], _>(7), &table) {
-                keys.push((
-                    row.get(1),
-                    row.get(2),
-                    row.get(3),
-                    row.get(4),
-                    row.get(5),
-                    row.get(6),
-                ));
-                compact.push(canonical);
-            }
+            keys.push((
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+                row.get(6),
+            ));
+            compact.push(compacted(row.get::<&[u8], _>(7), &table));
         }
         if keys.is_empty() {
             continue;

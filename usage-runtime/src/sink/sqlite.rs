@@ -471,9 +471,7 @@ async fn add_tier(
             .bind(rowid)
             .fetch_one(&mut *connection)
             .await?;
-            let Some(compact) = compacted(&stored, &table) else {
-                continue;
-            };
+            let compact = compacted(&stored, &table);
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
             )))
