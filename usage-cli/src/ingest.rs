@@ -90,6 +90,20 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
         )
         .await
         .map_err(|error| nats_error(&format!("consumer `{}`", args.consumer), &target, error))?;
+    // An existing consumer keeps its own settings: without explicit acks, messages would count
+    // as delivered before their commit, and a crash between the two would lose them.
+    let policy = consumer.cached_info().config.ack_policy;
+    if policy != jetstream::consumer::AckPolicy::Explicit {
+        return Err(nats_error(
+            &format!("consumer `{}`", args.consumer),
+            &target,
+            format!(
+                "exists with ack policy {policy:?}; `usage ingest` acknowledges each message \
+                 after its commit and needs an explicit-ack consumer (delete this one or name \
+                 another)"
+            ),
+        ));
+    }
     let stop = stop_on_signal();
     let started = Instant::now();
     let mut report = Instant::now();

@@ -227,3 +227,36 @@ async fn a_message_that_is_not_a_record_is_quarantined_and_acknowledged() {
     assert_eq!(setup.rows().await, (10, 10));
     setup.clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_without_explicit_acks_is_refused_by_name() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let Some(setup) = setup("ackpolicy").await else {
+        return;
+    };
+    let context = async_nats::jetstream::new(async_nats::connect(&setup.nats).await.unwrap());
+    context
+        .get_stream(&setup.stream)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("writers".into()),
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_usage"))
+        .args(["ingest", "--nats", &setup.nats, "--stream", &setup.stream])
+        .args(["--consumer", "writers", "--database-url", &setup.postgres])
+        .args(["--table-prefix", &setup.table_prefix])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`writers`") && stderr.contains("explicit-ack"),
+        "{stderr}"
+    );
+    setup.clean().await;
+}

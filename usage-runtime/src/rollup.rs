@@ -194,6 +194,7 @@ impl Tier {
     }
 
     /// The table of this tier.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub(crate) fn table(self, config: &crate::sink::SqlConfig) -> String {
         match self {
             Tier::Hour => config.rollups_table(),
@@ -379,6 +380,7 @@ impl Rollup {
 
     /// The same rollup with every key's text passed through `f` (rows whose keys become equal
     /// are added together).
+    #[cfg(feature = "postgres")]
     pub(crate) fn map_text(self, f: impl Fn(&str) -> String) -> Rollup {
         let mut mapped = Rollup::default();
         for (tier, rows) in [(Tier::Hour, self.hours), (Tier::Day, self.days)] {

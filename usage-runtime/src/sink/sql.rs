@@ -196,7 +196,7 @@ pub(crate) async fn with_connect_timeout<T>(
 }
 
 /// Replaces NUL characters (which PostgreSQL rejects in `text` and `jsonb`) by U+FFFD.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "postgres")]
 pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
@@ -206,7 +206,7 @@ pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// [`without_nul`] applied to every string (and key) inside a JSON value.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(feature = "postgres")]
 pub(crate) fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -223,6 +223,7 @@ pub(crate) fn json_without_nul(value: &serde_json::Value) -> serde_json::Value {
 
 /// A count as a signed 64-bit integer (PostgreSQL `bigint`, SQLite `INTEGER`), held at
 /// `i64::MAX`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn clamp(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
@@ -304,7 +305,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    #[cfg(feature = "postgres")]
     fn nul_is_replaced_everywhere() {
         assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
         let json = serde_json::json!({"k\0": ["x\0", {"y": "\0"}], "n": 1});
