@@ -14,14 +14,35 @@ async fn write_messily(sink: &mut impl Sink, records: &[UsageRecord]) {
     let mut at = 0;
     while at < records.len() {
         let end = (at + rng.usize(1..300)).min(records.len());
-        sink.write(&records[at..end]).await.unwrap();
+        write(sink, &records[at..end]).await;
         if rng.bool() {
-            sink.write(&records[at..end]).await.unwrap();
+            write(sink, &records[at..end]).await;
         }
         if at > 0 && rng.u8(..5) == 0 {
-            sink.write(&records[rng.usize(..at)..end]).await.unwrap();
+            write(sink, &records[rng.usize(..at)..end]).await;
         }
         at = end;
+    }
+}
+
+/// Batches written again after a transient failure.
+static RETRIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Writes a batch, trying again after a transient failure as the tracker's worker does (MySQL
+/// answers concurrent writers with the odd deadlock, which rolls the whole batch back).
+async fn write(sink: &mut impl Sink, batch: &[UsageRecord]) {
+    for attempt in 1.. {
+        match sink.write(batch).await {
+            Ok(()) => return,
+            Err(error)
+                if error.failure_kind() == usage_runtime::FailureKind::Transient
+                    && attempt < 50 =>
+            {
+                RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(5..50))).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
     }
 }
 
@@ -614,4 +635,107 @@ async fn mysql_histograms_are_compacted_and_stay_exact() {
         .unwrap()
     })
     .await;
+}
+
+/// Four writers at once, each on its own thread with its own connection, their records
+/// interleaved over the same rollup rows (with redeliveries and replays).
+fn write_concurrently<S: Sink + 'static>(
+    records: &[UsageRecord],
+    connect: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = S>>>
+        + Send
+        + Clone
+        + 'static,
+) {
+    let writers: Vec<_> = (0..4)
+        .map(|part| {
+            let mine: Vec<UsageRecord> = records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 4 == part)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let connect = connect.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        let mut sink = connect().await;
+                        write_messily(&mut sink, &mine).await;
+                    })
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_keep_the_rollups_exact() {
+    let records = records_over_days(4000, 67);
+    // SQLite: one writer at a time, by its lock.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    SqliteSink::connect(&url).await.unwrap();
+    let sqlite = url.clone();
+    tokio::task::block_in_place(|| {
+        write_concurrently(&records, move || {
+            let url = sqlite.clone();
+            Box::pin(async move { SqliteSink::connect(&url).await.unwrap() })
+        })
+    });
+    check(&Reader::connect(&url).await.unwrap(), &records).await;
+
+    if let Some(url) = postgres_url() {
+        let prefix = "pg_concurrent_";
+        tests::drop_postgres_tables(&url, prefix).await;
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        PostgresSink::connect_with(&url, config.clone())
+            .await
+            .unwrap();
+        let (u, c) = (url.clone(), config.clone());
+        tokio::task::block_in_place(|| {
+            write_concurrently(&records, move || {
+                let (url, config) = (u.clone(), c.clone());
+                Box::pin(async move { PostgresSink::connect_with(&url, config).await.unwrap() })
+            })
+        });
+        check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
+        tests::drop_postgres_tables(&url, prefix).await;
+    }
+
+    if let Some(url) = mysql_url() {
+        let prefix = "my_concurrent_";
+        let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        for table in [
+            "usage_records",
+            "usage_schema_migrations",
+            "usage_rollups_hourly",
+            "usage_rollups_daily",
+            "usage_operations",
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS {prefix}{table}"
+            )))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        MySqlSink::connect_with(&url, config.clone()).await.unwrap();
+        let (u, c) = (url.clone(), config.clone());
+        tokio::task::block_in_place(|| {
+            write_concurrently(&records, move || {
+                let (url, config) = (u.clone(), c.clone());
+                Box::pin(async move { MySqlSink::connect_with(&url, config).await.unwrap() })
+            })
+        });
+        check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
+    }
+    eprintln!(
+        "batches written again after a transient failure: {}",
+        RETRIED.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
