@@ -127,6 +127,13 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
         // database whose rollups were created in the current shape).
         sql: "",
     },
+    Migration {
+        version: 5,
+        description: "write ids on records",
+        // Which write inserted a row, so a batch can tell its new records from replayed ones
+        // without a locking read (whose gap locks deadlock concurrent writers).
+        sql: "ALTER TABLE {prefix}usage_records ADD COLUMN write_id BINARY(16) NULL",
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
@@ -184,8 +191,8 @@ async fn add_rollup(
 
 /// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
 /// concatenation is a sum); histograms grown well past their last canonical size
-/// ([`compact_when`]) are then read (the upsert holds their rows' locks) and rewritten in
-/// canonical form.
+/// ([`compact_when`]) are then read (the upsert holds their rows' locks, and every row it touched
+/// changed, so the transaction reads its own write) and rewritten in canonical form.
 async fn add_tier(
     connection: &mut MySqlConnection,
     config: &SqlConfig,
@@ -236,7 +243,9 @@ async fn add_tier(
         for (id, _, _) in chunk {
             ids.push_bind(id.to_vec());
         }
-        select.push(") FOR UPDATE");
+        // Not a locking read: the upsert holds these rows and what this transaction reads of them
+        // is its own write (a locking read may scan, and lock, rows beyond them).
+        select.push(")");
         let long = select.build().fetch_all(&mut *connection).await?;
         for row in &long {
             let id: Vec<u8> = row.get(0);
@@ -619,9 +628,14 @@ impl MySqlSink {
         let probe = super::probe_record();
         let table = self.config.records_table();
         let mut tx = connection.begin().await.map_err(fail(DbStep::Write))?;
-        insert_rows(&mut tx, &table, std::slice::from_ref(&probe))
-            .await
-            .map_err(fail(DbStep::Write))?;
+        insert_rows(
+            &mut tx,
+            &table,
+            std::slice::from_ref(&probe),
+            uuid::Uuid::now_v7(),
+        )
+        .await
+        .map_err(fail(DbStep::Write))?;
         tx.commit().await.map_err(fail(DbStep::Write))?;
         clock.done(DbStep::Write);
         let id = probe.id.hyphenated().to_string();
@@ -805,9 +819,10 @@ async fn insert_rows(
     connection: &mut MySqlConnection,
     table: &str,
     rows: &[UsageRecord],
+    write_id: uuid::Uuid,
 ) -> Result<(), sqlx::Error> {
     let mut insert: QueryBuilder<MySql> =
-        QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}) "));
+        QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}, write_id) "));
     insert.push_values(rows, |mut row, record| {
         row.push_bind(record.id.hyphenated().to_string())
             .push_bind(record.operation.clone())
@@ -832,7 +847,8 @@ async fn insert_rows(
             .push_bind(record.output_tokens)
             .push_bind(record.cached_input_tokens)
             .push_bind(record.cost_nano_usd)
-            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string());
+            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
+            .push_bind(write_id.as_bytes().to_vec());
     });
     insert.push(" ON DUPLICATE KEY UPDATE id = id");
     insert.build().execute(connection).await.map(|_| ())
@@ -886,20 +902,11 @@ impl Sink for MySqlSink {
         let table = self.config.records_table();
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut tx = pool.begin().await.map_err(fail)?;
-        // No RETURNING in MySQL: the ids already present are read (and locked) first, so only
-        // what this transaction inserts is rolled up and a replayed record counts once.
-        let mut present = std::collections::HashSet::new();
-        for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
-            let mut select: QueryBuilder<MySql> =
-                QueryBuilder::new(format!("SELECT id FROM {table} WHERE id IN ("));
-            let mut ids = select.separated(", ");
-            for record in chunk {
-                ids.push_bind(record.id.hyphenated().to_string());
-            }
-            select.push(") FOR UPDATE");
-            let rows = select.build().fetch_all(&mut *tx).await.map_err(fail)?;
-            present.extend(rows.iter().map(|row| row.get::<String, _>(0)));
-        }
+        // No RETURNING in MySQL: each row this transaction inserts carries its write id (a row
+        // already present keeps the one of the write that made it), so only what it inserted is
+        // rolled up and a replayed record counts once. (Reading the present ids with a locking
+        // read first took gap locks, which deadlocked concurrent writers' inserts.)
+        let write_id = uuid::Uuid::now_v7();
         let mut start = 0;
         while start < batch.len() {
             // Grow the statement until the next row would pass the packet budget.
@@ -913,16 +920,30 @@ impl Sink for MySqlSink {
                 bytes += next;
                 end += 1;
             }
-            insert_rows(&mut tx, &table, &batch[start..end])
+            insert_rows(&mut tx, &table, &batch[start..end], write_id)
                 .await
                 .map_err(fail)?;
             start = end;
         }
-        // `insert`: a record repeated within the batch counts once too.
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut select: QueryBuilder<MySql> =
+                QueryBuilder::new(format!("SELECT id FROM {table} WHERE write_id = "));
+            select.push_bind(write_id.as_bytes().to_vec());
+            select.push(" AND id IN (");
+            let mut ids = select.separated(", ");
+            for record in chunk {
+                ids.push_bind(record.id.hyphenated().to_string());
+            }
+            select.push(")");
+            let rows = select.build().fetch_all(&mut *tx).await.map_err(fail)?;
+            inserted.extend(rows.iter().map(|row| row.get::<String, _>(0)));
+        }
+        // `remove`: a record repeated within the batch counts once too.
         let rollup = Rollup::of(
             batch
                 .iter()
-                .filter(|record| present.insert(record.id.hyphenated().to_string())),
+                .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
         );
         if !rollup.is_empty() {
             add_rollup(&mut tx, &self.config, &rollup)
