@@ -246,14 +246,29 @@ async fn a_consumer_without_explicit_acks_is_refused_by_name() {
         })
         .await
         .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_usage"))
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_usage"))
         .args(["ingest", "--nats", &setup.nats, "--stream", &setup.stream])
         .args(["--consumer", "writers", "--database-url", &setup.postgres])
         .args(["--table-prefix", &setup.table_prefix])
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    // It must stop at once; a worker that started ingesting is killed and fails the test.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!("`usage ingest` ran on a consumer without explicit acks");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("`writers`") && stderr.contains("explicit-ack"),
         "{stderr}"
