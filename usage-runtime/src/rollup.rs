@@ -256,6 +256,39 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
+    /// What a stored rollup row holds: its six sums (`sum(0)` calls to `sum(5)` duration, in
+    /// column order) and its histogram column, which may have been appended to.
+    pub(crate) fn stored(
+        sum: impl Fn(usize) -> i64,
+        latency: &[u8],
+    ) -> Result<Cell, LatencyDecodeError> {
+        let mut cell = Cell {
+            sums: RollupSums {
+                calls: sum(0),
+                input_tokens: sum(1),
+                output_tokens: sum(2),
+                cached_input_tokens: sum(3),
+                cost_nano_usd: sum(4),
+                duration_us: sum(5),
+            },
+            latency: Histogram::new(),
+        };
+        decode_latency(latency, |bucket, calls| {
+            let slot = cell.latency.entry(bucket).or_default();
+            *slot = slot.saturating_add(calls);
+        })?;
+        Ok(cell)
+    }
+
+    /// One row of the legacy histogram table: `calls` in `bucket`, no sums (those are in the
+    /// hourly row already).
+    pub(crate) fn bucket(bucket: i64, calls: i64) -> Cell {
+        let mut cell = Cell::default();
+        cell.latency
+            .insert(u32::try_from(bucket).unwrap_or(0), calls.max(0) as u64);
+        cell
+    }
+
     pub(crate) fn add(&mut self, other: &Cell) {
         self.sums.add(&other.sums);
         for (bucket, calls) in &other.latency {

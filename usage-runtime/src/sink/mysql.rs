@@ -16,8 +16,7 @@ use crate::record::UsageRecord;
 use std::collections::BTreeMap;
 
 use crate::rollup::{
-    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
-    RollupSums, Tier,
+    compact_when, compacted, encode_latency, Cell, Parts, Rollup, RollupKey, Tier,
 };
 
 /// The daily rollups: the hourly rows' figures per UTC day (keyed like the hourly rows).
@@ -344,11 +343,7 @@ async fn upgrade_rollups(
         after = last;
         let mut rollup = Rollup::default();
         for row in &rows {
-            let mut cell = Cell::default();
-            cell.latency.insert(
-                row.get::<i32, _>(6).max(0) as u32,
-                row.get::<i64, _>(7).max(0) as u64,
-            );
+            let cell = Cell::bucket(row.get::<i32, _>(6).into(), row.get(7));
             rollup.add_cell(Tier::Hour, stored_key(row)?, &cell);
         }
         add_tier(&mut tx, config, Tier::Hour, &rollup.hours).await?;
@@ -369,22 +364,9 @@ async fn upgrade_rollups(
         after = last.get(13);
         let mut rollup = Rollup::default();
         for row in &rows {
-            let mut cell = Cell {
-                sums: RollupSums {
-                    calls: row.get(6),
-                    input_tokens: row.get(7),
-                    output_tokens: row.get(8),
-                    cached_input_tokens: row.get(9),
-                    cost_nano_usd: row.get(10),
-                    duration_us: row.get(11),
-                },
-                latency: Default::default(),
-            };
             let latency: Option<Vec<u8>> = row.get(12);
-            decode_latency(latency.as_deref().unwrap_or_default(), |bucket, calls| {
-                cell.latency.insert(bucket, calls);
-            })
-            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            let cell = Cell::stored(|i| row.get(6 + i), latency.as_deref().unwrap_or_default())
+                .map_err(|error| sqlx::Error::Decode(error.into()))?;
             rollup.add_cell(Tier::Day, stored_key(row)?, &cell);
         }
         add_tier(&mut tx, config, Tier::Day, &rollup.days).await?;

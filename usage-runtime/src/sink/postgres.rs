@@ -15,8 +15,7 @@ use crate::record::UsageRecord;
 use std::collections::BTreeMap;
 
 use crate::rollup::{
-    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
-    RollupSums, Tier,
+    compact_when, compacted, encode_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
 };
 
 /// The daily rollups: the hourly rows' figures per UTC day.
@@ -665,11 +664,7 @@ async fn upgrade_rollups(
         after = Some(last);
         let mut rollup = Rollup::default();
         for row in &rows {
-            let mut cell = Cell::default();
-            cell.latency.insert(
-                row.get::<i32, _>(6).max(0) as u32,
-                row.get::<i64, _>(7).max(0) as u64,
-            );
+            let cell = Cell::bucket(row.get::<i32, _>(6).into(), row.get(7));
             rollup.add_cell(Tier::Hour, stored_key(row)?, &cell);
         }
         add_tier(connection, config, Tier::Hour, &rollup.hours).await?;
@@ -698,22 +693,8 @@ async fn upgrade_rollups(
         after = Some(last);
         let mut rollup = Rollup::default();
         for row in &rows {
-            let mut cell = Cell {
-                sums: RollupSums {
-                    calls: row.get(6),
-                    input_tokens: row.get(7),
-                    output_tokens: row.get(8),
-                    cached_input_tokens: row.get(9),
-                    cost_nano_usd: row.get(10),
-                    duration_us: row.get(11),
-                },
-                latency: Default::default(),
-            };
-            let latency: Vec<u8> = row.get(12);
-            decode_latency(&latency, |bucket, calls| {
-                cell.latency.insert(bucket, calls);
-            })
-            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            let cell = Cell::stored(|i| row.get(6 + i), row.get::<&[u8], _>(12))
+                .map_err(|error| sqlx::Error::Decode(error.into()))?;
             rollup.add_cell(Tier::Day, stored_key(row)?, &cell);
         }
         add_tier(connection, config, Tier::Day, &rollup.days).await?;

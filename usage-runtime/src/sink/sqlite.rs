@@ -18,8 +18,7 @@ use crate::record::UsageRecord;
 use std::collections::BTreeMap;
 
 use crate::rollup::{
-    compact_when, compacted, decode_latency, encode_latency, Cell, Parts, Rollup, RollupKey,
-    RollupSums, Tier,
+    compact_when, compacted, encode_latency, Cell, Parts, Rollup, RollupKey, Tier,
 };
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
@@ -531,13 +530,8 @@ async fn upgrade_rollups(
         after = last.clone();
         let mut rollup = Rollup::default();
         for row in &rows {
-            let (key, _) = stored_row(row)?;
-            let mut cell = Cell::default();
-            cell.latency.insert(
-                row.get::<i64, _>(6).max(0) as u32,
-                row.get::<i64, _>(7).max(0) as u64,
-            );
-            rollup.add_cell(Tier::Hour, key, &cell);
+            let cell = Cell::bucket(row.get(6), row.get(7));
+            rollup.add_cell(Tier::Hour, stored_key(row)?, &cell);
         }
         add_tier(connection, config, Tier::Hour, &rollup.hours).await?;
     }
@@ -564,21 +558,9 @@ async fn upgrade_rollups(
         after = last.clone();
         let mut rollup = Rollup::default();
         for row in &rows {
-            let (key, mut cell) = stored_row(row)?;
-            cell.sums = RollupSums {
-                calls: row.get(6),
-                input_tokens: row.get(7),
-                output_tokens: row.get(8),
-                cached_input_tokens: row.get(9),
-                cost_nano_usd: row.get(10),
-                duration_us: row.get(11),
-            };
-            let latency: Vec<u8> = row.get(12);
-            decode_latency(&latency, |bucket, calls| {
-                cell.latency.insert(bucket, calls);
-            })
-            .map_err(|error| sqlx::Error::Decode(error.into()))?;
-            rollup.add_cell(Tier::Day, key, &cell);
+            let cell = Cell::stored(|i| row.get(6 + i), row.get::<&[u8], _>(12))
+                .map_err(|error| sqlx::Error::Decode(error.into()))?;
+            rollup.add_cell(Tier::Day, stored_key(row)?, &cell);
         }
         add_tier(connection, config, Tier::Day, &rollup.days).await?;
     }
@@ -588,8 +570,8 @@ async fn upgrade_rollups(
     Ok(())
 }
 
-/// The key of a stored rollup row (its first six columns) and an empty cell.
-fn stored_row(row: &sqlx::sqlite::SqliteRow) -> Result<(RollupKey, Cell), sqlx::Error> {
+/// The key of a stored rollup row (its first six columns).
+fn stored_key(row: &sqlx::sqlite::SqliteRow) -> Result<RollupKey, sqlx::Error> {
     let start: String = row.get(0);
     let outcome: String = row.get(5);
     let key = RollupKey {
@@ -605,7 +587,7 @@ fn stored_row(row: &sqlx::sqlite::SqliteRow) -> Result<(RollupKey, Cell), sqlx::
             .map_err(|error| sqlx::Error::Decode(error.into()))?
             .as_str(),
     };
-    Ok((key, Cell::default()))
+    Ok(key)
 }
 
 /// An hour as stored in the rollups: RFC 3339, UTC, whole seconds.
