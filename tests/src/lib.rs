@@ -274,24 +274,42 @@ pub fn overflowing_pair() -> Vec<usage_runtime::UsageRecord> {
     records
 }
 
+/// Every table a SQL sink makes (with a prefix before each name), and the histogram table of
+/// earlier versions.
+pub const SINK_TABLES: [&str; 6] = [
+    "usage_records",
+    "usage_rollups_hourly",
+    "usage_rollup_latency",
+    "usage_rollups_daily",
+    "usage_operations",
+    "usage_schema_migrations",
+];
+
 /// Drops every table a PostgreSQL sink with `prefix` makes, so a test or bench leaves the shared
 /// database as it found it.
 pub async fn drop_postgres_tables(url: &str, prefix: &str) {
     use sqlx::Connection;
     let mut db = sqlx::PgConnection::connect(url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-        "usage_schema_migrations",
-    ] {
+    for table in SINK_TABLES {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {prefix}{table}"
         )))
         .execute(&mut db)
         .await;
+    }
+}
+
+/// Drops every table a MySQL sink with `prefix` makes, so a test starts clean.
+pub async fn drop_mysql_tables(url: &str, prefix: &str) {
+    use sqlx::Connection;
+    let mut db = sqlx::MySqlConnection::connect(url).await.unwrap();
+    for table in SINK_TABLES {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {prefix}{table}"
+        )))
+        .execute(&mut db)
+        .await
+        .unwrap();
     }
 }
 

@@ -19,22 +19,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A fresh prefix: the test's tables are dropped first, so reruns start clean.
 async fn fresh(url: &str, prefix: &str) -> SqlConfig {
-    let mut db = MySqlConnection::connect(url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
+    tests::drop_mysql_tables(url, prefix).await;
     SqlConfig::new().table_prefix(prefix).unwrap()
 }
 
@@ -383,18 +368,6 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     let Some(url) = mysql_url() else { return };
     let config = fresh(&url, "my_rollup_").await;
     let mut db = MySqlConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS my_rollup_{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
     let records = tests::random_records(3000, 9);
     let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
     let mut rng = fastrand::Rng::with_seed(13);

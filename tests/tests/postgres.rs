@@ -20,14 +20,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A fresh prefix: the test's tables are dropped first, so reruns start clean.
 async fn fresh(url: &str, prefix: &str) -> SqlConfig {
     let mut db = PgConnection::connect(url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-    ] {
+    for table in tests::SINK_TABLES {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {prefix}{table} CASCADE"
         )))
@@ -384,18 +377,6 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     let Some(url) = postgres_url() else { return };
     let config = fresh(&url, "pg_rollup_").await;
     let mut db = PgConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS pg_rollup_{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
     let records = tests::random_records(3000, 3);
     let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
     let mut rng = fastrand::Rng::with_seed(5);

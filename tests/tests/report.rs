@@ -217,22 +217,7 @@ async fn sqlite_reports_agree_and_stay_in_their_tenant() {
 async fn postgres_reports_agree_and_stay_in_their_tenant() {
     let Some(url) = postgres_url() else { return };
     let prefix = "pg_report_";
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
+    tests::drop_postgres_tables(&url, prefix).await;
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
     let records = records_over_days(3000, 37);
     let mut sink = PostgresSink::connect_with(&url, config.clone())
@@ -246,22 +231,7 @@ async fn postgres_reports_agree_and_stay_in_their_tenant() {
 async fn mysql_reports_agree_and_stay_in_their_tenant() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_report_";
-    let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
+    tests::drop_mysql_tables(&url, prefix).await;
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
     let records = records_over_days(3000, 41);
     let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
@@ -404,23 +374,8 @@ async fn postgres_rollups_from_before_the_daily_tier_are_upgraded() {
 async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_upgrade_";
+    tests::drop_mysql_tables(&url, prefix).await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-        "buckets",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
     let records = records_over_days(3000, 53);
     let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
@@ -428,6 +383,7 @@ async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
     drop(sink);
     sqlx::raw_sql(sqlx::AssertSqlSafe(
         "DROP TABLE {p}usage_rollups_daily;
+         DROP TABLE IF EXISTS {p}buckets;
          ALTER TABLE {p}usage_rollups_hourly DROP COLUMN latency, DROP COLUMN latency_base;
          DELETE FROM {p}usage_schema_migrations WHERE version = 4;
          CREATE TABLE {p}usage_rollup_latency (
@@ -607,21 +563,8 @@ async fn postgres_histograms_are_compacted_and_stay_exact() {
 async fn mysql_histograms_are_compacted_and_stay_exact() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_compact_";
+    tests::drop_mysql_tables(&url, prefix).await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    for table in [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollups_daily",
-        "usage_operations",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {prefix}{table}"
-        )))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    }
     let config = SqlConfig::new().table_prefix(prefix).unwrap();
     let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
     let reader = Reader::connect_with(&url, config).await.unwrap();
@@ -708,21 +651,7 @@ async fn concurrent_writers_keep_the_rollups_exact() {
 
     if let Some(url) = mysql_url() {
         let prefix = "my_concurrent_";
-        let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-        for table in [
-            "usage_records",
-            "usage_schema_migrations",
-            "usage_rollups_hourly",
-            "usage_rollups_daily",
-            "usage_operations",
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP TABLE IF EXISTS {prefix}{table}"
-            )))
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
+        tests::drop_mysql_tables(&url, prefix).await;
         let config = SqlConfig::new().table_prefix(prefix).unwrap();
         MySqlSink::connect_with(&url, config.clone()).await.unwrap();
         let (u, c) = (url.clone(), config.clone());

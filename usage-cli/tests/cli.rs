@@ -359,34 +359,9 @@ fn mysql_report_and_verify() {
 }
 
 async fn drop_tables(url: &str, prefix: &str) {
-    use sqlx::Connection;
-    let tables = [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollup_latency",
-        "usage_rollups_daily",
-        "usage_operations",
-    ];
     if url.starts_with("postgres") {
-        let mut db = sqlx::PgConnection::connect(url).await.unwrap();
-        for table in tables {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP TABLE IF EXISTS {prefix}{table}"
-            )))
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
+        tests::drop_postgres_tables(url, prefix).await;
     } else {
-        let mut db = sqlx::MySqlConnection::connect(url).await.unwrap();
-        for table in tables {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP TABLE IF EXISTS {prefix}{table}"
-            )))
-            .execute(&mut db)
-            .await
-            .unwrap();
-        }
+        tests::drop_mysql_tables(url, prefix).await;
     }
 }
