@@ -19,13 +19,18 @@ use crate::rollup::{
     compact_when, compacted, encode_latency, Cell, Parts, Rollup, RollupKey, Tier,
 };
 
-/// The daily rollups: the hourly rows' figures per UTC day (keyed like the hourly rows).
-macro_rules! daily_table {
-    () => {
-        r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
+/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
+macro_rules! rollup_table {
+    ($table:literal, $time:literal) => {
+        concat!(
+            r#"
+CREATE TABLE IF NOT EXISTS {prefix}"#,
+            $table,
+            r#" (
     rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
-    day                 DATETIME        NOT NULL,
+    "#,
+            $time,
+            r#" DATETIME        NOT NULL,
     service             VARCHAR(255)    NOT NULL,
     operation           VARCHAR(255)    NOT NULL,
     tenant_id           VARCHAR(255)    NOT NULL,
@@ -39,9 +44,13 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     duration_us         BIGINT          NOT NULL,
     latency             MEDIUMBLOB      NULL,
     latency_base        BIGINT          NOT NULL DEFAULT 0,
-    KEY {prefix}usage_rollups_day (day)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
-"#
+    KEY {prefix}usage_rollups_"#,
+            $time,
+            r#" ("#,
+            $time,
+            r#")
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"#
+        )
     };
 }
 
@@ -80,27 +89,9 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
         version: ROLLUPS,
         description: "hourly and daily rollups (backfilled from the records)",
         sql: concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
-    rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
-    hour                DATETIME        NOT NULL,
-    service             VARCHAR(255)    NOT NULL,
-    operation           VARCHAR(255)    NOT NULL,
-    tenant_id           VARCHAR(255)    NOT NULL,
-    model               VARCHAR(255)    NOT NULL,
-    outcome             VARCHAR(16)     NOT NULL,
-    calls               BIGINT          NOT NULL,
-    input_tokens        BIGINT          NOT NULL,
-    output_tokens       BIGINT          NOT NULL,
-    cached_input_tokens BIGINT          NOT NULL,
-    cost_nano_usd       BIGINT          NOT NULL,
-    duration_us         BIGINT          NOT NULL,
-    latency             MEDIUMBLOB      NULL,
-    latency_base        BIGINT          NOT NULL DEFAULT 0,
-    KEY {prefix}usage_rollups_hour (hour)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
-"#,
-            daily_table!()
+            rollup_table!("usage_rollups_hourly", "hour"),
+            ";",
+            rollup_table!("usage_rollups_daily", "day")
         ),
     },
     Migration {
@@ -310,9 +301,12 @@ async fn upgrade_rollups(
         .execute(&mut *connection)
         .await?;
     }
-    sqlx::raw_sql(AssertSqlSafe(Migration::text(daily_table!(), config)))
-        .execute(&mut *connection)
-        .await?;
+    sqlx::raw_sql(AssertSqlSafe(Migration::text(
+        rollup_table!("usage_rollups_daily", "day"),
+        config,
+    )))
+    .execute(&mut *connection)
+    .await?;
     let mut tx = connection.begin().await?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "UPDATE {hourly} SET latency = NULL; DELETE FROM {daily}"

@@ -18,12 +18,17 @@ use crate::rollup::{
     compact_when, compacted, encode_latency, Cell, Parts, Rollup, RollupKey, RollupSums, Tier,
 };
 
-/// The daily rollups: the hourly rows' figures per UTC day.
-macro_rules! daily_table {
-    () => {
-        r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
-    day                 timestamptz NOT NULL,
+/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
+macro_rules! rollup_table {
+    ($table:literal, $time:literal) => {
+        concat!(
+            r#"
+CREATE TABLE IF NOT EXISTS {prefix}"#,
+            $table,
+            r#" (
+    "#,
+            $time,
+            r#" timestamptz NOT NULL,
     service             text        NOT NULL,
     operation           text        NOT NULL,
     tenant_id           text        NOT NULL,
@@ -37,9 +42,11 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     duration_us         bigint      NOT NULL,
     latency             bytea       NOT NULL DEFAULT '\x',
     latency_base        bigint      NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
-);
-"#
+    PRIMARY KEY ("#,
+            $time,
+            r#", service, operation, tenant_id, model, outcome)
+)"#
+        )
     };
 }
 
@@ -82,26 +89,9 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
         version: ROLLUPS,
         description: "hourly and daily rollups (backfilled from the records)",
         sql: concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
-    hour                timestamptz NOT NULL,
-    service             text        NOT NULL,
-    operation           text        NOT NULL,
-    tenant_id           text        NOT NULL,
-    model               text        NOT NULL,
-    outcome             text        NOT NULL,
-    calls               bigint      NOT NULL,
-    input_tokens        bigint      NOT NULL,
-    output_tokens       bigint      NOT NULL,
-    cached_input_tokens bigint      NOT NULL,
-    cost_nano_usd       bigint      NOT NULL,
-    duration_us         bigint      NOT NULL,
-    latency             bytea       NOT NULL DEFAULT '\x',
-    latency_base        bigint      NOT NULL DEFAULT 0,
-    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
-);
-"#,
-            daily_table!()
+            rollup_table!("usage_rollups_hourly", "hour"),
+            ";",
+            rollup_table!("usage_rollups_daily", "day")
         ),
     },
     Migration {
@@ -638,7 +628,7 @@ async fn upgrade_rollups(
     sqlx::raw_sql(AssertSqlSafe(format!(
         "ALTER TABLE {hourly} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x', \
          ADD COLUMN latency_base bigint NOT NULL DEFAULT 0;{}",
-        Migration::text(daily_table!(), config)
+        Migration::text(rollup_table!("usage_rollups_daily", "day"), config)
     )))
     .execute(&mut *connection)
     .await?;

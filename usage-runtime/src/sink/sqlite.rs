@@ -24,12 +24,17 @@ use crate::rollup::{
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The daily rollups: the hourly rows' figures per UTC day.
-macro_rules! daily_table {
-    () => {
-        r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
-    day                 TEXT    NOT NULL,
+/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
+macro_rules! rollup_table {
+    ($table:literal, $time:literal) => {
+        concat!(
+            r#"
+CREATE TABLE IF NOT EXISTS {prefix}"#,
+            $table,
+            r#" (
+    "#,
+            $time,
+            r#" TEXT    NOT NULL,
     service             TEXT    NOT NULL,
     operation           TEXT    NOT NULL,
     tenant_id           TEXT    NOT NULL,
@@ -43,9 +48,11 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_daily (
     duration_us         INTEGER NOT NULL,
     latency             BLOB    NOT NULL DEFAULT x'',
     latency_base        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (day, service, operation, tenant_id, model, outcome)
-);
-"#
+    PRIMARY KEY ("#,
+            $time,
+            r#", service, operation, tenant_id, model, outcome)
+)"#
+        )
     };
 }
 
@@ -94,26 +101,9 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usa
         version: ROLLUPS,
         description: "hourly and daily rollups (backfilled from the records)",
         sql: concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_rollups_hourly (
-    hour                TEXT    NOT NULL,
-    service             TEXT    NOT NULL,
-    operation           TEXT    NOT NULL,
-    tenant_id           TEXT    NOT NULL,
-    model               TEXT    NOT NULL,
-    outcome             TEXT    NOT NULL,
-    calls               INTEGER NOT NULL,
-    input_tokens        INTEGER NOT NULL,
-    output_tokens       INTEGER NOT NULL,
-    cached_input_tokens INTEGER NOT NULL,
-    cost_nano_usd       INTEGER NOT NULL,
-    duration_us         INTEGER NOT NULL,
-    latency             BLOB    NOT NULL DEFAULT x'',
-    latency_base        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (hour, service, operation, tenant_id, model, outcome)
-);
-"#,
-            daily_table!()
+            rollup_table!("usage_rollups_hourly", "hour"),
+            ";",
+            rollup_table!("usage_rollups_daily", "day")
         ),
     },
     Migration {
@@ -505,7 +495,7 @@ async fn upgrade_rollups(
     sqlx::raw_sql(AssertSqlSafe(format!(
         "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x''; \
          ALTER TABLE {hourly} ADD COLUMN latency_base INTEGER NOT NULL DEFAULT 0;{}",
-        Migration::text(daily_table!(), config)
+        Migration::text(rollup_table!("usage_rollups_daily", "day"), config)
     )))
     .execute(&mut *connection)
     .await?;
