@@ -254,6 +254,30 @@ async fn add_tier(
     Ok(())
 }
 
+/// Adds the histogram columns to an hourly rollup table made by an earlier version (DDL is not
+/// transactional in MySQL, so whether they are there is read first).
+async fn add_latency_columns(
+    connection: &mut MySqlConnection,
+    hourly: &str,
+) -> Result<(), sqlx::Error> {
+    let present: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'latency'",
+    )
+    .bind(hourly)
+    .fetch_one(&mut *connection)
+    .await?;
+    if present == 0 {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {hourly} ADD COLUMN latency MEDIUMBLOB NULL, \
+             ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Brings rollups made before the daily tier into the current shape: each hour's histogram
 /// (one row per bucket in the legacy table) into its row's `latency`, the daily rows from the
 /// hourly ones, then the legacy table dropped. Nothing to do when the rollups were created in
@@ -266,41 +290,17 @@ async fn upgrade_rollups(
     let legacy = config.legacy_latency_table();
     let hourly = config.rollups_table();
     let daily = config.daily_rollups_table();
-    let exists = |table: String, column: Option<&'static str>| {
-        let query = match column {
-            None => sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND table_name = ?",
-            )
-            .bind(table),
-            Some(column) => sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
-            )
-            .bind(table)
-            .bind(column),
-        };
-        query
-    };
-    if exists(legacy.clone(), None)
-        .fetch_one(&mut *connection)
-        .await?
-        == 0
-    {
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(&legacy)
+    .fetch_one(&mut *connection)
+    .await?;
+    if tables == 0 {
         return Ok(());
     }
-    if exists(hourly.clone(), Some("latency"))
-        .fetch_one(&mut *connection)
-        .await?
-        == 0
-    {
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency MEDIUMBLOB NULL, \
-             ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
-        )))
-        .execute(&mut *connection)
-        .await?;
-    }
+    add_latency_columns(connection, &hourly).await?;
     sqlx::raw_sql(AssertSqlSafe(Migration::text(
         rollup_table!("usage_rollups_daily", "day"),
         config,
@@ -397,21 +397,7 @@ async fn backfill(connection: &mut MySqlConnection, config: &SqlConfig) -> Resul
     // An earlier version's rollups, left half-made by an interrupted migration: their tables
     // exist in the earlier shape. Brought to the current one; the records refill them below.
     let hourly = config.rollups_table();
-    let has_latency: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.columns \
-         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'latency'",
-    )
-    .bind(&hourly)
-    .fetch_one(&mut *connection)
-    .await?;
-    if has_latency == 0 {
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency MEDIUMBLOB NULL, \
-             ADD COLUMN latency_base BIGINT NOT NULL DEFAULT 0"
-        )))
-        .execute(&mut *connection)
-        .await?;
-    }
+    add_latency_columns(connection, &hourly).await?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {}",
         config.legacy_latency_table()
