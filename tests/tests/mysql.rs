@@ -368,12 +368,12 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     let Some(url) = mysql_url() else { return };
     let config = fresh(&url, "my_rollup_").await;
     let mut db = MySqlConnection::connect(&url).await.unwrap();
-    let records = tests::random_records(3000, 9);
+    let records = tests::random_records(5000, 9);
     let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
     let mut rng = fastrand::Rng::with_seed(13);
     let mut at = 0;
-    while at < records.len() {
-        let end = (at + rng.usize(1..400)).min(records.len());
+    while at < 3000 {
+        let end = (at + rng.usize(1..400)).min(3000);
         sink.write(&records[at..end]).await.unwrap();
         if rng.bool() {
             sink.write(&records[at..end]).await.unwrap();
@@ -391,43 +391,109 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
         .cloned()
         .collect();
     sink.write(&repeated).await.unwrap();
+    // One batch written over the sink's connections in 4 parts: records already present, new
+    // ones, and repeats that fall in other parts than their first occurrence.
+    let split: Vec<_> = records[1000..]
+        .iter()
+        .chain(&records[3000..3100])
+        .chain(&records[..10])
+        .cloned()
+        .collect();
+    assert!(split.len() >= 4 * usage_runtime::sink::MIN_PART_RECORDS);
+    sink.write(&split).await.unwrap();
+    assert_rollups_equal_records(&mut db, "my_rollup_", 5000).await;
+}
+
+/// A part of a split batch that fails fails the write; the parts that committed stay, and
+/// writing the whole batch again (as the worker does) completes it: every record once, rollups
+/// exact.
+#[tokio::test]
+async fn a_failed_part_fails_the_write_and_the_retry_completes_it() {
+    let Some(url) = mysql_url() else { return };
+    let config = fresh(&url, "my_part_").await;
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    let mut records = tests::random_records(4096, 21);
+    records[3500].operation = "refused".into(); // in the last of 4 parts
+    sqlx::raw_sql(
+        "ALTER TABLE my_part_usage_records ADD CONSTRAINT refused CHECK (operation <> 'refused')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let error = sink.write(&records).await.unwrap_err();
+    assert_eq!(step_of(&error), DbStep::Write);
+    assert_eq!(
+        distinct_ids(&mut db, "my_part_usage_records").await,
+        3 * 1024,
+        "the other parts committed"
+    );
+    sqlx::raw_sql("ALTER TABLE my_part_usage_records DROP CONSTRAINT refused")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sink.write(&records).await.unwrap();
+    assert_eq!(distinct_ids(&mut db, "my_part_usage_records").await, 4096);
+    assert_rollups_equal_records(&mut db, "my_part_", 4096).await;
+}
+
+async fn distinct_ids(db: &mut MySqlConnection, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(DISTINCT id) FROM {table}"
+    )))
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// The hourly rollups under `prefix` equal the records grouped by hour, the daily ones their
+/// sums by day, and every row's histogram holds its calls, `total` in all.
+async fn assert_rollups_equal_records(db: &mut MySqlConnection, prefix: &str, total: i64) {
     let rolled = sums(
-        &mut db,
-        "SELECT DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z'), operation, tenant_id, model, outcome, \
-         calls, input_tokens, output_tokens, cost_nano_usd, duration_us \
-         FROM my_rollup_usage_rollups_hourly",
+        &mut *db,
+        &format!(
+            "SELECT DATE_FORMAT(hour, '%Y-%m-%dT%H:00:00Z'), operation, tenant_id, model, \
+             outcome, calls, input_tokens, output_tokens, cost_nano_usd, duration_us \
+             FROM {prefix}usage_rollups_hourly"
+        ),
     )
     .await;
     let raw = sums(
-        &mut db,
-        "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:00:00Z'), operation, COALESCE(tenant_id, ''), \
-         COALESCE(model, ''), outcome, COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS SIGNED), \
-         CAST(COALESCE(SUM(output_tokens), 0) AS SIGNED), CAST(COALESCE(SUM(cost_nano_usd), 0) AS SIGNED), \
-         CAST(SUM(duration_us) AS SIGNED) FROM my_rollup_usage_records GROUP BY 1, 2, 3, 4, 5",
+        &mut *db,
+        &format!(
+            "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:00:00Z'), operation, \
+             COALESCE(tenant_id, ''), COALESCE(model, ''), outcome, COUNT(*), \
+             CAST(COALESCE(SUM(input_tokens), 0) AS SIGNED), \
+             CAST(COALESCE(SUM(output_tokens), 0) AS SIGNED), \
+             CAST(COALESCE(SUM(cost_nano_usd), 0) AS SIGNED), CAST(SUM(duration_us) AS SIGNED) \
+             FROM {prefix}usage_records GROUP BY 1, 2, 3, 4, 5"
+        ),
     )
     .await;
-    assert!(rolled.len() > 100);
+    assert!(rolled.len() > 100, "{}", rolled.len());
     assert_eq!(rolled, raw);
     let daily = sums(
-        &mut db,
-        "SELECT DATE_FORMAT(day, '%Y-%m-%dT00:00:00Z'), operation, tenant_id, model, outcome, \
-         calls, input_tokens, output_tokens, cost_nano_usd, duration_us \
-         FROM my_rollup_usage_rollups_daily",
+        &mut *db,
+        &format!(
+            "SELECT DATE_FORMAT(day, '%Y-%m-%dT00:00:00Z'), operation, tenant_id, model, \
+             outcome, calls, input_tokens, output_tokens, cost_nano_usd, duration_us \
+             FROM {prefix}usage_rollups_daily"
+        ),
     )
     .await;
     assert_eq!(daily, tests::by_day(&rolled));
     // Each row's histogram holds its calls.
     for table in ["usage_rollups_hourly", "usage_rollups_daily"] {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT calls, latency FROM my_rollup_{table}"
+            "SELECT calls, latency FROM {prefix}{table}"
         )))
-        .fetch_all(&mut db)
+        .fetch_all(&mut *db)
         .await
         .unwrap();
         for (calls, latency) in &rows {
             assert_eq!(tests::histogram_calls(latency), *calls as u64, "{table}");
         }
-        assert_eq!(rows.iter().map(|(calls, _)| calls).sum::<i64>(), 3000);
+        assert_eq!(rows.iter().map(|(calls, _)| calls).sum::<i64>(), total);
     }
 }
 

@@ -377,12 +377,12 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     let Some(url) = postgres_url() else { return };
     let config = fresh(&url, "pg_rollup_").await;
     let mut db = PgConnection::connect(&url).await.unwrap();
-    let records = tests::random_records(3000, 3);
+    let records = tests::random_records(5000, 3);
     let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
     let mut rng = fastrand::Rng::with_seed(5);
     let mut at = 0;
-    while at < records.len() {
-        let end = (at + rng.usize(1..400)).min(records.len());
+    while at < 3000 {
+        let end = (at + rng.usize(1..400)).min(3000);
         sink.write(&records[at..end]).await.unwrap();
         if rng.bool() {
             sink.write(&records[at..end]).await.unwrap();
@@ -400,34 +400,92 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
         .cloned()
         .collect();
     sink.write(&repeated).await.unwrap();
+    // One batch written over the sink's connections in 4 parts: records already present, new
+    // ones, and repeats that fall in other parts than their first occurrence.
+    let split: Vec<_> = records[1000..]
+        .iter()
+        .chain(&records[3000..3100])
+        .chain(&records[..10])
+        .cloned()
+        .collect();
+    assert!(split.len() >= 4 * usage_runtime::sink::MIN_PART_RECORDS);
+    sink.write(&split).await.unwrap();
+    assert_rollups_equal_records(&mut db, "pg_rollup_", 5000).await;
+}
+
+/// A part of a split batch that fails fails the write; the parts that committed stay, and
+/// writing the whole batch again (as the worker does) completes it: every record once, rollups
+/// exact.
+#[tokio::test]
+async fn a_failed_part_fails_the_write_and_the_retry_completes_it() {
+    let Some(url) = postgres_url() else { return };
+    let config = fresh(&url, "pg_part_").await;
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
+    let mut records = tests::random_records(4096, 21);
+    records[3500].operation = "refused".into(); // in the last of 4 parts
+    sqlx::raw_sql(
+        "ALTER TABLE pg_part_usage_records ADD CONSTRAINT refused CHECK (operation <> 'refused')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let error = sink.write(&records).await.unwrap_err();
+    assert_eq!(step_of(&error), DbStep::Write);
+    assert_eq!(
+        distinct_ids(&mut db, "pg_part_usage_records").await,
+        3 * 1024,
+        "the other parts committed"
+    );
+    sqlx::raw_sql("ALTER TABLE pg_part_usage_records DROP CONSTRAINT refused")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sink.write(&records).await.unwrap();
+    assert_eq!(distinct_ids(&mut db, "pg_part_usage_records").await, 4096);
+    assert_rollups_equal_records(&mut db, "pg_part_", 4096).await;
+}
+
+async fn distinct_ids(db: &mut PgConnection, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(DISTINCT id) FROM {table}"
+    )))
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// The hourly rollups under `prefix` equal the records grouped by hour, the daily ones their
+/// sums by day, and every row's histogram holds its calls, `total` in all.
+async fn assert_rollups_equal_records(db: &mut PgConnection, prefix: &str, total: i64) {
     let hour = "to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')";
     let rolled = sums(
-        &mut db,
+        &mut *db,
         &format!(
             "SELECT {}, operation, tenant_id, model, outcome, calls, input_tokens, \
-             output_tokens, cost_nano_usd, duration_us FROM pg_rollup_usage_rollups_hourly",
+             output_tokens, cost_nano_usd, duration_us FROM {prefix}usage_rollups_hourly",
             hour.replace("%s", "hour")
         ),
     )
     .await;
     let raw = sums(
-        &mut db,
+        &mut *db,
         &format!(
             "SELECT {}, operation, COALESCE(tenant_id, ''), COALESCE(model, ''), outcome, \
              COUNT(*), COALESCE(SUM(input_tokens), 0)::int8, COALESCE(SUM(output_tokens), 0)::int8, \
              COALESCE(SUM(cost_nano_usd), 0)::int8, SUM(duration_us)::int8 \
-             FROM pg_rollup_usage_records GROUP BY 1, 2, 3, 4, 5",
+             FROM {prefix}usage_records GROUP BY 1, 2, 3, 4, 5",
             hour.replace("%s", "date_trunc('hour', started_at)")
         ),
     )
     .await;
-    assert!(rolled.len() > 100);
+    assert!(rolled.len() > 100, "{}", rolled.len());
     assert_eq!(rolled, raw);
     let daily = sums(
-        &mut db,
+        &mut *db,
         &format!(
             "SELECT {}, operation, tenant_id, model, outcome, calls, input_tokens, \
-             output_tokens, cost_nano_usd, duration_us FROM pg_rollup_usage_rollups_daily",
+             output_tokens, cost_nano_usd, duration_us FROM {prefix}usage_rollups_daily",
             hour.replace("%s", "day")
         ),
     )
@@ -436,15 +494,15 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
     // Each row's histogram holds its calls.
     for table in ["usage_rollups_hourly", "usage_rollups_daily"] {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT calls, latency FROM pg_rollup_{table}"
+            "SELECT calls, latency FROM {prefix}{table}"
         )))
-        .fetch_all(&mut db)
+        .fetch_all(&mut *db)
         .await
         .unwrap();
         for (calls, latency) in &rows {
             assert_eq!(tests::histogram_calls(latency), *calls as u64, "{table}");
         }
-        assert_eq!(rows.iter().map(|(calls, _)| calls).sum::<i64>(), 3000);
+        assert_eq!(rows.iter().map(|(calls, _)| calls).sum::<i64>(), total);
     }
 }
 

@@ -23,8 +23,9 @@ pub(crate) struct IngestArgs {
     /// The durable consumer; workers started with the same name share the work.
     #[arg(long, default_value = "usage-ingest")]
     consumer: String,
-    /// Records per batch (one transaction each).
-    #[arg(long, default_value_t = 1000)]
+    /// Records per batch: one transaction each, or one per part when the SQL sink splits it over
+    /// its write connections (2,048 records or more).
+    #[arg(long, default_value_t = 4096)]
     batch: usize,
     /// How long to wait for a batch to fill before writing what came.
     #[arg(long, default_value = "500ms", value_parser = parse_millis)]

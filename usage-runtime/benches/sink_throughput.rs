@@ -1,7 +1,8 @@
 //! Records per second into each SQL database, in one run:
 //! - `tracked`: end to end, `#[track_usage]` calls through the tracker (queue, worker, the real
 //!   sink with its rollups) until every record is committed, the row count checked at the end;
-//! - `batched`: the sink alone writing ready records in batches of the default size;
+//! - `batched`: the sink alone writing ready records in batches of the default size, over its
+//!   default write connections, and again over one connection;
 //! - `naive`: one autocommitted `INSERT` per record, as hand-written trackers did;
 //! - `bulk`: the bulk-load bound for the same rows into the same table (PostgreSQL `COPY`; SQLite
 //!   one prepared `INSERT` per row in one transaction), with no rollups to maintain.
@@ -23,6 +24,31 @@ use usage_runtime::{UsageRecord, DEFAULT_BATCH_SIZE};
 
 const PREFIX: &str = "bench_";
 const NAIVE_PREFIX: &str = "bench_naive_";
+const ONE_PREFIX: &str = "bench_one_";
+
+/// Drops every table the bench's sinks make, so each run starts empty.
+fn drop_tables() -> String {
+    let tables: Vec<String> = [
+        PREFIX,
+        NAIVE_PREFIX,
+        ONE_PREFIX,
+        "bench_tracked_",
+        "bench_bulk_",
+    ]
+    .iter()
+    .flat_map(|prefix| {
+        [
+            "usage_records",
+            "usage_schema_migrations",
+            "usage_rollups_hourly",
+            "usage_rollups_daily",
+            "usage_operations",
+        ]
+        .map(|table| format!("{prefix}{table}"))
+    })
+    .collect();
+    format!("DROP TABLE IF EXISTS {}", tables.join(", "))
+}
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 
@@ -166,6 +192,15 @@ fn report(name: &str, tracked: f64, batched: f64, naive: f64, bulk: Option<f64>)
             batched / bulk
         );
     }
+}
+
+/// The sink alone with every batch in one transaction on one connection, against the default.
+fn one_connection(rate: f64, one: f64) {
+    println!(
+        "{:<10} batched over 1 connection {one:>8.0}/s  default/1 connection {:>5.2}x",
+        "",
+        rate / one
+    );
 }
 
 /// A text field for PostgreSQL's `COPY ... FROM STDIN` text format.
@@ -353,15 +388,10 @@ async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     if reachable(&pg) {
         let mut connection = sqlx::PgConnection::connect(&pg).await.unwrap();
-        sqlx::raw_sql(
-            "DROP TABLE IF EXISTS bench_usage_records, bench_usage_schema_migrations,
-               bench_naive_usage_records, bench_naive_usage_schema_migrations,
-               bench_tracked_usage_records, bench_tracked_usage_schema_migrations,
-               bench_bulk_usage_records, bench_bulk_usage_schema_migrations",
-        )
-        .execute(&mut connection)
-        .await
-        .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(drop_tables()))
+            .execute(&mut connection)
+            .await
+            .unwrap();
         let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
         let tracked_sink = PostgresSink::connect_with(&pg, tracked_config)
             .await
@@ -384,6 +414,16 @@ async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
         let config = SqlConfig::new().table_prefix(PREFIX).unwrap();
         let mut sink = PostgresSink::connect_with(&pg, config).await.unwrap();
         let rate = batched(&mut sink, all).await;
+        let one = SqlConfig::new()
+            .table_prefix(ONE_PREFIX)
+            .unwrap()
+            .write_connections(1)
+            .unwrap();
+        let one_rate = batched(
+            &mut PostgresSink::connect_with(&pg, one).await.unwrap(),
+            all,
+        )
+        .await;
         let naive_rate = naive(
             &mut connection,
             "INSERT INTO bench_naive_usage_records (id, operation, function, service, instance, \
@@ -400,6 +440,7 @@ async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
             naive_rate,
             Some(bulk_rate),
         );
+        one_connection(rate, one_rate);
     } else {
         println!("PostgreSQL skipped: nothing answers at {pg}");
     }
@@ -410,14 +451,10 @@ async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     if reachable(&my) {
         let mut connection = sqlx::MySqlConnection::connect(&my).await.unwrap();
-        sqlx::raw_sql(
-            "DROP TABLE IF EXISTS bench_usage_records, bench_usage_schema_migrations,
-               bench_naive_usage_records, bench_naive_usage_schema_migrations,
-               bench_tracked_usage_records, bench_tracked_usage_schema_migrations",
-        )
-        .execute(&mut connection)
-        .await
-        .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(drop_tables()))
+            .execute(&mut connection)
+            .await
+            .unwrap();
         let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
         let tracked_sink = MySqlSink::connect_with(&my, tracked_config).await.unwrap();
         let tracked_rate = tracked(tracked_sink, all.len()).await;
@@ -430,6 +467,12 @@ async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
         let config = SqlConfig::new().table_prefix(PREFIX).unwrap();
         let mut sink = MySqlSink::connect_with(&my, config).await.unwrap();
         let rate = batched(&mut sink, all).await;
+        let one = SqlConfig::new()
+            .table_prefix(ONE_PREFIX)
+            .unwrap()
+            .write_connections(1)
+            .unwrap();
+        let one_rate = batched(&mut MySqlSink::connect_with(&my, one).await.unwrap(), all).await;
         let naive_rate = naive(
             &mut connection,
             "INSERT INTO bench_naive_usage_records (id, operation, function, service, instance, \
@@ -439,6 +482,7 @@ async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
         )
         .await;
         report("MySQL", tracked_rate, rate, naive_rate, None);
+        one_connection(rate, one_rate);
     } else {
         println!("MySQL skipped: nothing answers at {my}");
     }

@@ -19,8 +19,10 @@ use crate::queue::Queue;
 use crate::sink::{BoxedSink, Sink};
 use crate::worker::{self, Reply, ReplyTo, Request};
 
-/// Records per sink write.
-pub const DEFAULT_BATCH_SIZE: usize = 512;
+/// Records per sink write (fewer when the queue holds fewer). Large enough for the PostgreSQL and
+/// MySQL sinks to write a full batch over their default 4 connections at once, in parts of 1,024
+/// records (`sink::DEFAULT_WRITE_CONNECTIONS`, `sink::MIN_PART_RECORDS`).
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
 /// How often the worker writes what has accumulated, when batches do not fill sooner.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Calls held in memory before new ones are dropped (and counted).
@@ -58,7 +60,7 @@ impl Tracker {
             sink: None,
             service: None,
             instance: None,
-            batch_size: DEFAULT_BATCH_SIZE,
+            batch_size: None,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -151,7 +153,7 @@ pub struct TrackerBuilder {
     sink: Option<BoxedSink>,
     service: Option<String>,
     instance: Option<String>,
-    batch_size: usize,
+    batch_size: Option<usize>,
     flush_interval: Duration,
     queue_capacity: usize,
     shutdown_timeout: Duration,
@@ -173,7 +175,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("sink", &self.sink)
             .field("service", &self.service)
             .field("instance", &self.instance)
-            .field("batch_size", &self.batch_size)
+            .field("batch_size", &self.batch())
             .field("flush_interval", &self.flush_interval)
             .field("queue_capacity", &self.queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -210,11 +212,17 @@ impl TrackerBuilder {
         self
     }
 
-    /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`]; at least 1 and at most the queue
-    /// capacity.
+    /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`], or the queue capacity if that is
+    /// smaller; at least 1 and at most the queue capacity.
     pub fn batch_size(mut self, records: usize) -> Self {
-        self.batch_size = records;
+        self.batch_size = Some(records);
         self
+    }
+
+    /// The batch size in effect.
+    fn batch(&self) -> usize {
+        self.batch_size
+            .unwrap_or_else(|| DEFAULT_BATCH_SIZE.min(self.queue_capacity.max(1)))
     }
 
     /// The longest a finished call waits before it is written. Default
@@ -345,13 +353,14 @@ impl TrackerBuilder {
     }
 
     fn check(&self) -> Result<(), Error> {
-        if self.batch_size == 0 {
+        if self.batch() == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }
-        if self.queue_capacity < self.batch_size {
+        if self.queue_capacity < self.batch() {
             return Err(Error::InvalidConfig(format!(
                 "queue_capacity ({}) must be at least batch_size ({})",
-                self.queue_capacity, self.batch_size
+                self.queue_capacity,
+                self.batch()
             )));
         }
         if self.flush_interval.is_zero() {
@@ -388,6 +397,7 @@ impl TrackerBuilder {
     /// shut down (or its guard dropped), a new one may be installed.
     pub fn install(self) -> Result<TrackerGuard, Error> {
         self.check()?;
+        let batch_size = self.batch();
         let sink = self.sink.ok_or(Error::NoSink)?;
         let _install = INSTALL
             .lock()
@@ -428,7 +438,7 @@ impl TrackerBuilder {
         } else {
             Overflow::DropNewest
         });
-        let shared = Arc::new(Shared::new(self.queue_capacity, self.batch_size, overflow));
+        let shared = Arc::new(Shared::new(self.queue_capacity, batch_size, overflow));
         shared
             .counters
             .spool_torn
@@ -442,7 +452,7 @@ impl TrackerBuilder {
             shared: Arc::clone(&shared),
             sink,
             context,
-            batch_size: self.batch_size,
+            batch_size,
             flush_interval: self.flush_interval,
             retry: self.retry,
             write_timeout: self.write_timeout,
@@ -905,7 +915,7 @@ mod tests {
     #[test]
     fn defaults_are_pinned() {
         let builder = Tracker::builder();
-        assert_eq!(builder.batch_size, 512);
+        assert_eq!(builder.batch(), 4096);
         assert_eq!(builder.flush_interval, Duration::from_secs(1));
         assert_eq!(builder.queue_capacity, 65_536);
         assert_eq!(builder.shutdown_timeout, Duration::from_secs(5));

@@ -40,7 +40,7 @@ pub use nats::{NatsConfig, NatsSink};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresSink;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::{SqlConfig, VerifyReport};
+pub use sql::{SqlConfig, VerifyReport, DEFAULT_WRITE_CONNECTIONS, MIN_PART_RECORDS};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSink;
 

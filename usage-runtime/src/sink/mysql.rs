@@ -550,7 +550,7 @@ impl MySqlSink {
         )
         .await?;
         let pool = MySqlPoolOptions::new()
-            .max_connections(1)
+            .max_connections(self.config.connections() as u32)
             .acquire_timeout(sql::CONNECT_TIMEOUT)
             .after_connect(|connection, _| Box::pin(strict(connection)))
             .connect_with(self.options.clone())
@@ -861,57 +861,75 @@ impl Sink for MySqlSink {
 
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let (pool, budget) = self.pool().await?;
-        let table = self.config.records_table();
-        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
-        let mut tx = pool.begin().await.map_err(fail)?;
-        // No RETURNING in MySQL: each row this transaction inserts carries its write id (a row
-        // already present keeps the one of the write that made it), so only what it inserted is
-        // rolled up and a replayed record counts once. (Reading the present ids with a locking
-        // read first took gap locks, which deadlocked concurrent writers' inserts.)
-        let write_id = uuid::Uuid::now_v7();
-        let mut start = 0;
-        while start < batch.len() {
-            // Grow the statement until the next row would pass the packet budget.
-            let mut end = start;
-            let mut bytes = 0;
-            while end < batch.len() && end - start < MAX_ROWS_PER_STATEMENT {
-                let next = row_bytes(&batch[end]);
-                if end > start && bytes + next > budget {
-                    break;
-                }
-                bytes += next;
-                end += 1;
-            }
-            insert_rows(&mut tx, &table, &batch[start..end], write_id)
-                .await
-                .map_err(fail)?;
-            start = end;
-        }
-        let mut inserted = std::collections::HashSet::new();
-        for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
-            let mut select: QueryBuilder<MySql> =
-                QueryBuilder::new(format!("SELECT id FROM {table} WHERE write_id = "));
-            select.push_bind(write_id.as_bytes().to_vec());
-            select.push(" AND id IN (");
-            let mut ids = select.separated(", ");
-            for record in chunk {
-                ids.push_bind(record.id.hyphenated().to_string());
-            }
-            select.push(")");
-            let rows = select.build().fetch_all(&mut *tx).await.map_err(fail)?;
-            inserted.extend(rows.iter().map(|row| row.get::<String, _>(0)));
-        }
-        // `remove`: a record repeated within the batch counts once too.
-        let rollup = Rollup::of(
-            batch
-                .iter()
-                .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
-        );
-        if !rollup.is_empty() {
-            add_rollup(&mut tx, &self.config, &rollup)
-                .await
-                .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+        // Each part and its rollups commit together, the parts at once on their own connections.
+        // Every part runs to its end (none is cancelled mid-statement); the first error is the
+        // write's.
+        let split = sql::Split::new(batch, self.config.connections());
+        let written = futures_util::future::join_all(
+            split
+                .parts()
+                .map(|part| write_part(&pool, budget, &self.config, part)),
+        )
+        .await;
+        written
+            .into_iter()
+            .collect::<Result<(), sqlx::Error>>()
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
+}
+
+/// Writes `batch` and, from the records it actually inserted, its rollups, in one transaction.
+async fn write_part(
+    pool: &MySqlPool,
+    budget: usize,
+    config: &SqlConfig,
+    batch: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let table = config.records_table();
+    let mut tx = pool.begin().await?;
+    // No RETURNING in MySQL: each row this transaction inserts carries its write id (a row
+    // already present keeps the one of the write that made it), so only what it inserted is
+    // rolled up and a replayed record counts once. (Reading the present ids with a locking
+    // read first took gap locks, which deadlocked concurrent writers' inserts.)
+    let write_id = uuid::Uuid::now_v7();
+    let mut start = 0;
+    while start < batch.len() {
+        // Grow the statement until the next row would pass the packet budget.
+        let mut end = start;
+        let mut bytes = 0;
+        while end < batch.len() && end - start < MAX_ROWS_PER_STATEMENT {
+            let next = row_bytes(&batch[end]);
+            if end > start && bytes + next > budget {
+                break;
+            }
+            bytes += next;
+            end += 1;
+        }
+        insert_rows(&mut tx, &table, &batch[start..end], write_id).await?;
+        start = end;
+    }
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut select: QueryBuilder<MySql> =
+            QueryBuilder::new(format!("SELECT id FROM {table} WHERE write_id = "));
+        select.push_bind(write_id.as_bytes().to_vec());
+        select.push(" AND id IN (");
+        let mut ids = select.separated(", ");
+        for record in chunk {
+            ids.push_bind(record.id.hyphenated().to_string());
+        }
+        select.push(")");
+        let rows = select.build().fetch_all(&mut *tx).await?;
+        inserted.extend(rows.iter().map(|row| row.get::<String, _>(0)));
+    }
+    // `remove`: a record repeated within the batch counts once too.
+    let rollup = Rollup::of(
+        batch
+            .iter()
+            .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
+    );
+    if !rollup.is_empty() {
+        add_rollup(&mut tx, config, &rollup).await?;
+    }
+    tx.commit().await
 }

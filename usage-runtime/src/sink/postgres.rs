@@ -228,7 +228,7 @@ impl PostgresSink {
         )
         .await?;
         let pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(self.config.connections() as u32)
             .acquire_timeout(sql::CONNECT_TIMEOUT)
             .connect_with(self.options.clone())
             .await
@@ -799,13 +799,20 @@ impl Sink for PostgresSink {
 
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
-        let mut connection = pool
-            .acquire()
-            .await
-            .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
-        // One transaction: the records and their rollups commit together.
-        write_with_rollups(&mut connection, &self.config, &self.insert, batch)
-            .await
-            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        // Each part and its rollups commit together, the parts at once on their own connections.
+        // Every part runs to its end (none is cancelled mid-statement); the first error is the
+        // write's.
+        let split = sql::Split::new(batch, self.config.connections());
+        let written = futures_util::future::join_all(split.parts().map(|part| async {
+            let mut connection = pool
+                .acquire()
+                .await
+                .map_err(|error| Error::database(connect_step(&error), &self.target, error))?;
+            write_with_rollups(&mut connection, &self.config, &self.insert, part)
+                .await
+                .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        }))
+        .await;
+        written.into_iter().collect()
     }
 }

@@ -6,11 +6,32 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{DbStep, Error, Failure, FailureKind};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::record::UsageRecord;
+
+/// Connections a PostgreSQL or MySQL sink writes one large batch over at once (see
+/// [`SqlConfig::write_connections`]).
+pub const DEFAULT_WRITE_CONNECTIONS: usize = 4;
+
+/// The fewest records each part of a split batch holds. Smaller transactions cost more in commits
+/// than writing them at once gains: measured on PostgreSQL, 4 parts of 128 records wrote 45k
+/// records/s, one transaction of 512 62k/s, 4 parts of 1,024 128k/s.
+pub const MIN_PART_RECORDS: usize = 1024;
 
 /// Settings shared by the SQL sinks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlConfig {
     table_prefix: String,
+    write_connections: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            table_prefix: String::new(),
+            write_connections: DEFAULT_WRITE_CONNECTIONS,
+        }
+    }
 }
 
 impl SqlConfig {
@@ -37,6 +58,32 @@ impl SqlConfig {
         }
         self.table_prefix = prefix.to_owned();
         Ok(self)
+    }
+
+    /// How many connections a PostgreSQL or MySQL sink writes one batch over at once. Default
+    /// [`DEFAULT_WRITE_CONNECTIONS`]; `1` writes every batch in one transaction.
+    ///
+    /// A batch of at least twice [`MIN_PART_RECORDS`] is split into consecutive parts of nearly
+    /// equal length, one per [`MIN_PART_RECORDS`] it holds (at most `connections`). Each part is
+    /// written with its rollups in its own transaction on its own connection, so the database
+    /// works on one part while the sink sends the next. A failed part fails the write, and the
+    /// worker writes the whole batch again: the parts already committed are skipped (records are
+    /// idempotent on `id`, and rollups count only what a write inserted).
+    ///
+    /// At least 1, at most 64. SQLite has one writer and ignores this.
+    pub fn write_connections(mut self, connections: usize) -> Result<Self, Error> {
+        if !(1..=64).contains(&connections) {
+            return Err(Error::InvalidConfig(format!(
+                "write_connections must be between 1 and 64, not {connections}"
+            )));
+        }
+        self.write_connections = connections;
+        Ok(self)
+    }
+
+    /// The connections a batch is written over (see [`write_connections`](Self::write_connections)).
+    pub fn connections(&self) -> usize {
+        self.write_connections
     }
 
     /// The table of records.
@@ -175,6 +222,48 @@ pub(crate) async fn resolve(host: &str, port: u16, target: &str) -> Result<(), E
     }
 }
 
+/// A batch as the parts written at once over `connections` connections: consecutive records in
+/// parts of nearly equal length, as many as the batch holds [`MIN_PART_RECORDS`] (at most
+/// `connections`). A record repeated in a split batch is written
+/// once (its first occurrence), so two parts never insert the same id and wait on each other.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) struct Split<'a> {
+    records: std::borrow::Cow<'a, [UsageRecord]>,
+    part: usize,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl<'a> Split<'a> {
+    pub(crate) fn new(batch: &'a [UsageRecord], connections: usize) -> Self {
+        let parts = (batch.len() / MIN_PART_RECORDS).clamp(1, connections.max(1));
+        if parts == 1 {
+            return Split {
+                records: std::borrow::Cow::Borrowed(batch),
+                part: batch.len().max(1),
+            };
+        }
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let records = if batch.iter().all(|record| seen.insert(record.id)) {
+            std::borrow::Cow::Borrowed(batch)
+        } else {
+            seen.clear();
+            std::borrow::Cow::Owned(
+                batch
+                    .iter()
+                    .filter(|record| seen.insert(record.id))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        let part = records.len().div_ceil(parts);
+        Split { records, part }
+    }
+
+    pub(crate) fn parts(&self) -> std::slice::Chunks<'_, UsageRecord> {
+        self.records.chunks(self.part)
+    }
+}
+
 /// How long connecting may take before it is a named timeout.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -302,6 +391,93 @@ mod tests {
         for bad in ["1x", "a-b", "a b", "x;drop table t", "ä", &"x".repeat(33)] {
             assert!(SqlConfig::new().table_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn write_connections_are_bounded() {
+        assert_eq!(SqlConfig::new().connections(), DEFAULT_WRITE_CONNECTIONS);
+        assert_eq!(
+            SqlConfig::new().write_connections(1).unwrap().connections(),
+            1
+        );
+        for bad in [0, 65] {
+            let error = SqlConfig::new().write_connections(bad).unwrap_err();
+            assert!(error.to_string().contains("write_connections"), "{error}");
+        }
+    }
+
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn records(count: usize) -> Vec<UsageRecord> {
+        (0..count)
+            .map(|n| UsageRecord {
+                id: uuid::Uuid::now_v7(),
+                operation: format!("op-{n}"),
+                function: "sql::tests::records".into(),
+                service: "test".into(),
+                instance: "test".into(),
+                started_at: chrono::Utc::now(),
+                duration: Duration::from_micros(7),
+                outcome: crate::record::Outcome::Success,
+                error_type: None,
+                error_message: None,
+                tenant_id: None,
+                user_id: None,
+                session_id: None,
+                model: None,
+                input_tokens: None,
+                output_tokens: None,
+                cached_input_tokens: None,
+                cost_nano_usd: None,
+                attributes: serde_json::Map::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn batches_split_into_parts_of_at_least_the_minimum() {
+        let lengths = |count: usize, connections: usize| -> Vec<usize> {
+            let batch = records(count);
+            let split = Split::new(&batch, connections);
+            let parts: Vec<&[UsageRecord]> = split.parts().collect();
+            // The parts are the batch, in order.
+            let ids: Vec<uuid::Uuid> = parts.iter().flat_map(|p| p.iter().map(|r| r.id)).collect();
+            assert_eq!(ids, batch.iter().map(|r| r.id).collect::<Vec<_>>());
+            parts.iter().map(|part| part.len()).collect()
+        };
+        assert_eq!(lengths(0, 4), Vec::<usize>::new());
+        assert_eq!(lengths(5, 4), vec![5]);
+        assert_eq!(
+            lengths(2 * MIN_PART_RECORDS - 1, 4),
+            vec![2 * MIN_PART_RECORDS - 1]
+        );
+        assert_eq!(lengths(2 * MIN_PART_RECORDS, 4), vec![MIN_PART_RECORDS; 2]);
+        assert_eq!(lengths(4096, 4), vec![1024; 4]);
+        assert_eq!(lengths(4097, 4), vec![1025, 1025, 1025, 1022]);
+        assert_eq!(lengths(10_000, 4), vec![2500; 4]);
+        assert_eq!(lengths(10_000, 1), vec![10_000]);
+    }
+
+    #[test]
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn a_split_batch_writes_a_repeated_record_once() {
+        let mut batch = records(3000);
+        batch[2500] = batch[10].clone();
+        batch[2999] = batch[10].clone();
+        let split = Split::new(&batch, 4);
+        let parts: Vec<&[UsageRecord]> = split.parts().collect();
+        assert_eq!(parts.len(), 2);
+        let ids: Vec<uuid::Uuid> = parts.iter().flat_map(|p| p.iter().map(|r| r.id)).collect();
+        assert_eq!(ids.len(), 2998);
+        assert_eq!(ids.iter().filter(|id| **id == batch[10].id).count(), 1);
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        // Unsplit, a batch goes as it is: the sink counts a repeat once by itself.
+        let small = &batch[..MIN_PART_RECORDS];
+        assert_eq!(
+            Split::new(small, 4).parts().next().unwrap().len(),
+            small.len()
+        );
     }
 
     #[test]
