@@ -421,8 +421,15 @@ async fn a_failed_part_fails_the_write_and_the_retry_completes_it() {
     .execute(&mut db)
     .await
     .unwrap();
-    let error = sink.write(&records).await.unwrap_err();
-    assert_eq!(step_of(&error), DbStep::Write);
+    match sink.write(&records).await.unwrap_err() {
+        Error::PartlyWritten { written, source } => {
+            let first: Vec<_> = records[..3 * 1024].iter().map(|r| r.id).collect();
+            assert_eq!(written.0, first, "the first three parts, named");
+            assert_eq!(step_of(&source), DbStep::Write);
+            assert_eq!(source.failure_kind(), usage_runtime::FailureKind::Rejected);
+        }
+        other => panic!("expected a partly written batch, got {other}"),
+    }
     assert_eq!(
         distinct_ids(&mut db, "my_part_usage_records").await,
         3 * 1024,
@@ -435,6 +442,66 @@ async fn a_failed_part_fails_the_write_and_the_retry_completes_it() {
     sink.write(&records).await.unwrap();
     assert_eq!(distinct_ids(&mut db, "my_part_usage_records").await, 4096);
     assert_rollups_equal_records(&mut db, "my_part_", 4096).await;
+}
+
+#[track_usage(operation = "part")]
+fn part() {}
+
+#[track_usage(operation = "refused")]
+fn refused() {}
+
+/// The 4,096 calls of one batch, the 3,501st refused: the batch's last part (records 3,072 to
+/// 4,095) fails as a whole.
+fn calls_with_one_refused() {
+    for n in 0..4096 {
+        if n == 3500 {
+            refused();
+        } else {
+            part();
+        }
+    }
+}
+
+/// Through the tracker: a part that fails (with an error that is not retried) while the others
+/// commit leaves every record counted once, in `written` (exactly the rows in the database) or
+/// in `failed`, never a committed record counted as failed.
+#[tokio::test]
+async fn a_partly_written_batch_is_counted_record_by_record() {
+    let Some(url) = mysql_url() else { return };
+    let _serial = serial();
+    let config = fresh(&url, "my_partly_").await;
+    let sink = MySqlSink::connect_with(&url, config).await.unwrap();
+    let mut db = MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER my_partly_refuse BEFORE INSERT ON my_partly_usage_records \
+           FOR EACH ROW BEGIN IF NEW.operation = 'refused' THEN \
+           SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; END IF; END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let guard = Tracker::builder()
+        .sink(sink)
+        .batch_size(4096)
+        .install()
+        .unwrap();
+    calls_with_one_refused();
+    let error = guard.flush().await.unwrap_err();
+    assert!(
+        matches!(error, Error::NotWritten { count: 1024, .. }),
+        "{error}"
+    );
+    let health = guard.health();
+    guard.shutdown().await.unwrap();
+    let rows = distinct_ids(&mut db, "my_partly_usage_records").await;
+    assert_eq!(rows, 3072, "the first three parts committed");
+    assert_eq!((health.written, health.failed), (3072, 1024), "{health:?}");
+    let rolled: i64 =
+        sqlx::query_scalar("SELECT CAST(SUM(calls) AS SIGNED) FROM my_partly_usage_rollups_hourly")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(rolled, 3072);
 }
 
 async fn distinct_ids(db: &mut MySqlConnection, table: &str) -> i64 {

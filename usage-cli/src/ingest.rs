@@ -27,6 +27,10 @@ pub(crate) struct IngestArgs {
     /// its write connections (2,048 records or more).
     #[arg(long, default_value_t = 4096)]
     batch: usize,
+    /// Connections a PostgreSQL or MySQL database is written over at once (one part of a batch
+    /// each); each worker holds up to this many.
+    #[arg(long, default_value_t = usage_runtime::sink::DEFAULT_WRITE_CONNECTIONS)]
+    pub(crate) write_connections: usize,
     /// How long to wait for a batch to fill before writing what came.
     #[arg(long, default_value = "500ms", value_parser = parse_millis)]
     max_wait: Duration,

@@ -344,7 +344,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Ingest { database, args } => {
-            let sink = connect(&database).await?;
+            let config = database
+                .config()?
+                .write_connections(args.write_connections)?;
+            let sink = connect_with(&database, config).await?;
             ingest::run(args, sink).await?;
             Ok(())
         }
@@ -411,8 +414,12 @@ async fn run(command: Command) -> Result<(), Failure> {
 
 /// The sink for the URL's scheme, connected (and so migrated).
 async fn connect(database: &Database) -> Result<AnySink, Error> {
+    connect_with(database, database.config()?).await
+}
+
+/// [`connect`] with the sink's settings given.
+async fn connect_with(database: &Database, config: SqlConfig) -> Result<AnySink, Error> {
     let url = &database.database_url;
-    let config = database.config()?;
     Ok(match url.split(':').next() {
         Some("sqlite") => AnySink::Sqlite(SqliteSink::connect_with(url, config).await?),
         Some("postgres" | "postgresql") => {

@@ -73,6 +73,40 @@ pub enum Error {
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A sink that writes a batch in parts at once (PostgreSQL and MySQL, see
+    /// `SqlConfig::write_connections`) committed some parts before another failed. The worker
+    /// counts the records in `written` as written and goes on with the rest alone.
+    #[error("{source} ({} record(s) of the batch were written)", written.len())]
+    PartlyWritten {
+        /// The ids of the records committed (every record of each part that committed).
+        written: RecordIds,
+        /// Why the rest was not: the first failed part's error.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// The ids of the records a sink committed, in [`Error::PartlyWritten`]. `Debug` shows how many,
+/// not the ids (a batch holds thousands).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RecordIds(pub Vec<uuid::Uuid>);
+
+impl RecordIds {
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for RecordIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordIds({} ids)", self.0.len())
+    }
 }
 
 /// The step of talking to a database that failed.
@@ -138,6 +172,7 @@ impl Error {
     pub fn failure_kind(&self) -> FailureKind {
         match self {
             Error::Database { kind, .. } => *kind,
+            Error::PartlyWritten { source, .. } => source.failure_kind(),
             Error::Timeout(_) => FailureKind::Transient,
             Error::SinkPanicked(_) => FailureKind::Rejected,
             _ => FailureKind::Other,

@@ -34,7 +34,7 @@ pub use call::SATURATED_ATTRIBUTE;
 pub use catalog::{operations, Operation};
 pub use classify::{Classification, Classify};
 pub use dimension::{IdInput, IdValue, TenantValue};
-pub use error::{redact_url, BoxError, DbStep, Error, FailureKind};
+pub use error::{redact_url, BoxError, DbStep, Error, FailureKind, RecordIds};
 pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
 pub use record::{Outcome, ParseOutcomeError, UsageRecord};
 pub use spool::{status as spool_status, Fsync, SpoolStatus};

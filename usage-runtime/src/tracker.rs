@@ -212,8 +212,9 @@ impl TrackerBuilder {
         self
     }
 
-    /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`], or the queue capacity if that is
-    /// smaller; at least 1 and at most the queue capacity.
+    /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`], or half the queue capacity if that
+    /// is smaller (so calls find room while a full batch waits for the worker); at least 1 and
+    /// at most the queue capacity.
     pub fn batch_size(mut self, records: usize) -> Self {
         self.batch_size = Some(records);
         self
@@ -222,7 +223,7 @@ impl TrackerBuilder {
     /// The batch size in effect.
     fn batch(&self) -> usize {
         self.batch_size
-            .unwrap_or_else(|| DEFAULT_BATCH_SIZE.min(self.queue_capacity.max(1)))
+            .unwrap_or_else(|| DEFAULT_BATCH_SIZE.min((self.queue_capacity / 2).max(1)))
     }
 
     /// The longest a finished call waits before it is written. Default
@@ -916,6 +917,14 @@ mod tests {
     fn defaults_are_pinned() {
         let builder = Tracker::builder();
         assert_eq!(builder.batch(), 4096);
+        // A smaller queue keeps half its room free of the default batch.
+        assert_eq!(Tracker::builder().queue_capacity(1000).batch(), 500);
+        assert_eq!(Tracker::builder().queue_capacity(8192).batch(), 4096);
+        assert_eq!(Tracker::builder().queue_capacity(1).batch(), 1);
+        assert_eq!(
+            Tracker::builder().queue_capacity(10).batch_size(7).batch(),
+            7
+        );
         assert_eq!(builder.flush_interval, Duration::from_secs(1));
         assert_eq!(builder.queue_capacity, 65_536);
         assert_eq!(builder.shutdown_timeout, Duration::from_secs(5));

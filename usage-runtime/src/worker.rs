@@ -461,6 +461,22 @@ impl Worker {
             Ok(()) => {
                 outcome.written += count;
             }
+            Err(Error::PartlyWritten { written, source }) => {
+                // Some parts committed: those records are written; the rest goes on alone
+                // (retried, split or handed back as any batch), so each is counted once.
+                tracing::debug!(written = written.len(), error = %source, "usage batch partly written");
+                let written: std::collections::HashSet<uuid::Uuid> =
+                    written.0.into_iter().collect();
+                let rest: Vec<UsageRecord> = batch
+                    .iter()
+                    .filter(|record| !written.contains(&record.id))
+                    .cloned()
+                    .collect();
+                outcome.written += count - rest.len() as u64;
+                if !rest.is_empty() {
+                    self.deliver(&rest, outcome);
+                }
+            }
             Err(error) if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
                 let (first, second) = batch.split_at(batch.len() / 2);
                 self.deliver(first, outcome);
@@ -490,6 +506,8 @@ impl Worker {
         loop {
             let error = match self.write(batch) {
                 Ok(()) => return Ok(()),
+                // What is left is a smaller batch: `deliver` goes on with it.
+                Err(error @ Error::PartlyWritten { .. }) => return Err(error),
                 Err(error) => error,
             };
             let deadline = *self.config.shared.shutdown_deadline.borrow();

@@ -1,5 +1,6 @@
 //! MySQL and MariaDB through sqlx: multi-row `INSERT` statements sized under the server's
-//! `max_allowed_packet`, all of a batch in one transaction, idempotent with
+//! `max_allowed_packet`, a batch (or each part of a large one, written at once over the write
+//! connections) in one transaction, idempotent with
 //! `ON DUPLICATE KEY UPDATE id = id` (not `INSERT IGNORE`, which would turn rejected values into
 //! silent truncation).
 
@@ -862,19 +863,17 @@ impl Sink for MySqlSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let (pool, budget) = self.pool().await?;
         // Each part and its rollups commit together, the parts at once on their own connections.
-        // Every part runs to its end (none is cancelled mid-statement); the first error is the
-        // write's.
+        // A failed part does not cancel the others: each runs to its end, and the write says
+        // which records committed (`Split::settle`). Only the worker's write timeout or shutdown
+        // deadline drops the whole write; it then counts the batch as not written.
         let split = sql::Split::new(batch, self.config.connections());
-        let written = futures_util::future::join_all(
-            split
-                .parts()
-                .map(|part| write_part(&pool, budget, &self.config, part)),
-        )
+        let written = futures_util::future::join_all(split.parts().map(|part| async {
+            write_part(&pool, budget, &self.config, part)
+                .await
+                .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        }))
         .await;
-        written
-            .into_iter()
-            .collect::<Result<(), sqlx::Error>>()
-            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        split.settle(written)
     }
 }
 

@@ -1,5 +1,6 @@
-//! PostgreSQL through sqlx: one `INSERT ... SELECT FROM UNNEST(...)` statement per batch (one
-//! round trip, a prepared statement reused across batches), idempotent with
+//! PostgreSQL through sqlx: one `INSERT ... SELECT FROM UNNEST(...)` statement per batch, or per
+//! part of a large batch written at once over the write connections (one round trip, a prepared
+//! statement reused across batches), idempotent with
 //! `ON CONFLICT (id) DO NOTHING`; native `uuid`, `timestamptz` and `jsonb` columns.
 
 use std::fmt;
@@ -800,8 +801,9 @@ impl Sink for PostgresSink {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         let pool = self.pool().await?;
         // Each part and its rollups commit together, the parts at once on their own connections.
-        // Every part runs to its end (none is cancelled mid-statement); the first error is the
-        // write's.
+        // A failed part does not cancel the others: each runs to its end, and the write says
+        // which records committed (`Split::settle`). Only the worker's write timeout or shutdown
+        // deadline drops the whole write; it then counts the batch as not written.
         let split = sql::Split::new(batch, self.config.connections());
         let written = futures_util::future::join_all(split.parts().map(|part| async {
             let mut connection = pool
@@ -813,6 +815,6 @@ impl Sink for PostgresSink {
                 .map_err(|error| Error::database(DbStep::Write, &self.target, error))
         }))
         .await;
-        written.into_iter().collect()
+        split.settle(written)
     }
 }

@@ -13,9 +13,11 @@ use crate::record::UsageRecord;
 /// [`SqlConfig::write_connections`]).
 pub const DEFAULT_WRITE_CONNECTIONS: usize = 4;
 
-/// The fewest records each part of a split batch holds. Smaller transactions cost more in commits
-/// than writing them at once gains: measured on PostgreSQL, 4 parts of 128 records wrote 45k
-/// records/s, one transaction of 512 62k/s, 4 parts of 1,024 128k/s.
+/// A batch is split into one part per this many records it holds (at most
+/// [`SqlConfig::write_connections`] parts), so a part holds about this many or more. Smaller
+/// transactions cost more in commits than writing them at once gains: measured on PostgreSQL,
+/// 128 records per transaction on 4 connections wrote 45k records/s, 512 on one 62k/s, 1,024 on
+/// 4 128k/s.
 pub const MIN_PART_RECORDS: usize = 1024;
 
 /// Settings shared by the SQL sinks.
@@ -223,7 +225,7 @@ pub(crate) async fn resolve(host: &str, port: u16, target: &str) -> Result<(), E
 }
 
 /// A batch as the parts written at once over `connections` connections: consecutive records in
-/// parts of nearly equal length, as many as the batch holds [`MIN_PART_RECORDS`] (at most
+/// parts of nearly equal length, one per [`MIN_PART_RECORDS`] the batch holds (at most
 /// `connections`). A record repeated in a split batch is written
 /// once (its first occurrence), so two parts never insert the same id and wait on each other.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -235,8 +237,7 @@ pub(crate) struct Split<'a> {
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 impl<'a> Split<'a> {
     pub(crate) fn new(batch: &'a [UsageRecord], connections: usize) -> Self {
-        let parts = (batch.len() / MIN_PART_RECORDS).clamp(1, connections.max(1));
-        if parts == 1 {
+        if connections <= 1 || batch.len() < 2 * MIN_PART_RECORDS {
             return Split {
                 records: std::borrow::Cow::Borrowed(batch),
                 part: batch.len().max(1),
@@ -255,12 +256,37 @@ impl<'a> Split<'a> {
                     .collect(),
             )
         };
-        let part = records.len().div_ceil(parts);
+        let parts = (records.len() / MIN_PART_RECORDS).clamp(1, connections);
+        let part = records.len().div_ceil(parts).max(1);
         Split { records, part }
     }
 
     pub(crate) fn parts(&self) -> std::slice::Chunks<'_, UsageRecord> {
         self.records.chunks(self.part)
+    }
+
+    /// The write's result from each part's, in part order: `Ok` when every part committed; the
+    /// first failed part's error when none did; else [`Error::PartlyWritten`] naming the records
+    /// committed, so the worker goes on with the rest alone and counts each record once.
+    pub(crate) fn settle(&self, results: Vec<Result<(), Error>>) -> Result<(), Error> {
+        let mut written = Vec::new();
+        let mut failed = None;
+        for (part, result) in self.parts().zip(results) {
+            match result {
+                Ok(()) => written.extend(part.iter().map(|record| record.id)),
+                Err(error) => {
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(error) if written.is_empty() => Err(error),
+            Some(error) => Err(Error::PartlyWritten {
+                written: crate::error::RecordIds(written),
+                source: Box::new(error),
+            }),
+        }
     }
 }
 
@@ -348,10 +374,10 @@ fn database_failure(db: &(dyn sqlx::error::DatabaseError + 'static)) -> FailureK
             // server shutdown, read-only (failover)
             2006 | 2013 | 1205 | 1213 | 1040 | 1053 | 1290 | 1836 => FailureKind::Transient,
             // data too long, incorrect value, out of range, truncated, bad date, null in not-null,
-            // invalid JSON, foreign key, check constraint, incorrect string (encoding)
-            // ... and a statement or value too large for the server (packet, row size)
-            1406 | 1366 | 1264 | 1265 | 1292 | 1048 | 3140 | 1452 | 3819 | 1300 | 1153 | 1301
-            | 1118 => FailureKind::Rejected,
+            // invalid JSON, foreign key, check constraint (MySQL, MariaDB), incorrect string
+            // (encoding) ... and a statement or value too large for the server (packet, row size)
+            1406 | 1366 | 1264 | 1265 | 1292 | 1048 | 3140 | 1452 | 3819 | 4025 | 1300 | 1153
+            | 1301 | 1118 => FailureKind::Rejected,
             _ => FailureKind::Other,
         };
     }
@@ -435,7 +461,7 @@ mod tests {
 
     #[test]
     #[cfg(any(feature = "postgres", feature = "mysql"))]
-    fn batches_split_into_parts_of_at_least_the_minimum() {
+    fn batches_split_into_nearly_equal_parts() {
         let lengths = |count: usize, connections: usize| -> Vec<usize> {
             let batch = records(count);
             let split = Split::new(&batch, connections);
@@ -466,6 +492,7 @@ mod tests {
         batch[2999] = batch[10].clone();
         let split = Split::new(&batch, 4);
         let parts: Vec<&[UsageRecord]> = split.parts().collect();
+        // 2,998 distinct records: two parts (the count is taken after the repeats are gone).
         assert_eq!(parts.len(), 2);
         let ids: Vec<uuid::Uuid> = parts.iter().flat_map(|p| p.iter().map(|r| r.id)).collect();
         assert_eq!(ids.len(), 2998);
