@@ -289,6 +289,27 @@ impl Cell {
         cell
     }
 
+    /// Adds one record given by its parts: one call, its sums, its latency bucket.
+    pub(crate) fn add_parts(&mut self, parts: &Parts<'_>) {
+        let add = |sum: &mut i64, value: Option<u64>| {
+            *sum = sum.saturating_add(value.map_or(0, clamp));
+        };
+        let sums = &mut self.sums;
+        sums.calls = sums.calls.saturating_add(1);
+        add(&mut sums.input_tokens, parts.input_tokens);
+        add(&mut sums.output_tokens, parts.output_tokens);
+        add(&mut sums.cached_input_tokens, parts.cached_input_tokens);
+        sums.cost_nano_usd = sums
+            .cost_nano_usd
+            .saturating_add(parts.cost_nano_usd.unwrap_or(0));
+        sums.duration_us = sums.duration_us.saturating_add(clamp(parts.duration_us));
+        let slot = self
+            .latency
+            .entry(latency_bucket(parts.duration_us))
+            .or_default();
+        *slot = slot.saturating_add(1);
+    }
+
     pub(crate) fn add(&mut self, other: &Cell) {
         self.sums.add(&other.sums);
         for (bucket, calls) in &other.latency {
@@ -314,6 +335,25 @@ pub(crate) struct Parts<'a> {
     pub(crate) cost_nano_usd: Option<i64>,
 }
 
+impl<'a> Parts<'a> {
+    /// The parts of a record.
+    pub(crate) fn of(record: &'a UsageRecord) -> Self {
+        Parts {
+            started_at: record.started_at,
+            service: &record.service,
+            operation: &record.operation,
+            tenant_id: record.tenant_id.as_deref(),
+            model: record.model.as_deref(),
+            outcome: record.outcome,
+            duration_us: u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+            cached_input_tokens: record.cached_input_tokens,
+            cost_nano_usd: record.cost_nano_usd,
+        }
+    }
+}
+
 /// What a set of newly inserted records adds to the rollups: the hourly and the daily rows.
 #[derive(Debug, Default)]
 pub(crate) struct Rollup {
@@ -333,48 +373,51 @@ fn clamp(count: u64) -> i64 {
 }
 
 impl Rollup {
-    /// Adds up `records` (the ones just inserted).
+    /// Adds up `records` (the ones just inserted). Records are first added up per hour under
+    /// keys borrowed from them, so the owned key (and the daily row's) is made once per row, not
+    /// once per record.
     pub(crate) fn of<'a>(records: impl IntoIterator<Item = &'a UsageRecord>) -> Rollup {
-        let mut rollup = Rollup::default();
+        type Borrowed<'r> = (
+            DateTime<Utc>,
+            &'r str,
+            &'r str,
+            &'r str,
+            &'r str,
+            crate::record::Outcome,
+        );
+        let mut hours: std::collections::HashMap<Borrowed<'a>, Cell> =
+            std::collections::HashMap::new();
         for record in records {
-            rollup.add(record);
+            let parts = Parts::of(record);
+            let key = (
+                hour_of(parts.started_at),
+                parts.service,
+                parts.operation,
+                parts.tenant_id.unwrap_or_default(),
+                parts.model.unwrap_or_default(),
+                parts.outcome,
+            );
+            hours.entry(key).or_default().add_parts(&parts);
+        }
+        let mut rollup = Rollup::default();
+        for ((start, service, operation, tenant_id, model, outcome), cell) in hours {
+            let key = RollupKey {
+                start,
+                service: service.to_owned(),
+                operation: operation.to_owned(),
+                tenant_id: tenant_id.to_owned(),
+                model: model.to_owned(),
+                outcome: outcome.as_str(),
+            };
+            rollup.add_cell(Tier::Hour, key, &cell);
         }
         rollup
     }
 
-    /// Adds one record.
-    pub(crate) fn add(&mut self, record: &UsageRecord) {
-        self.add_parts(Parts {
-            started_at: record.started_at,
-            service: &record.service,
-            operation: &record.operation,
-            tenant_id: record.tenant_id.as_deref(),
-            model: record.model.as_deref(),
-            outcome: record.outcome,
-            duration_us: u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-            input_tokens: record.input_tokens,
-            output_tokens: record.output_tokens,
-            cached_input_tokens: record.cached_input_tokens,
-            cost_nano_usd: record.cost_nano_usd,
-        });
-    }
-
     /// Adds one record given by its parts (as read back from a table, for a backfill).
     pub(crate) fn add_parts(&mut self, parts: Parts<'_>) {
-        let add = |sum: &mut i64, value: Option<u64>| {
-            *sum = sum.saturating_add(value.map_or(0, clamp));
-        };
         let mut cell = Cell::default();
-        cell.sums.calls = 1;
-        add(&mut cell.sums.input_tokens, parts.input_tokens);
-        add(&mut cell.sums.output_tokens, parts.output_tokens);
-        add(
-            &mut cell.sums.cached_input_tokens,
-            parts.cached_input_tokens,
-        );
-        cell.sums.cost_nano_usd = parts.cost_nano_usd.unwrap_or(0);
-        cell.sums.duration_us = clamp(parts.duration_us);
-        cell.latency.insert(latency_bucket(parts.duration_us), 1);
+        cell.add_parts(&parts);
         let key = RollupKey {
             start: parts.started_at,
             service: parts.service.to_owned(),

@@ -407,18 +407,18 @@ async fn write_with_rollups(
 }
 
 /// A statement over the 19 record columns as arrays (`$1` to `$19`), bound with native types.
-fn bind_records(
-    statement: &str,
-    batch: &[UsageRecord],
-) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    fn column<T>(batch: &[UsageRecord], f: impl Fn(&UsageRecord) -> T) -> Vec<T> {
+/// Text and attributes are borrowed from the records unless a NUL has to be replaced.
+fn bind_records<'a>(
+    statement: &'a str,
+    batch: &'a [UsageRecord],
+) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn column<'a, T>(batch: &'a [UsageRecord], f: impl Fn(&'a UsageRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
-    let text = |text: &str| sql::without_nul(text).into_owned();
-    let opt_text =
-        |text: &Option<String>| text.as_deref().map(|t| sql::without_nul(t).into_owned());
+    let text = |text: &'a String| sql::without_nul(text);
+    let opt_text = |text: &'a Option<String>| text.as_deref().map(sql::without_nul);
     let count = |count: Option<u64>| count.map(sql::clamp);
-    sqlx::query(AssertSqlSafe(statement.to_owned()))
+    sqlx::query(AssertSqlSafe(statement))
         .bind(column(batch, |r| r.id))
         .bind(column(batch, |r| text(&r.operation)))
         .bind(column(batch, |r| text(&r.function)))
@@ -440,7 +440,7 @@ fn bind_records(
         .bind(column(batch, |r| count(r.cached_input_tokens)))
         .bind(column(batch, |r| r.cost_nano_usd))
         .bind(column(batch, |r| {
-            sql::json_without_nul(&serde_json::Value::Object(r.attributes.clone()))
+            sqlx::types::Json(sql::attributes_without_nul(&r.attributes))
         }))
 }
 
