@@ -339,3 +339,96 @@ fn a_damaged_spool_is_recovered_and_counted_at_install() {
     guard.flush_blocking().unwrap();
     assert_eq!(up.records.records().len(), 40);
 }
+
+/// A sink that rejects any batch holding call 7 and, while `flaky`, fails any batch holding call
+/// 30 as a transient error; while `down`, refuses every batch.
+#[derive(Debug, Clone, Default)]
+struct Picky {
+    down: Arc<AtomicBool>,
+    flaky: Arc<AtomicBool>,
+    records: MemorySink,
+}
+
+impl Sink for Picky {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let holds = |n: u64| batch.iter().any(|r| r.attributes["n"] == n);
+        let fail = |kind| {
+            Err(Error::Database {
+                step: DbStep::Write,
+                target: "test://picky".into(),
+                source: "refused".into(),
+                kind,
+            })
+        };
+        if self.down.load(Ordering::SeqCst) {
+            return fail(FailureKind::Transient);
+        }
+        if holds(7) {
+            return fail(FailureKind::Rejected);
+        }
+        if self.flaky.load(Ordering::SeqCst) && holds(30) {
+            return fail(FailureKind::Transient);
+        }
+        self.records.write(batch).await
+    }
+}
+
+/// A replayed batch whose rejected record is quarantined while another of its records keeps
+/// failing stays in the spool; the rejected record is quarantined once, not at every replay.
+#[test]
+fn a_record_quarantined_during_an_unsettled_replay_is_quarantined_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let sink = Picky::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .max_retries(1)
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .spool_dir(dir.path().join("spool"))
+        .spool_fsync(Fsync::Always)
+        .quarantine_file(&quarantine)
+        .batch_size(50)
+        .install()
+        .unwrap();
+    for n in 0..50 {
+        work(n);
+    }
+    assert!(guard.flush_blocking().is_err(), "the sink is down");
+    assert_eq!(guard.health().spool_records, 50);
+    sink.down.store(false, Ordering::SeqCst);
+    sink.flaky.store(true, Ordering::SeqCst);
+    let lines = || {
+        std::fs::read_to_string(&quarantine)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for _ in 0..3 {
+        assert!(guard.flush_blocking().is_err(), "call 30 keeps failing");
+        assert_eq!(lines(), 1, "call 7 quarantined once");
+        assert_eq!(
+            guard.health().spool_records,
+            50,
+            "the batch stays in the spool"
+        );
+    }
+    sink.flaky.store(false, Ordering::SeqCst);
+    // The batch leaves the spool; its quarantined record is counted now, once.
+    let error = guard.flush_blocking().unwrap_err();
+    assert!(
+        matches!(error, Error::NotWritten { count: 1, .. }),
+        "{error}"
+    );
+    let health = guard.health();
+    assert_eq!(lines(), 1);
+    assert_eq!(
+        (health.written, health.quarantined, health.spool_records),
+        (49, 1, 0)
+    );
+    let mut written = numbers(&sink.records.records());
+    written.sort_unstable();
+    written.dedup();
+    assert_eq!(written, (0..50).filter(|n| *n != 7).collect::<Vec<_>>());
+}

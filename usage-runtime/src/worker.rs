@@ -111,6 +111,7 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 config,
                 runtime,
                 replay_failures: 0,
+                replay_quarantined: std::collections::HashSet::new(),
                 next_replay: Instant::now(),
                 next_prune: Instant::now(),
             }
@@ -125,6 +126,9 @@ struct Worker {
     /// stays down, so a busy service does not hammer a dead database).
     replay_failures: u32,
     next_replay: Instant,
+    /// Records of the spool's oldest batch quarantined by a replay that did not settle the whole
+    /// batch: the batch stays in the spool, and they are not sent (and quarantined) again.
+    replay_quarantined: std::collections::HashSet<uuid::Uuid>,
     /// When the retention may next prune.
     next_prune: Instant,
 }
@@ -412,8 +416,23 @@ impl Worker {
                 single_attempt: true,
                 ..Delivery::default()
             };
-            self.deliver(&batch, &mut outcome);
+            if self.replay_quarantined.is_empty() {
+                self.deliver(&batch, &mut outcome);
+            } else {
+                // What an earlier attempt at this batch quarantined is settled: counted, not
+                // sent (nor quarantined) again.
+                let (settled, pending): (Vec<UsageRecord>, Vec<UsageRecord>) = batch
+                    .iter()
+                    .cloned()
+                    .partition(|record| self.replay_quarantined.contains(&record.id));
+                outcome.quarantined += settled.len() as u64;
+                if !pending.is_empty() {
+                    self.deliver(&pending, &mut outcome);
+                }
+            }
             if !outcome.unsettled.is_empty() {
+                self.replay_quarantined
+                    .extend(std::mem::take(&mut outcome.quarantined_ids));
                 self.replay_failures += 1;
                 self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
                 let after = Tallies::read(&shared.counters);
@@ -421,6 +440,7 @@ impl Worker {
                 return;
             }
             self.replay_failures = 0;
+            self.replay_quarantined.clear();
             self.count(&outcome);
             if let Err(error) = self
                 .config
@@ -485,6 +505,7 @@ impl Worker {
             Err(error) if error.failure_kind() == FailureKind::Rejected => {
                 self.quarantine(&batch[0], &error);
                 outcome.quarantined += 1;
+                outcome.quarantined_ids.push(batch[0].id);
             }
             Err(error) => {
                 let reason = error.to_string();
@@ -769,6 +790,8 @@ impl Worker {
 struct Delivery {
     written: u64,
     quarantined: u64,
+    /// The ids quarantined.
+    quarantined_ids: Vec<uuid::Uuid>,
     /// Records neither written nor quarantined.
     unsettled: Vec<UsageRecord>,
     /// How many records were unsettled (once `unsettled` is handed on).
