@@ -64,14 +64,7 @@ fn sigkill_loses_nothing_the_spool_acknowledged() {
     let Some(url) = postgres_url() else { return };
     let runtime = runtime();
     let mut db = runtime.block_on(sqlx::PgConnection::connect(&url)).unwrap();
-    runtime
-        .block_on(
-            sqlx::raw_sql(
-                "DROP TABLE IF EXISTS pg_crash_usage_records, pg_crash_usage_schema_migrations",
-            )
-            .execute(&mut db),
-        )
-        .unwrap();
+    runtime.block_on(tests::drop_postgres_tables(&url, "pg_crash_"));
     let spool = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])

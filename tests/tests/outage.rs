@@ -116,14 +116,7 @@ fn postgres_outage_loses_and_doubles_nothing() {
     let proxy = Proxy::start(&upstream(&url));
     let runtime = runtime();
     let mut db = runtime.block_on(sqlx::PgConnection::connect(&url)).unwrap();
-    runtime
-        .block_on(
-            sqlx::raw_sql(
-                "DROP TABLE IF EXISTS pg_outage_usage_records, pg_outage_usage_schema_migrations",
-            )
-            .execute(&mut db),
-        )
-        .unwrap();
+    runtime.block_on(tests::drop_postgres_tables(&url, "pg_outage_"));
     let config = SqlConfig::new().table_prefix("pg_outage_").unwrap();
     let sink = runtime
         .block_on(PostgresSink::connect_with(&proxy.url(&url), config))
@@ -147,14 +140,7 @@ fn mysql_outage_loses_and_doubles_nothing() {
     let mut db = runtime
         .block_on(sqlx::MySqlConnection::connect(&url))
         .unwrap();
-    runtime
-        .block_on(
-            sqlx::raw_sql(
-                "DROP TABLE IF EXISTS my_outage_usage_records, my_outage_usage_schema_migrations",
-            )
-            .execute(&mut db),
-        )
-        .unwrap();
+    runtime.block_on(tests::drop_mysql_tables(&url, "my_outage_"));
     let config = SqlConfig::new().table_prefix("my_outage_").unwrap();
     let sink = runtime
         .block_on(MySqlSink::connect_with(&proxy.url(&url), config))

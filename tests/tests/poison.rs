@@ -36,13 +36,8 @@ fn quarantined(path: &std::path::Path) -> Vec<serde_json::Value> {
 async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {
     let Some(url) = mysql_url() else { return };
     let _serial = serial();
+    tests::drop_mysql_tables(&url, "my_poison_").await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS my_poison_usage_records, my_poison_usage_schema_migrations",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let quarantine = dir.path().join("quarantine.jsonl");
     let config = SqlConfig::new().table_prefix("my_poison_").unwrap();
@@ -85,13 +80,8 @@ async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {
 async fn postgres_rejects_a_constraint_violation_and_the_rest_is_written() {
     let Some(url) = postgres_url() else { return };
     let _serial = serial();
+    tests::drop_postgres_tables(&url, "pg_poison_").await;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS pg_poison_usage_records, pg_poison_usage_schema_migrations",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let quarantine = dir.path().join("quarantine.jsonl");
     let config = SqlConfig::new().table_prefix("pg_poison_").unwrap();
