@@ -147,39 +147,76 @@ async fn a_stream_that_does_not_fit_is_named_with_what_is_wrong() {
     delete(&url, &config.stream).await;
 }
 
-/// A NATS server of the test's own on `port` (0: a free one), storing in `dir`; `None` (after a
-/// loud message) if the binary is missing and `CI` is not set.
-fn start_server(dir: &std::path::Path, port: u16) -> Option<(std::process::Child, u16)> {
-    let port = if port == 0 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    } else {
-        port
-    };
-    let server = std::process::Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    match server {
-        Ok(server) => Some((server, port)),
-        Err(error) if std::env::var_os("CI").is_none() => {
-            eprintln!("\n!!!!!!!! SKIPPED: cannot start nats-server: {error}\n");
-            None
+/// A NATS server of the test's own, stopped when dropped (so a failing test leaves no server
+/// behind).
+struct NatsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts one on `port` (0: a free one), storing in `dir`, and waits until it accepts
+    /// connections; `None` (after a loud message) if the binary is missing and `CI` is not set.
+    fn start(dir: &std::path::Path, port: u16) -> Option<NatsServer> {
+        let port = if port == 0 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        } else {
+            port
+        };
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut server = match child {
+            Ok(child) => NatsServer { child, port },
+            Err(error) if std::env::var_os("CI").is_none() => {
+                eprintln!("\n!!!!!!!! SKIPPED: cannot start nats-server: {error}\n");
+                return None;
+            }
+            Err(error) => panic!("cannot start nats-server (CI is set): {error}"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("nats-server on port {port} exited ({status}): is the port taken?");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server on port {port} did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Err(error) => panic!("cannot start nats-server (CI is set): {error}"),
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and waits for it to be gone.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_rides_out_its_server_restarting() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut server, port)) = start_server(dir.path(), 0) else {
+    let Some(mut server) = NatsServer::start(dir.path(), 0) else {
         return;
     };
     let _turn = TURN.lock().await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = server.url();
     let config = own_config("restart");
     let mut sink = None;
     for _ in 0..50 {
@@ -203,12 +240,13 @@ async fn a_producer_rides_out_its_server_restarting() {
         call(n);
         if n == 2_000 {
             // The server goes away mid-stream, and comes back on the same port and store.
-            server.kill().unwrap();
-            server.wait().unwrap();
+            server.stop();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         if n == 4_000 {
-            server = start_server(dir.path(), port).expect("restarted").0;
+            let port = server.port;
+            drop(server);
+            server = NatsServer::start(dir.path(), port).expect("restarted");
         }
         if n % 100 == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -221,18 +259,17 @@ async fn a_producer_rides_out_its_server_restarting() {
     assert!(health.retries > 0, "the outage was felt: {health:?}");
     // Every call once: retried batches the server had already stored were dropped as duplicates.
     assert_eq!(messages(&url, &config.stream).await, calls);
-    server.kill().unwrap();
-    server.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_gone_is_a_transient_failure() {
     // A server of this test's own, stopped halfway.
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut server, port)) = start_server(dir.path(), 0) else {
+    let Some(mut server) = NatsServer::start(dir.path(), 0) else {
         return;
     };
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = server.url();
+    let port = server.port;
     let mut sink = None;
     for _ in 0..50 {
         match NatsSink::connect_with(&url, own_config("gone")).await {
@@ -246,8 +283,7 @@ async fn a_server_that_is_gone_is_a_transient_failure() {
     let mut sink = sink.expect("the test's server came up");
     let records = tests::random_records(20, 3);
     sink.write(&records).await.unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let error = tokio::time::timeout(Duration::from_secs(30), sink.write(&records))
         .await
         .expect("a write to a dead server fails in bounded time")

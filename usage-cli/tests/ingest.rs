@@ -6,6 +6,32 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, PgConnection, Row};
 use usage_runtime::sink::{NatsConfig, NatsSink, PostgresSink, Sink, SqlConfig};
 
+/// A process of the test's: killed when dropped, so a failing test leaves none running.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A test's stream and tables, removed when dropped (after its processes, declared later).
 struct Setup {
     nats: String,
     postgres: String,
@@ -45,32 +71,36 @@ impl Setup {
         SqlConfig::new().table_prefix(&self.table_prefix).unwrap()
     }
 
-    fn worker(&self, extra: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_usage"))
-            .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
-            .args(["--consumer", "writers", "--database-url", &self.postgres])
-            .args(["--table-prefix", &self.table_prefix, "--batch", "500"])
-            .args(["--ack-wait", "3s"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn worker(&self, extra: &[&str]) -> Running {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_usage"))
+                .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
+                .args(["--consumer", "writers", "--database-url", &self.postgres])
+                .args(["--table-prefix", &self.table_prefix])
+                .args(["--ack-wait", "3s"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
-    fn producer(&self, service: &str, calls: u64) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_usage-load"))
-            .args(["--nats", &self.nats, "--stream", &self.stream])
-            .args([
-                "--subject-prefix",
-                &self.subject_prefix,
-                "--service",
-                service,
-            ])
-            .args(["--calls", &calls.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn producer(&self, service: &str, calls: u64) -> Running {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_usage-load"))
+                .args(["--nats", &self.nats, "--stream", &self.stream])
+                .args([
+                    "--subject-prefix",
+                    &self.subject_prefix,
+                    "--service",
+                    service,
+                ])
+                .args(["--calls", &calls.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// Calls counted in the hourly rollups: a record written twice would count twice here.
@@ -115,14 +145,32 @@ impl Setup {
     }
 
     async fn clean(&self) {
-        let context = async_nats::jetstream::new(async_nats::connect(&self.nats).await.unwrap());
-        let _ = context.delete_stream(&self.stream).await;
+        if let Ok(client) = async_nats::connect(&self.nats).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&self.stream)
+                .await;
+        }
         tests::drop_postgres_tables(&self.postgres, &self.table_prefix).await;
     }
 }
 
+impl Drop for Setup {
+    /// On a runtime of its own (a test's runtime may be the one dropping it).
+    fn drop(&mut self) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(self.clean());
+            });
+        });
+    }
+}
+
 /// Stops a worker the way an orchestrator does, and returns whether it exited cleanly.
-fn terminate(mut child: Child) -> bool {
+fn terminate(mut child: Running) -> bool {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -171,7 +219,6 @@ async fn a_worker_killed_halfway_loses_and_duplicates_nothing() {
     );
     assert_eq!(setup.rolled_up().await, 100_000, "each record counted once");
     assert!(terminate(third));
-    setup.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +272,6 @@ async fn a_message_that_is_not_a_record_is_quarantined_and_acknowledged() {
         "{line}"
     );
     assert_eq!(setup.rows().await, (10, 10));
-    setup.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,14 +292,16 @@ async fn a_consumer_without_explicit_acks_is_refused_by_name() {
         })
         .await
         .unwrap();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_usage"))
-        .args(["ingest", "--nats", &setup.nats, "--stream", &setup.stream])
-        .args(["--consumer", "writers", "--database-url", &setup.postgres])
-        .args(["--table-prefix", &setup.table_prefix])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = Running(
+        Command::new(env!("CARGO_BIN_EXE_usage"))
+            .args(["ingest", "--nats", &setup.nats, "--stream", &setup.stream])
+            .args(["--consumer", "writers", "--database-url", &setup.postgres])
+            .args(["--table-prefix", &setup.table_prefix])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // It must stop at once; a worker that started ingesting is killed and fails the test.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -273,5 +321,4 @@ async fn a_consumer_without_explicit_acks_is_refused_by_name() {
         stderr.contains("`writers`") && stderr.contains("explicit-ack"),
         "{stderr}"
     );
-    setup.clean().await;
 }
