@@ -112,6 +112,7 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 runtime,
                 replay_failures: 0,
                 replay_quarantined: std::collections::HashSet::new(),
+                prefetch: None,
                 next_replay: Instant::now(),
                 next_prune: Instant::now(),
             }
@@ -129,6 +130,8 @@ struct Worker {
     /// Records of the spool's oldest batch quarantined by a replay that did not settle the whole
     /// batch: the batch stays in the spool, and they are not sent (and quarantined) again.
     replay_quarantined: std::collections::HashSet<uuid::Uuid>,
+    /// The next batch of a drain, built while the current one's write is in flight.
+    prefetch: Option<Prefetch>,
     /// When the retention may next prune.
     next_prune: Instant,
 }
@@ -216,29 +219,29 @@ impl Worker {
     fn drain(&mut self, whole_batches_only: bool) {
         let shared = Arc::clone(&self.config.shared);
         let counters = &shared.counters;
-        let anchor = Anchor::now();
-        let mut left = shared.queue.waiting();
+        let left = shared.queue.waiting();
         let mut budget: usize = left.iter().sum();
         if whole_batches_only {
             budget -= budget % self.config.batch_size;
         }
-        let mut batch: Vec<UsageRecord> = Vec::with_capacity(self.config.batch_size);
+        let mut next = Prefetch {
+            anchor: Anchor::now(),
+            left,
+            budget,
+            size: self.config.batch_size,
+            batch: Vec::with_capacity(self.config.batch_size),
+        };
         loop {
             let deadline = *shared.shutdown_deadline.borrow();
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                if !next.batch.is_empty() {
+                    self.spool_or_fail(&next.batch, "the shutdown deadline passed");
+                }
                 self.drop_rest_at_deadline();
                 return;
             }
-            while batch.len() < self.config.batch_size && budget > 0 {
-                let Some(call) = shared.queue.pop_within(&mut left) else {
-                    break;
-                };
-                budget -= 1;
-                counters.taken.fetch_add(1, Ordering::Relaxed);
-                let record = call.into_record(&self.config.context, &anchor);
-                self.count_usage(&record);
-                batch.push(record);
-            }
+            next.fill(&shared, &self.config.context);
+            let batch = std::mem::take(&mut next.batch);
             if batch.is_empty() {
                 return;
             }
@@ -251,7 +254,11 @@ impl Worker {
             } else {
                 let before = Tallies::read(counters);
                 let mut outcome = Delivery::default();
+                // The next batch is made while this one's first write is in flight.
+                next.batch = Vec::with_capacity(self.config.batch_size);
+                self.prefetch = Some(next);
                 self.deliver(&batch, &mut outcome);
+                next = self.prefetch.take().expect("the prefetch is handed back");
                 self.count(&outcome);
                 let unsettled = std::mem::take(&mut outcome.unsettled);
                 outcome.failed = unsettled.len() as u64;
@@ -262,7 +269,6 @@ impl Worker {
                 let after = Tallies::read(counters);
                 self.settle(&outcome, before, after);
             }
-            batch.clear();
         }
     }
 
@@ -596,7 +602,7 @@ impl Worker {
                 };
                 shared.counters.taken.fetch_add(1, Ordering::Relaxed);
                 let record = call.into_record(&self.config.context, &anchor);
-                self.count_usage(&record);
+                count_usage(&shared, &record);
                 moved.push(record);
             }
             if moved.is_empty() {
@@ -700,15 +706,34 @@ impl Worker {
         let sink = &mut self.config.sink;
         let runtime = &self.runtime;
         let write_timeout = self.config.write_timeout;
+        let (shared, context) = (&self.config.shared, &self.config.context);
+        // Taken for this write only: a retry or a half of a split batch does not build again.
+        let mut prefetch = self.prefetch.as_mut().filter(|next| next.batch.is_empty());
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let write = sink.write_dyn(batch);
             runtime.block_on(async move {
-                tokio::select! {
-                    biased;
-                    result = write => result,
-                    waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
-                    () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
+                let write = async move {
+                    tokio::select! {
+                        biased;
+                        result = write => result,
+                        waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
+                        () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
+                    }
+                };
+                let mut write = std::pin::pin!(write);
+                if let Some(next) = prefetch.as_mut() {
+                    // The write's first poll sends it; the database works on it while the next
+                    // batch is made here.
+                    let first = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+                    })
+                    .await;
+                    next.fill(shared, context);
+                    if let std::task::Poll::Ready(result) = first {
+                        return result;
+                    }
                 }
+                write.await
             })
         }));
         written.unwrap_or_else(|panic| {
@@ -761,19 +786,6 @@ impl Worker {
         }
     }
 
-    fn count_usage(&self, record: &UsageRecord) {
-        let counters = &self.config.shared.counters;
-        if record.has_tokens() && record.cost_nano_usd.is_none() {
-            counters.unpriced.fetch_add(1, Ordering::Relaxed);
-        }
-        if record
-            .attributes
-            .contains_key(crate::call::SATURATED_ATTRIBUTE)
-        {
-            counters.saturated.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     fn status(&self, update: impl FnOnce(&mut crate::tracker::Status)) {
         let mut status = self
             .config
@@ -782,6 +794,46 @@ impl Worker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         update(&mut status);
+    }
+}
+
+/// Counts what a record says of its usage: unpriced tokens, saturated counts.
+fn count_usage(shared: &Shared, record: &UsageRecord) {
+    let counters = &shared.counters;
+    if record.has_tokens() && record.cost_nano_usd.is_none() {
+        counters.unpriced.fetch_add(1, Ordering::Relaxed);
+    }
+    if record
+        .attributes
+        .contains_key(crate::call::SATURATED_ATTRIBUTE)
+    {
+        counters.saturated.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A drain's next batch and what it may still take: the calls counted as waiting when the drain
+/// started, up to `budget`.
+struct Prefetch {
+    anchor: Anchor,
+    left: Vec<usize>,
+    budget: usize,
+    size: usize,
+    batch: Vec<UsageRecord>,
+}
+
+impl Prefetch {
+    /// Takes calls into the batch, as records, until it is full or the budget is spent.
+    fn fill(&mut self, shared: &Shared, context: &RecordContext) {
+        while self.batch.len() < self.size && self.budget > 0 {
+            let Some(call) = shared.queue.pop_within(&mut self.left) else {
+                break;
+            };
+            self.budget -= 1;
+            shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+            let record = call.into_record(context, &self.anchor);
+            count_usage(shared, &record);
+            self.batch.push(record);
+        }
     }
 }
 
