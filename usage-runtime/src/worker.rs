@@ -230,6 +230,7 @@ impl Worker {
             budget,
             size: self.config.batch_size,
             batch: Vec::with_capacity(self.config.batch_size),
+            filled: false,
         };
         loop {
             let deadline = *shared.shutdown_deadline.borrow();
@@ -240,7 +241,7 @@ impl Worker {
                 self.drop_rest_at_deadline();
                 return;
             }
-            next.fill(&shared, &self.config.context);
+            next.fill(&shared, &self.config.context, usize::MAX);
             let batch = std::mem::take(&mut next.batch);
             if batch.is_empty() {
                 return;
@@ -256,6 +257,7 @@ impl Worker {
                 let mut outcome = Delivery::default();
                 // The next batch is made while this one's first write is in flight.
                 next.batch = Vec::with_capacity(self.config.batch_size);
+                next.filled = false;
                 self.prefetch = Some(next);
                 self.deliver(&batch, &mut outcome);
                 next = self.prefetch.take().expect("the prefetch is handed back");
@@ -593,6 +595,17 @@ impl Worker {
         if shared.queue.len() <= half {
             return;
         }
+        // A batch made during the write in flight is older than anything queued: spooled first.
+        if let Some(next) = self.prefetch.as_mut() {
+            next.filled = true;
+            let older = std::mem::take(&mut next.batch);
+            if !older.is_empty() {
+                self.spool_or_fail(
+                    &older,
+                    "the sink is failing; the queue spilled to the spool",
+                );
+            }
+        }
         let anchor = Anchor::now();
         let mut moved = Vec::with_capacity(self.config.batch_size);
         while shared.queue.len() > half / 2 {
@@ -702,47 +715,53 @@ impl Worker {
     /// Writes one batch; gives up when the shutdown deadline passes, even if shutdown began
     /// while the write was in progress. A sink that panics fails the batch, not the worker.
     fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        use futures_util::FutureExt as _;
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let sink = &mut self.config.sink;
         let runtime = &self.runtime;
         let write_timeout = self.config.write_timeout;
         let (shared, context) = (&self.config.shared, &self.config.context);
-        // Taken for this write only: a retry or a half of a split batch does not build again.
-        let mut prefetch = self.prefetch.as_mut().filter(|next| next.batch.is_empty());
-        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let write = sink.write_dyn(batch);
-            runtime.block_on(async move {
-                let write = async move {
-                    tokio::select! {
-                        biased;
-                        result = write => result,
-                        waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
-                        () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
-                    }
-                };
-                let mut write = std::pin::pin!(write);
-                if let Some(next) = prefetch.as_mut() {
-                    // The write's first poll sends it; the database works on it while the next
-                    // batch is made here.
-                    let first = std::future::poll_fn(|cx| {
+        // Once per batch of a drain: a retry, a half of a split batch or the rest of a partly
+        // written one does not build again.
+        let mut prefetch = self.prefetch.as_mut().filter(|next| !next.filled);
+        // Only the sink's panics are the sink's: caught around its future, not around the
+        // records made meanwhile.
+        let write = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let sink = sink; // moved in whole, so the future may borrow it for the write
+            sink.write_dyn(batch)
+        })) {
+            Ok(write) => std::panic::AssertUnwindSafe(write).catch_unwind(),
+            Err(panic) => return Err(sink_panicked(panic)),
+        };
+        runtime.block_on(async move {
+            let write = async move {
+                tokio::select! {
+                    biased;
+                    result = write => result.unwrap_or_else(|panic| Err(sink_panicked(panic))),
+                    waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
+                    () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
+                }
+            };
+            let mut write = std::pin::pin!(write);
+            if let Some(next) = prefetch.as_mut() {
+                next.filled = true;
+                // The next batch's records are made a slice at a time, the write polled between
+                // slices: each poll takes it as far as its round trips allow, so the database
+                // works on it while the records are made.
+                loop {
+                    let polled = std::future::poll_fn(|cx| {
                         std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
                     })
                     .await;
-                    next.fill(shared, context);
-                    if let std::task::Poll::Ready(result) = first {
+                    if let std::task::Poll::Ready(result) = polled {
                         return result;
                     }
+                    if !next.fill(shared, context, PREFETCH_SLICE) {
+                        break;
+                    }
                 }
-                write.await
-            })
-        }));
-        written.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string payload".to_owned());
-            Err(Error::SinkPanicked(message))
+            }
+            write.await
         })
     }
 
@@ -797,6 +816,19 @@ impl Worker {
     }
 }
 
+/// A sink's panic as an error, with its message.
+fn sink_panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    Error::SinkPanicked(message)
+}
+
+/// Records made between two polls of a write in flight.
+const PREFETCH_SLICE: usize = 256;
+
 /// Counts what a record says of its usage: unpriced tokens, saturated counts.
 fn count_usage(shared: &Shared, record: &UsageRecord) {
     let counters = &shared.counters;
@@ -819,14 +851,20 @@ struct Prefetch {
     budget: usize,
     size: usize,
     batch: Vec<UsageRecord>,
+    /// Made during a write already (or spilled): not again before the drain takes it back.
+    filled: bool,
 }
 
 impl Prefetch {
-    /// Takes calls into the batch, as records, until it is full or the budget is spent.
-    fn fill(&mut self, shared: &Shared, context: &RecordContext) {
-        while self.batch.len() < self.size && self.budget > 0 {
+    /// Takes up to `most` calls into the batch, as records, while it has room and the budget
+    /// lasts; whether there may be more to take.
+    fn fill(&mut self, shared: &Shared, context: &RecordContext, most: usize) -> bool {
+        for _ in 0..most {
+            if self.batch.len() >= self.size || self.budget == 0 {
+                return false;
+            }
             let Some(call) = shared.queue.pop_within(&mut self.left) else {
-                break;
+                return false;
             };
             self.budget -= 1;
             shared.counters.taken.fetch_add(1, Ordering::Relaxed);
@@ -834,6 +872,7 @@ impl Prefetch {
             count_usage(shared, &record);
             self.batch.push(record);
         }
+        true
     }
 }
 
