@@ -171,6 +171,29 @@ fn calls_without_a_tracker_are_counted_not_panics() {
     assert_eq!(usage_runtime::calls_without_tracker() - before, 5);
 }
 
+/// One thread's calls follow the tracker as it is shut down and another installed: none reaches
+/// a tracker that is gone, each the one installed when it finished.
+#[test]
+fn a_thread_follows_the_installed_tracker() {
+    let _serial = serial();
+    let first = MemorySink::new();
+    let guard = Tracker::builder().sink(first.clone()).install().unwrap();
+    assert_eq!(work(1), Ok(1));
+    guard.flush_blocking().unwrap();
+    drop(guard);
+    let before = usage_runtime::calls_without_tracker();
+    assert_eq!(work(2), Ok(2));
+    assert_eq!(usage_runtime::calls_without_tracker() - before, 1);
+    let second = MemorySink::new();
+    let guard = Tracker::builder().sink(second.clone()).install().unwrap();
+    assert_eq!(work(3), Ok(3));
+    guard.flush_blocking().unwrap();
+    drop(guard);
+    assert_eq!(first.records().len(), 1);
+    assert_eq!(second.records().len(), 1);
+    assert_eq!(usage_runtime::calls_without_tracker() - before, 1);
+}
+
 /// Records the size of every batch it is given.
 #[derive(Debug, Clone, Default)]
 struct BatchSizes {

@@ -687,10 +687,29 @@ impl Drop for Shared {
 /// Hands a finished call to the installed tracker.
 #[inline]
 pub(crate) fn submit(call: RawCall) {
-    let global = GLOBAL.load();
-    match global.as_deref() {
-        Some(shared) => shared.push(call),
-        None => without_tracker(call),
+    thread_local! {
+        /// This thread's view of the installed tracker: one atomic read tells it is current.
+        static CURRENT: std::cell::RefCell<
+            arc_swap::Cache<&'static ArcSwapOption<Shared>, Option<Arc<Shared>>>,
+        > = std::cell::RefCell::new(arc_swap::Cache::new(&GLOBAL));
+    }
+    let mut call = Some(call);
+    let _ = CURRENT.try_with(|current| {
+        if let Ok(mut current) = current.try_borrow_mut() {
+            if let Some(call) = call.take() {
+                match current.load().as_deref() {
+                    Some(shared) => shared.push(call),
+                    None => without_tracker(call),
+                }
+            }
+        }
+    });
+    // A thread whose thread-locals are being torn down: the shared view.
+    if let Some(call) = call {
+        match GLOBAL.load().as_deref() {
+            Some(shared) => shared.push(call),
+            None => without_tracker(call),
+        }
     }
 }
 
