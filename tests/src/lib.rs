@@ -218,6 +218,24 @@ pub fn upstream(url: &str) -> String {
     format!("{host}:{port}")
 }
 
+/// The 4,096 tracked calls of one batch (operation `part`), the 3,501st of operation `refused`:
+/// a database told to refuse it fails the batch's last part (records 3,072 to 4,095) as a whole.
+pub fn calls_with_one_refused() {
+    #[usage_runtime::track_usage(operation = "part")]
+    fn part() {}
+
+    #[usage_runtime::track_usage(operation = "refused")]
+    fn refused() {}
+
+    for n in 0..4096 {
+        if n == 3500 {
+            refused();
+        } else {
+            part();
+        }
+    }
+}
+
 /// Random records spread over hours, tenants, models, outcomes and durations.
 pub fn random_records(count: usize, seed: u64) -> Vec<usage_runtime::UsageRecord> {
     use usage_runtime::testing::Capture;

@@ -453,24 +453,6 @@ async fn a_failed_part_fails_the_write_and_the_retry_completes_it() {
     assert_rollups_equal_records(&mut db, "pg_part_", 4096).await;
 }
 
-#[track_usage(operation = "part")]
-fn part() {}
-
-#[track_usage(operation = "refused")]
-fn refused() {}
-
-/// The 4,096 calls of one batch, the 3,501st refused: the batch's last part (records 3,072 to
-/// 4,095) fails as a whole.
-fn calls_with_one_refused() {
-    for n in 0..4096 {
-        if n == 3500 {
-            refused();
-        } else {
-            part();
-        }
-    }
-}
-
 /// Through the tracker: a part that fails (with an error that is not retried) while the others
 /// commit leaves every record counted once, in `written` (exactly the rows in the database) or
 /// in `failed`, never a committed record counted as failed.
@@ -496,7 +478,7 @@ async fn a_partly_written_batch_is_counted_record_by_record() {
         .batch_size(4096)
         .install()
         .unwrap();
-    calls_with_one_refused();
+    tests::calls_with_one_refused();
     let error = guard.flush().await.unwrap_err();
     assert!(
         matches!(error, Error::NotWritten { count: 1024, .. }),

@@ -464,31 +464,10 @@ mod tests {
         }
     }
 
+    /// `count` records with distinct ids: all a split looks at.
     #[cfg(any(feature = "postgres", feature = "mysql"))]
     fn records(count: usize) -> Vec<UsageRecord> {
-        (0..count)
-            .map(|n| UsageRecord {
-                id: uuid::Uuid::now_v7(),
-                operation: format!("op-{n}"),
-                function: "sql::tests::records".into(),
-                service: "test".into(),
-                instance: "test".into(),
-                started_at: chrono::Utc::now(),
-                duration: Duration::from_micros(7),
-                outcome: crate::record::Outcome::Success,
-                error_type: None,
-                error_message: None,
-                tenant_id: None,
-                user_id: None,
-                session_id: None,
-                model: None,
-                input_tokens: None,
-                output_tokens: None,
-                cached_input_tokens: None,
-                cost_nano_usd: None,
-                attributes: serde_json::Map::new(),
-            })
-            .collect()
+        (0..count).map(|_| crate::sink::probe_record()).collect()
     }
 
     #[test]
