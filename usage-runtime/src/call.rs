@@ -102,6 +102,28 @@ const _: () = assert!(
 impl RawCall {
     /// Stamps the id (UUIDv7) and completes the record.
     pub(crate) fn into_record(self, ctx: &RecordContext, anchor: &Anchor) -> UsageRecord {
+        self.into_record_reusing(ctx, anchor, Uuid::now_v7(), None)
+    }
+
+    /// Completes the record with `id`, writing its text into the strings of `spare` (a record
+    /// already written) instead of allocating new ones.
+    pub(crate) fn into_record_reusing(
+        self,
+        ctx: &RecordContext,
+        anchor: &Anchor,
+        id: Uuid,
+        spare: Option<UsageRecord>,
+    ) -> UsageRecord {
+        let (operation, function, service, instance, tenant_text) = match spare {
+            Some(spare) => (
+                spare.operation,
+                spare.function,
+                spare.service,
+                spare.instance,
+                spare.tenant_id,
+            ),
+            None => Default::default(),
+        };
         let extras = self.extras.map(|extras| *extras).unwrap_or_default();
         let (error_type, error_message) = match extras.error {
             Some(details) => (Some(details.error_type), details.message),
@@ -128,18 +150,18 @@ impl RawCall {
             attributes.insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
         }
         UsageRecord {
-            id: Uuid::now_v7(),
-            operation: self.op.name().to_owned(),
-            function: self.op.function().to_owned(),
-            service: ctx.service.to_string(),
-            instance: ctx.instance.to_string(),
+            id,
+            operation: refill(operation, self.op.name()),
+            function: refill(function, self.op.function()),
+            service: refill(service, &ctx.service),
+            instance: refill(instance, &ctx.instance),
             started_at: anchor.wall_time_of(self.start),
             duration: self.duration,
             outcome: self.outcome,
             error_type,
             error_message,
             tenant_id: match self.tenant {
-                Some(tenant) => Some(tenant.to_owned()),
+                Some(tenant) => Some(refill(tenant_text.unwrap_or_default(), tenant)),
                 None => dims.tenant.map(Cow::into_owned),
             },
             user_id: dims.user.map(|id| id.resolve(&ctx.namespace)),
@@ -151,5 +173,80 @@ impl RawCall {
             cost_nano_usd,
             attributes,
         }
+    }
+}
+
+/// `text` in `slot`'s buffer (allocating only when it is too small).
+fn refill(mut slot: String, text: &str) -> String {
+    slot.clear();
+    slot.push_str(text);
+    slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static CHAT: Operation = Operation::new("chat", "app::chat", "src/app.rs", 1, true);
+    static LONG: Operation = Operation::new(
+        "an operation named at much greater length",
+        "app::handlers::an_operation_named_at_much_greater_length",
+        "src/app.rs",
+        2,
+        true,
+    );
+
+    fn context(service: &str, instance: &str) -> RecordContext {
+        RecordContext {
+            service: service.into(),
+            instance: instance.into(),
+            namespace: Uuid::nil(),
+            pricing: None,
+        }
+    }
+
+    fn call(
+        op: &'static Operation,
+        start: quanta::Instant,
+        tenant: Option<&'static str>,
+    ) -> RawCall {
+        RawCall {
+            op,
+            start,
+            duration: Duration::from_micros(1500),
+            outcome: Outcome::Success,
+            tenant,
+            extras: None,
+        }
+    }
+
+    #[test]
+    fn a_record_made_over_a_spare_one_keeps_none_of_its_text() {
+        let anchor = Anchor::now();
+        let start = quanta::Instant::now();
+        let spare = call(&LONG, start, Some("a tenant with a long name"))
+            .into_record(&context("billing-service-eu", "host-7/pid-99"), &anchor);
+        let ctx = context("chat", "a");
+        let fresh = call(&CHAT, start, Some("acme")).into_record(&ctx, &anchor);
+        let id = Uuid::now_v7();
+        let reused = call(&CHAT, start, Some("acme")).into_record_reusing(
+            &ctx,
+            &anchor,
+            id,
+            Some(spare.clone()),
+        );
+        assert_eq!(reused.id, id);
+        assert_eq!(
+            UsageRecord {
+                id: fresh.id,
+                ..reused
+            },
+            fresh
+        );
+        // No tenant on the call: none on the record, whatever the spare had.
+        let untenanted =
+            call(&CHAT, start, None).into_record_reusing(&ctx, &anchor, id, Some(spare));
+        assert_eq!(untenanted.tenant_id, None);
+        assert_eq!(untenanted.operation, "chat");
     }
 }

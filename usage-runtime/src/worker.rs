@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::call::{Anchor, RecordContext};
+use crate::call::{Anchor, RawCall, RecordContext};
 use crate::error::{Error, FailureKind};
 use crate::record::UsageRecord;
 use crate::sink::BoxedSink;
@@ -113,6 +113,7 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 replay_failures: 0,
                 replay_quarantined: std::collections::HashSet::new(),
                 prefetch: None,
+                maker: Maker::default(),
                 next_replay: Instant::now(),
                 next_prune: Instant::now(),
             }
@@ -132,6 +133,8 @@ struct Worker {
     replay_quarantined: std::collections::HashSet<uuid::Uuid>,
     /// The next batch of a drain, built while the current one's write is in flight.
     prefetch: Option<Prefetch>,
+    /// Makes records between drains.
+    maker: Maker,
     /// When the retention may next prune.
     next_prune: Instant,
 }
@@ -231,6 +234,7 @@ impl Worker {
             size: self.config.batch_size,
             batch: Vec::with_capacity(self.config.batch_size),
             filled: false,
+            maker: std::mem::take(&mut self.maker),
         };
         loop {
             let deadline = *shared.shutdown_deadline.borrow();
@@ -239,12 +243,12 @@ impl Worker {
                     self.spool_or_fail(&next.batch, "the shutdown deadline passed");
                 }
                 self.drop_rest_at_deadline();
-                return;
+                break;
             }
             next.fill(&shared, &self.config.context, usize::MAX);
             let batch = std::mem::take(&mut next.batch);
             if batch.is_empty() {
-                return;
+                break;
             }
             if self.config.spool_first || self.spool_waiting() {
                 // Durable first, or older records wait in the spool: keep the order.
@@ -271,7 +275,9 @@ impl Worker {
                 let after = Tallies::read(counters);
                 self.settle(&outcome, before, after);
             }
+            next.maker.recycle(batch);
         }
+        self.maker = next.maker;
     }
 
     /// Hands the operation catalog to the sink once, at start. A failure is logged, not fatal:
@@ -853,6 +859,30 @@ struct Prefetch {
     batch: Vec<UsageRecord>,
     /// Made during a write already (or spilled): not again before the drain takes it back.
     filled: bool,
+    maker: Maker,
+}
+
+/// What the worker keeps from batch to batch to make records cheaply: its own UUIDv7 context
+/// (the shared one behind `Uuid::now_v7` takes a lock per id), and the records of the last batch
+/// handled, whose strings the next records are written into instead of allocating their own.
+#[derive(Default)]
+struct Maker {
+    ids: uuid::ContextV7,
+    spare: Vec<UsageRecord>,
+}
+
+impl Maker {
+    fn make(&mut self, call: RawCall, context: &RecordContext, anchor: &Anchor) -> UsageRecord {
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::now(&self.ids));
+        call.into_record_reusing(context, anchor, id, self.spare.pop())
+    }
+
+    /// Keeps a handled batch's records for their strings (one batch at most).
+    fn recycle(&mut self, batch: Vec<UsageRecord>) {
+        if self.spare.is_empty() {
+            self.spare = batch;
+        }
+    }
 }
 
 impl Prefetch {
@@ -868,7 +898,7 @@ impl Prefetch {
             };
             self.budget -= 1;
             shared.counters.taken.fetch_add(1, Ordering::Relaxed);
-            let record = call.into_record(context, &self.anchor);
+            let record = self.maker.make(call, context, &self.anchor);
             count_usage(shared, &record);
             self.batch.push(record);
         }
