@@ -74,6 +74,17 @@ async fn tracked_calls_become_rows_with_native_types() {
             ("user_id".into(), "char(36)".into()),
         ]
     );
+    // The primary key compares ids byte by byte (they are always lowercase), not through a
+    // case-insensitive collation.
+    let collation: String = sqlx::query_scalar(
+        "SELECT CAST(collation_name AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = 'my_rows_usage_records' \
+         AND column_name = 'id'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(collation, "ascii_bin");
     let row = sqlx::query(
         "SELECT tenant_id, JSON_UNQUOTE(JSON_EXTRACT(attributes, '$.model')) AS model, \
          error_message, service FROM my_rows_usage_records WHERE outcome = 'error' LIMIT 1",

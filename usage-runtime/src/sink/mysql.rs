@@ -61,7 +61,7 @@ const MIGRATIONS: &[Migration] = &[
         description: "usage_records",
         sql: r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
-    id                  CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+    id                  CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
     operation           VARCHAR(255)  NOT NULL,
     function            VARCHAR(1024) NOT NULL,
     service             VARCHAR(255)  NOT NULL,
