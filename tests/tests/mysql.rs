@@ -122,6 +122,21 @@ async fn writing_a_batch_twice_leaves_one_row_per_record() {
             .await
             .unwrap();
     assert_eq!((rows, distinct), (800, 800));
+    // Each row counts the writes that found it stored: the second write's, and the third's for
+    // ten of them. The rollups count each record once.
+    let replays: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT replays, COUNT(*) FROM my_twice_usage_records GROUP BY replays ORDER BY replays",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(replays, [(1, 790), (2, 10)]);
+    let calls: i64 =
+        sqlx::query_scalar("SELECT CAST(SUM(calls) AS SIGNED) FROM my_twice_usage_rollups_hourly")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(calls, 800);
 }
 
 #[tokio::test]

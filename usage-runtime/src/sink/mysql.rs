@@ -125,6 +125,14 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
         // without a locking read (whose gap locks deadlock concurrent writers).
         sql: "ALTER TABLE {prefix}usage_records ADD COLUMN write_id BINARY(16) NULL",
     },
+    Migration {
+        version: 6,
+        description: "replay counts on records",
+        // How many later writes found the record already stored. Each one changes the row, so
+        // the server counts it twice in the statement's affected rows and a write learns how many
+        // of its rows were replays without reading them back.
+        sql: "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
+    },
 ];
 
 /// The migration that creates the rollups, after which existing records are rolled up.
@@ -778,12 +786,14 @@ fn row_bytes(record: &UsageRecord) -> usize {
         + serde_json::to_string(&record.attributes).map_or(0, |json| json.len())
 }
 
+/// Inserts `rows`, each carrying `write_id`; returns the affected rows: 1 per new row, 2 per row
+/// already stored (its `replays` goes up).
 async fn insert_rows(
     connection: &mut MySqlConnection,
     table: &str,
     rows: &[UsageRecord],
     write_id: uuid::Uuid,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let mut insert: QueryBuilder<MySql> =
         QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}, write_id) "));
     insert.push_values(rows, |mut row, record| {
@@ -813,8 +823,9 @@ async fn insert_rows(
             .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
             .push_bind(write_id.as_bytes().to_vec());
     });
-    insert.push(" ON DUPLICATE KEY UPDATE id = id");
-    insert.build().execute(connection).await.map(|_| ())
+    insert.push(" ON DUPLICATE KEY UPDATE replays = replays + 1");
+    let done = insert.build().execute(connection).await?;
+    Ok(done.rows_affected())
 }
 
 impl Sink for MySqlSink {
@@ -886,11 +897,16 @@ async fn write_part(
 ) -> Result<(), sqlx::Error> {
     let table = config.records_table();
     let mut tx = pool.begin().await?;
-    // No RETURNING in MySQL: each row this transaction inserts carries its write id (a row
-    // already present keeps the one of the write that made it), so only what it inserted is
-    // rolled up and a replayed record counts once. (Reading the present ids with a locking
-    // read first took gap locks, which deadlocked concurrent writers' inserts.)
+    // No RETURNING in MySQL. A statement whose affected rows equal its rows inserted them all
+    // (a row already stored counts 2: its `replays` changes), one with twice as many inserted
+    // none. Only a statement with some of each is read back: each row this transaction inserts
+    // carries its write id (a row already present keeps the one of the write that made it), so
+    // only what it inserted is rolled up and a replayed record counts once. (Reading the present
+    // ids with a locking read first took gap locks, which deadlocked concurrent writers'
+    // inserts.)
     let write_id = uuid::Uuid::now_v7();
+    let mut inserted = std::collections::HashSet::new();
+    let mut mixed = Vec::new();
     let mut start = 0;
     while start < batch.len() {
         // Grow the statement until the next row would pass the packet budget.
@@ -904,29 +920,35 @@ async fn write_part(
             bytes += next;
             end += 1;
         }
-        insert_rows(&mut tx, &table, &batch[start..end], write_id).await?;
+        let statement = &batch[start..end];
+        let affected = insert_rows(&mut tx, &table, statement, write_id).await?;
+        let rows = statement.len() as u64;
+        match affected.checked_sub(rows) {
+            Some(0) => inserted.extend(statement.iter().map(|record| record.id)),
+            Some(replays) if replays == rows => {}
+            _ => mixed.push(statement),
+        }
         start = end;
     }
-    let mut inserted = std::collections::HashSet::new();
-    for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
+    for statement in mixed {
         let mut select: QueryBuilder<MySql> =
             QueryBuilder::new(format!("SELECT id FROM {table} WHERE write_id = "));
         select.push_bind(write_id.as_bytes().to_vec());
         select.push(" AND id IN (");
         let mut ids = select.separated(", ");
-        for record in chunk {
+        for record in statement {
             ids.push_bind(record.id.hyphenated().to_string());
         }
         select.push(")");
-        let rows = select.build().fetch_all(&mut *tx).await?;
-        inserted.extend(rows.iter().map(|row| row.get::<String, _>(0)));
+        for row in select.build().fetch_all(&mut *tx).await? {
+            let id: String = row.get(0);
+            let id =
+                uuid::Uuid::parse_str(&id).map_err(|error| sqlx::Error::Decode(error.into()))?;
+            inserted.insert(id);
+        }
     }
     // `remove`: a record repeated within the batch counts once too.
-    let rollup = Rollup::of(
-        batch
-            .iter()
-            .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
-    );
+    let rollup = Rollup::of(batch.iter().filter(|record| inserted.remove(&record.id)));
     if !rollup.is_empty() {
         add_rollup(&mut tx, config, &rollup).await?;
     }
