@@ -345,12 +345,8 @@ fn attributes_text(attributes: &serde_json::Map<String, serde_json::Value>) -> S
     serde_json::to_string(attributes).unwrap_or_else(|_| String::from("{}"))
 }
 
-/// Inserts `rows`, skipping ids already present; returns the ids it inserted.
-async fn insert_rows(
-    connection: &mut SqliteConnection,
-    table: &str,
-    rows: &[UsageRecord],
-) -> Result<Vec<String>, sqlx::Error> {
+/// The statement inserting `rows`, skipping ids already present.
+fn insert_statement(table: &str, rows: &[UsageRecord]) -> QueryBuilder<Sqlite> {
     let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
         "INSERT INTO {table} (id, operation, function, service, instance, started_at, \
          duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
@@ -379,7 +375,33 @@ async fn insert_rows(
             .push_bind(record.cached_input_tokens.map(sql::clamp))
             .push_bind(record.cost_nano_usd);
     });
-    insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    insert.push(" ON CONFLICT (id) DO NOTHING");
+    insert
+}
+
+/// Inserts `rows`, skipping ids already present; returns how many it inserted.
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<u64, sqlx::Error> {
+    let done = insert_statement(table, rows)
+        .build()
+        .execute(connection)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts `rows`, skipping ids already present; returns the ids it inserted. `RETURNING`
+/// hands the rows from sqlx's SQLite thread to the caller's a few at a time, a wait each time
+/// that [`insert_rows`] does not pay.
+async fn insert_rows_returning(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut insert = insert_statement(table, rows);
+    insert.push(" RETURNING id");
     let inserted = insert.build().fetch_all(connection).await?;
     Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
 }
@@ -679,18 +701,43 @@ impl Sink for SqliteSink {
         let pool = self.pool().await?;
         let table = self.config.records_table();
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
-        let mut tx = pool.begin().await.map_err(fail)?;
-        let mut inserted = std::collections::HashSet::new();
-        for rows in batch.chunks(ROWS_PER_STATEMENT) {
-            inserted.extend(insert_rows(&mut tx, &table, rows).await.map_err(fail)?);
-        }
         // Only what this transaction inserted is rolled up: a replayed record counts once.
-        // `remove`: a record repeated within the batch counts once too.
-        let rollup = Rollup::of(
-            batch
-                .iter()
-                .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
-        );
+        // First without `RETURNING`: a statement that inserted all its rows or none of them
+        // says which by its count. A batch with a statement in between (part of it written
+        // before) is rolled back and written again, asking for the ids this time.
+        let mut tx = pool.begin().await.map_err(fail)?;
+        let mut fresh = Vec::with_capacity(batch.len());
+        let mut mixed = false;
+        for rows in batch.chunks(ROWS_PER_STATEMENT) {
+            match insert_rows(&mut tx, &table, rows).await.map_err(fail)? {
+                0 => {}
+                n if n == rows.len() as u64 => fresh.extend(rows),
+                _ => {
+                    mixed = true;
+                    break;
+                }
+            }
+        }
+        if mixed {
+            fresh.clear();
+            tx.rollback().await.map_err(fail)?;
+            tx = pool.begin().await.map_err(fail)?;
+            let mut inserted = std::collections::HashSet::new();
+            for rows in batch.chunks(ROWS_PER_STATEMENT) {
+                inserted.extend(
+                    insert_rows_returning(&mut tx, &table, rows)
+                        .await
+                        .map_err(fail)?,
+                );
+            }
+            // `remove`: a record repeated within the batch counts once too.
+            fresh.extend(
+                batch
+                    .iter()
+                    .filter(|record| inserted.remove(&record.id.hyphenated().to_string())),
+            );
+        }
+        let rollup = Rollup::of(fresh);
         if !rollup.is_empty() {
             add_rollup(&mut tx, &self.config, &rollup)
                 .await
