@@ -5,7 +5,8 @@
 //!   default write connections, and again over one connection;
 //! - `naive`: one autocommitted `INSERT` per record, as hand-written trackers did;
 //! - `bulk`: the bulk-load bound for the same rows into the same table (PostgreSQL `COPY`; SQLite
-//!   one prepared `INSERT` per row in one transaction), with no rollups to maintain.
+//!   one prepared `INSERT` per row in one transaction, through rusqlite), with no rollups to
+//!   maintain.
 //!
 //! ```sh
 //! cargo bench -p usage-runtime --features postgres,mysql --bench sink_throughput
@@ -276,47 +277,55 @@ async fn postgres_copy(
 }
 
 /// The bulk-load bound on SQLite: one prepared `INSERT` per row, all in one transaction.
-async fn sqlite_one_transaction(
-    connection: &mut sqlx::SqliteConnection,
-    records: &[UsageRecord],
-) -> f64 {
-    let started = Instant::now();
-    let mut tx = Connection::begin(connection).await.unwrap();
-    for record in records {
-        sqlx::query(
-            "INSERT INTO usage_records (id, operation, function, service, instance, started_at, \
-             duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
-             attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.id.to_string())
-        .bind(&record.operation)
-        .bind(&record.function)
-        .bind(&record.service)
-        .bind(&record.instance)
-        .bind(
-            record
-                .started_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        )
-        .bind(record.duration.as_micros() as i64)
-        .bind(record.outcome.as_str())
-        .bind(&record.error_type)
-        .bind(&record.error_message)
-        .bind(&record.tenant_id)
-        .bind(record.user_id.map(|id| id.to_string()))
-        .bind(record.session_id.map(|id| id.to_string()))
-        .bind(serde_json::Value::Object(record.attributes.clone()).to_string())
-        .bind(&record.model)
-        .bind(record.input_tokens.map(|n| n as i64))
-        .bind(record.output_tokens.map(|n| n as i64))
-        .bind(record.cached_input_tokens.map(|n| n as i64))
-        .bind(record.cost_nano_usd)
-        .execute(&mut *tx)
-        .await
+/// The bulk-load bound: one prepared `INSERT` per row in one transaction, through SQLite's C API
+/// directly (rusqlite, the same bundled SQLite and pragmas as the sink). sqlx would add a round
+/// trip to its SQLite thread per statement and measure that instead.
+fn sqlite_one_transaction(path: &std::path::Path, records: &[UsageRecord]) -> f64 {
+    let mut connection = rusqlite::Connection::open(path).unwrap();
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
         .unwrap();
+    let started = Instant::now();
+    let tx = connection.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO usage_records (id, operation, function, service, instance, \
+                 started_at, duration_us, outcome, error_type, error_message, tenant_id, user_id, \
+                 session_id, attributes, model, input_tokens, output_tokens, \
+                 cached_input_tokens, cost_nano_usd) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .unwrap();
+        for record in records {
+            insert
+                .execute(rusqlite::params![
+                    record.id.to_string(),
+                    record.operation,
+                    record.function,
+                    record.service,
+                    record.instance,
+                    record
+                        .started_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    record.duration.as_micros() as i64,
+                    record.outcome.as_str(),
+                    record.error_type,
+                    record.error_message,
+                    record.tenant_id,
+                    record.user_id.map(|id| id.to_string()),
+                    record.session_id.map(|id| id.to_string()),
+                    serde_json::to_string(&record.attributes).unwrap(),
+                    record.model,
+                    record.input_tokens.map(|n| n as i64),
+                    record.output_tokens.map(|n| n as i64),
+                    record.cached_input_tokens.map(|n| n as i64),
+                    record.cost_nano_usd,
+                ])
+                .unwrap();
+        }
     }
-    tx.commit().await.unwrap();
+    tx.commit().unwrap();
     records.len() as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -361,8 +370,8 @@ async fn sqlite(all: &[UsageRecord], few: &[UsageRecord]) {
     assert_eq!(rows(&mut check, "usage_records").await, all.len() as i64);
     let bulk_url = format!("sqlite://{}", dir.join("bulk.db").display());
     SqliteSink::connect(&bulk_url).await.unwrap();
+    let bulk_rate = sqlite_one_transaction(&dir.join("bulk.db"), all);
     let mut bulk = sqlx::SqliteConnection::connect(&bulk_url).await.unwrap();
-    let bulk_rate = sqlite_one_transaction(&mut bulk, all).await;
     assert_eq!(rows(&mut bulk, "usage_records").await, all.len() as i64);
     let naive_url = format!("sqlite://{}", dir.join("naive.db").display());
     SqliteSink::connect(&naive_url).await.unwrap();
