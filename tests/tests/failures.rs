@@ -295,3 +295,32 @@ fn a_hung_write_times_out_and_is_retried() {
     assert_eq!((health.retries, health.failed), (2, 1));
     assert!(health.last_error.unwrap().contains("timed out"));
 }
+
+#[test]
+fn every_record_cut_off_by_the_shutdown_deadline_is_counted_and_named_once() {
+    let _serial = serial();
+    // No spool: the batch in flight, the batch made meanwhile and the queue are all lost at the
+    // deadline; the error and the health report name the same total.
+    let guard = Tracker::builder()
+        .sink(Hung)
+        .batch_size(100)
+        .write_timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_millis(300))
+        .install()
+        .unwrap();
+    for _ in 0..1_000 {
+        work("acme");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime.block_on(guard.shutdown()).unwrap_err();
+    match err {
+        Error::NotWritten { count, reason } => {
+            assert_eq!(count, 1_000);
+            assert_eq!(reason, "1000 record(s) missed the shutdown deadline");
+        }
+        other => panic!("{other:?}"),
+    }
+}

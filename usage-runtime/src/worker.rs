@@ -796,17 +796,20 @@ impl Worker {
         while self.config.shared.queue.pop().is_some() {
             left += 1;
         }
-        if left > 0 {
-            let counters = &self.config.shared.counters;
-            counters.taken.fetch_add(left, Ordering::Relaxed);
-            counters
-                .dropped_at_shutdown
-                .fetch_add(left, Ordering::Relaxed);
+        let counters = &self.config.shared.counters;
+        counters.taken.fetch_add(left, Ordering::Relaxed);
+        // The total, not only the queue's: the batch whose write the deadline cut and the one
+        // made meanwhile were counted as they were given up.
+        let lost = counters
+            .dropped_at_shutdown
+            .fetch_add(left, Ordering::Relaxed)
+            + left;
+        if lost > 0 {
             tracing::error!(
-                records = left,
+                records = lost,
                 "usage shutdown deadline passed: records were not written"
             );
-            let reason = format!("{left} record(s) missed the shutdown deadline");
+            let reason = format!("{lost} record(s) missed the shutdown deadline");
             self.set_state(HealthState::Failing, Some(&reason));
         }
     }
