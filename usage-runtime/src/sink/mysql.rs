@@ -797,11 +797,13 @@ async fn insert_rows(
     let mut insert: QueryBuilder<MySql> =
         QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}, write_id) "));
     insert.push_values(rows, |mut row, record| {
+        // Text is bound by reference (sqlx copies it once, into its arguments), and the
+        // attributes are serialised from the map without cloning it first.
         row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.clone())
-            .push_bind(record.function.clone())
-            .push_bind(record.service.clone())
-            .push_bind(record.instance.clone())
+            .push_bind(record.operation.as_str())
+            .push_bind(record.function.as_str())
+            .push_bind(record.service.as_str())
+            .push_bind(record.instance.as_str())
             .push_bind(
                 record
                     .started_at
@@ -810,18 +812,20 @@ async fn insert_rows(
             )
             .push_bind(u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX))
             .push_bind(record.outcome.as_str())
-            .push_bind(record.error_type.clone())
-            .push_bind(record.error_message.clone())
-            .push_bind(record.tenant_id.clone())
+            .push_bind(record.error_type.as_deref())
+            .push_bind(record.error_message.as_deref())
+            .push_bind(record.tenant_id.as_deref())
             .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
             .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(record.model.clone())
+            .push_bind(record.model.as_deref())
             .push_bind(record.input_tokens)
             .push_bind(record.output_tokens)
             .push_bind(record.cached_input_tokens)
             .push_bind(record.cost_nano_usd)
-            .push_bind(serde_json::Value::Object(record.attributes.clone()).to_string())
-            .push_bind(write_id.as_bytes().to_vec());
+            .push_bind(
+                serde_json::to_string(&record.attributes).unwrap_or_else(|_| String::from("{}")),
+            )
+            .push_bind(write_id.as_bytes().as_slice());
     });
     insert.push(" ON DUPLICATE KEY UPDATE replays = replays + 1");
     let done = insert.build().execute(connection).await?;
