@@ -1,8 +1,8 @@
 //! MySQL and MariaDB through sqlx: multi-row `INSERT` statements sized under the server's
 //! `max_allowed_packet`, a batch (or each part of a large one, written at once over the write
 //! connections) in one transaction, idempotent with
-//! `ON DUPLICATE KEY UPDATE id = id` (not `INSERT IGNORE`, which would turn rejected values into
-//! silent truncation).
+//! `ON DUPLICATE KEY UPDATE replays = replays + 1` (a stored record keeps its values and counts
+//! the replay; not `INSERT IGNORE`, which would turn rejected values into silent truncation).
 
 use std::fmt;
 use std::str::FromStr;

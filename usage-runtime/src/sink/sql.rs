@@ -68,9 +68,9 @@ impl SqlConfig {
     /// A batch of at least twice [`MIN_PART_RECORDS`] is split into consecutive parts of nearly
     /// equal length, one per [`MIN_PART_RECORDS`] it holds (at most `connections`). Each part is
     /// written with its rollups in its own transaction on its own connection, so the database
-    /// works on one part while the sink sends the next. A failed part fails the write, and the
-    /// worker writes the whole batch again: the parts already committed are skipped (records are
-    /// idempotent on `id`, and rollups count only what a write inserted).
+    /// works on one part while the sink sends the next. A failed part fails the write with
+    /// [`Error::PartlyWritten`](crate::Error::PartlyWritten) naming the records the other parts
+    /// committed; the worker counts those as written and goes on with the rest alone.
     ///
     /// At least 1, at most 64. SQLite has one writer and ignores this.
     pub fn write_connections(mut self, connections: usize) -> Result<Self, Error> {
