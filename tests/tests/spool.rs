@@ -206,6 +206,49 @@ fn a_full_spool_counts_what_it_cannot_keep() {
 }
 
 #[test]
+fn spool_settings_apply_whether_set_before_or_after_the_directory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .max_retries(1)
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .batch_size(50)
+        .spool_max_bytes(100_000)
+        .spool_fsync(Fsync::Always)
+        .spool_dir(dir.path())
+        .install()
+        .unwrap();
+    for n in 0..500 {
+        work(n);
+    }
+    assert!(guard.flush_blocking().is_err());
+    let health = guard.health();
+    assert!(health.failed > 0, "the cap set first applies: {health:?}");
+    assert_eq!(health.spool_records + health.failed, 500, "{health:?}");
+    assert!(health.spool_bytes <= 100_000);
+    drop(guard);
+
+    // Without a directory they are a configuration error, not silently dropped.
+    for builder in [
+        Tracker::builder()
+            .sink(MemorySink::new())
+            .spool_max_bytes(1 << 20),
+        Tracker::builder()
+            .sink(MemorySink::new())
+            .spool_fsync(Fsync::Always),
+    ] {
+        let err = builder.install().unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig(why) if why.contains("needs a spool: set spool_dir")),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
 fn while_retrying_the_worker_spills_the_queue_instead_of_dropping() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -77,17 +77,18 @@ impl Tracker {
             retention: None,
             overflow: None,
             durability: Durability::Memory,
-            spool: None,
+            spool: SpoolSettings::default(),
         }
     }
 }
 
-/// Where and how the disk spool keeps records.
-#[derive(Debug, Clone)]
+/// Where and how the disk spool keeps records: a spool only with a directory. The other
+/// settings may come before or after it; without one they are a configuration error.
+#[derive(Debug, Clone, Default)]
 struct SpoolSettings {
-    dir: std::path::PathBuf,
-    max_bytes: u64,
-    fsync: crate::spool::Fsync,
+    dir: Option<std::path::PathBuf>,
+    max_bytes: Option<u64>,
+    fsync: Option<crate::spool::Fsync>,
 }
 
 /// The largest a spool grows by default: 1 GiB.
@@ -166,7 +167,7 @@ pub struct TrackerBuilder {
     retention: Option<Duration>,
     overflow: Option<Overflow>,
     durability: Durability,
-    spool: Option<SpoolSettings>,
+    spool: SpoolSettings,
 }
 
 impl fmt::Debug for TrackerBuilder {
@@ -313,30 +314,23 @@ impl TrackerBuilder {
     /// shutdown that misses its deadline; they are replayed in order when the sink recovers, and
     /// at the next start. See [`Fsync`](crate::Fsync) for what a crash can cost.
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        let spool = self.spool.get_or_insert(SpoolSettings {
-            dir: std::path::PathBuf::new(),
-            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
-            fsync: DEFAULT_SPOOL_FSYNC,
-        });
-        spool.dir = dir.into();
+        self.spool.dir = Some(dir.into());
         self
     }
 
     /// The most the spool may hold on disk; records that would pass it count as failed. Default
-    /// [`DEFAULT_SPOOL_MAX_BYTES`]. Needs [`spool_dir`](Self::spool_dir).
+    /// [`DEFAULT_SPOOL_MAX_BYTES`]. Needs [`spool_dir`](Self::spool_dir), before or after this;
+    /// without it, [`install`](Self::install) fails with [`Error::InvalidConfig`].
     pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
-        if let Some(spool) = &mut self.spool {
-            spool.max_bytes = bytes;
-        }
+        self.spool.max_bytes = Some(bytes);
         self
     }
 
     /// When spooled records are forced to disk. Default [`DEFAULT_SPOOL_FSYNC`]. Needs
-    /// [`spool_dir`](Self::spool_dir).
+    /// [`spool_dir`](Self::spool_dir), before or after this; without it,
+    /// [`install`](Self::install) fails with [`Error::InvalidConfig`].
     pub fn spool_fsync(mut self, fsync: crate::spool::Fsync) -> Self {
-        if let Some(spool) = &mut self.spool {
-            spool.fsync = fsync;
-        }
+        self.spool.fsync = Some(fsync);
         self
     }
 
@@ -377,7 +371,17 @@ impl TrackerBuilder {
                 "write_timeout must be above zero".into(),
             ));
         }
-        if self.spool.is_none() {
+        if self.spool.dir.is_none() {
+            if self.spool.max_bytes.is_some() {
+                return Err(Error::InvalidConfig(
+                    "spool_max_bytes needs a spool: set spool_dir".into(),
+                ));
+            }
+            if self.spool.fsync.is_some() {
+                return Err(Error::InvalidConfig(
+                    "spool_fsync needs a spool: set spool_dir".into(),
+                ));
+            }
             if self.overflow == Some(Overflow::Spill) {
                 return Err(Error::InvalidConfig(
                     "Overflow::Spill needs a spool: set spool_dir".into(),
@@ -415,18 +419,21 @@ impl TrackerBuilder {
             namespace: self.id_namespace,
             pricing: self.pricing.map(Arc::new),
         };
-        let (spool, recovery) = match &self.spool {
-            Some(settings) => {
-                let (spool, recovery) =
-                    crate::spool::Spool::open(&settings.dir, settings.max_bytes, settings.fsync)
-                        .map_err(|error| Error::Spool {
-                            dir: settings.dir.display().to_string(),
-                            source: error,
-                        })?;
+        let (spool, recovery) = match &self.spool.dir {
+            Some(dir) => {
+                let (spool, recovery) = crate::spool::Spool::open(
+                    dir,
+                    self.spool.max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES),
+                    self.spool.fsync.unwrap_or(DEFAULT_SPOOL_FSYNC),
+                )
+                .map_err(|error| Error::Spool {
+                    dir: dir.display().to_string(),
+                    source: error,
+                })?;
                 if recovery.records > 0 {
                     tracing::info!(
                         records = recovery.records,
-                        dir = %settings.dir.display(),
+                        dir = %dir.display(),
                         "usage spool holds records from an earlier run: replaying them"
                     );
                 }
