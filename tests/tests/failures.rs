@@ -296,9 +296,33 @@ fn a_hung_write_times_out_and_is_retried() {
     assert!(health.last_error.unwrap().contains("timed out"));
 }
 
+/// This test binary's `tracing` output, kept to be read back.
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::default());
+        struct Sink(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Sink(logs))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
 #[test]
 fn every_record_cut_off_by_the_shutdown_deadline_is_counted_and_named_once() {
     let _serial = serial();
+    let logs = logs();
     // No spool: the batch in flight, the batch made meanwhile and the queue are all lost at the
     // deadline; the error and the health report name the same total.
     let guard = Tracker::builder()
@@ -323,4 +347,81 @@ fn every_record_cut_off_by_the_shutdown_deadline_is_counted_and_named_once() {
         }
         other => panic!("{other:?}"),
     }
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let lines: Vec<_> = logs
+        .lines()
+        .filter(|line| line.contains("shutdown deadline passed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error log for the loss: {lines:#?}");
+    assert!(lines[0].contains("records=1000"), "{}", lines[0]);
+}
+
+/// Writes; fails to record the operation catalog its first `failures` times.
+#[derive(Debug, Clone)]
+struct CatalogDown {
+    failures: Arc<AtomicU32>,
+    attempts: Arc<AtomicU32>,
+    recorded: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sink for CatalogDown {
+    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn register(
+        &mut self,
+        _service: &str,
+        operations: &[&'static usage_runtime::Operation],
+    ) -> Result<(), Error> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(failure(FailureKind::Transient, "connection refused"));
+        }
+        *self.recorded.lock().unwrap() = operations.iter().map(|op| op.name().into()).collect();
+        Ok(())
+    }
+}
+
+#[test]
+fn an_operation_catalog_not_recorded_at_start_is_recorded_once_writes_succeed() {
+    let _serial = serial();
+    let sink = CatalogDown {
+        failures: Arc::new(AtomicU32::new(2)),
+        attempts: Arc::new(AtomicU32::new(0)),
+        recorded: Arc::default(),
+    };
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .flush_interval(Duration::from_millis(50))
+        .install()
+        .unwrap();
+    work("acme");
+    guard.flush_blocking().unwrap();
+    assert_eq!(sink.attempts.load(Ordering::SeqCst), 1);
+    assert!(sink.recorded.lock().unwrap().is_empty());
+    // Tried again (after 1 s, then 2 s) while writes succeed, until recorded.
+    let started = std::time::Instant::now();
+    while sink.recorded.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the catalog was never recorded: {} attempts",
+            sink.attempts.load(Ordering::SeqCst)
+        );
+        work("acme");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
+    assert!(sink
+        .recorded
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|name| name == "work"));
+    // Once recorded, not again.
+    std::thread::sleep(Duration::from_millis(300));
+    guard.flush_blocking().unwrap();
+    assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
 }

@@ -116,6 +116,7 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 maker: Maker::default(),
                 next_replay: Instant::now(),
                 next_prune: Instant::now(),
+                lost_at_deadline: 0,
             }
             .run()
         })
@@ -137,16 +138,25 @@ struct Worker {
     maker: Maker,
     /// When the retention may next prune.
     next_prune: Instant,
+    /// Records lost at the shutdown deadline that were already logged.
+    lost_at_deadline: u64,
 }
 
 /// How often records past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// After a failed attempt to record the operation catalog, the first wait before the next; it
+/// doubles after each failure, up to [`CATALOG_RETRY_MAX`].
+const CATALOG_RETRY: Duration = Duration::from_secs(1);
+const CATALOG_RETRY_MAX: Duration = Duration::from_secs(600);
+
 impl Worker {
     fn run(mut self) {
         let interval = self.config.flush_interval;
         self.publish_spool();
-        let mut registered = false;
+        // When to record the operation catalog next, and the wait after that attempt fails (zero
+        // before the first attempt); `None` once it is recorded.
+        let mut catalog: Option<(Instant, Duration)> = Some((Instant::now(), Duration::ZERO));
         // What a previous process left in the spool is replayed at once.
         let mut next_write = if self.spool_waiting() {
             Instant::now()
@@ -189,10 +199,19 @@ impl Worker {
             self.replay(asked);
             // Woken by a full batch alone: write whole batches, the rest waits to fill.
             self.drain(!(interval_due || asked));
-            if !registered {
-                // After the first drain, so a database that is down at start delays no record.
-                registered = true;
-                self.register_operations();
+            if let Some((due, wait)) = catalog {
+                // After the first drain, so a database that is down at start delays no record;
+                // after a failure, again once writes succeed, with a growing wait, and not while
+                // shutting down.
+                let first = wait.is_zero();
+                if Instant::now() >= due && (first || (shutdown.is_none() && self.healthy())) {
+                    catalog = if self.register_operations() {
+                        None
+                    } else {
+                        let wait = (wait * 2).clamp(CATALOG_RETRY, CATALOG_RETRY_MAX);
+                        Some((Instant::now() + wait, wait))
+                    };
+                }
             }
             self.prune_if_due();
             if self.config.spool_first {
@@ -280,29 +299,49 @@ impl Worker {
         self.maker = next.maker;
     }
 
-    /// Hands the operation catalog to the sink once, at start. A failure is logged, not fatal:
-    /// the catalog is refreshed at the next start.
-    fn register_operations(&mut self) {
+    /// Hands the operation catalog to the sink; whether it was recorded. A failure is logged,
+    /// not fatal: the worker tries again later.
+    fn register_operations(&mut self) -> bool {
+        // Five seconds at most, and never past the shutdown deadline.
+        let mut limit = Duration::from_secs(5);
+        if let Some(deadline) = *self.config.shared.shutdown_deadline.borrow() {
+            limit = limit.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        if limit.is_zero() {
+            return false;
+        }
         let operations = crate::catalog::operations();
         let service = self.config.context.service.clone();
         let sink = &mut self.config.sink;
         let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.runtime.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(5),
-                    sink.register_dyn(&service, &operations),
-                )
-                .await
+                tokio::time::timeout(limit, sink.register_dyn(&service, &operations)).await
             })
         }));
         match registered {
-            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Ok(()))) => return true,
             Ok(Ok(Err(error))) => {
-                tracing::warn!(%error, "usage operation catalog not recorded")
+                tracing::warn!(%error, "usage operation catalog not recorded; will try again")
             }
-            Ok(Err(_)) => tracing::warn!("usage operation catalog not recorded: timed out"),
-            Err(_) => tracing::warn!("usage operation catalog not recorded: the sink panicked"),
+            Ok(Err(_)) => {
+                tracing::warn!("usage operation catalog not recorded: timed out; will try again")
+            }
+            Err(_) => tracing::warn!(
+                "usage operation catalog not recorded: the sink panicked; will try again"
+            ),
         }
+        false
+    }
+
+    /// Whether the last writes went through without trouble.
+    fn healthy(&self) -> bool {
+        let status = self
+            .config
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        status.state == HealthState::Healthy
     }
 
     /// With a retention set, deletes the records older than it, at the first drain and then
@@ -311,7 +350,11 @@ impl Worker {
         let Some(retention) = self.config.retention else {
             return;
         };
-        if Instant::now() < self.next_prune || self.spool_waiting() {
+        if Instant::now() < self.next_prune
+            || self.spool_waiting()
+            || self.config.shared.shutdown_deadline.borrow().is_some()
+        {
+            // Maintenance, never worth delaying a shutdown.
             return;
         }
         self.next_prune = Instant::now() + PRUNE_EVERY;
@@ -804,7 +847,10 @@ impl Worker {
             .dropped_at_shutdown
             .fetch_add(left, Ordering::Relaxed)
             + left;
-        if lost > 0 {
+        // A drain that met the deadline may be followed by the shutdown's own: log once, unless
+        // more were lost since.
+        if lost > self.lost_at_deadline {
+            self.lost_at_deadline = lost;
             tracing::error!(
                 records = lost,
                 "usage shutdown deadline passed: records were not written"

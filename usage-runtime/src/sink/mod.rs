@@ -52,9 +52,9 @@ pub trait Sink: fmt::Debug + Send + 'static {
     fn write(&mut self, batch: &[UsageRecord]) -> impl Future<Output = Result<(), Error>>;
 
     /// Records the operation catalog of this program (every `#[track_usage]` fn linked in, called
-    /// or not) for `service`, once when the tracker starts. The SQL sinks keep it in
-    /// `usage_operations` with when each operation was first and last seen; the default does
-    /// nothing.
+    /// or not) for `service`, when the tracker starts (and again later if this fails). The SQL
+    /// sinks keep it in `usage_operations` with when each operation was first and last seen; the
+    /// default does nothing.
     fn register(
         &mut self,
         service: &str,
