@@ -443,12 +443,18 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
         .cloned()
         .collect();
     sink.write(&repeated).await.unwrap();
+    // New records repeated within one statement and across two (statements hold 500 rows).
+    let extra = tests::random_records(700, 8);
+    let mut repeated_new = extra.clone();
+    repeated_new.insert(10, extra[5].clone());
+    repeated_new.push(extra[0].clone());
+    sink.write(&repeated_new).await.unwrap();
     let mut db = open(&url).await;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
         .fetch_one(&mut db)
         .await
         .unwrap();
-    assert_eq!(rows, 3000);
+    assert_eq!(rows, 3700);
     let rolled = rollup_sums(&mut db).await;
     assert!(rolled.len() > 100, "the records spread over many keys");
     assert_eq!(rolled, raw_sums(&mut db).await);
@@ -505,7 +511,7 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
             .unwrap();
         }
         let mut expected = std::collections::BTreeMap::new();
-        for record in &records {
+        for record in records.iter().chain(&extra) {
             let start = record.started_at.format("%Y-%m-%dT%H").to_string();
             let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
             *expected
