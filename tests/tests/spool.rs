@@ -111,7 +111,16 @@ fn an_outage_fills_the_spool_and_recovery_replays_it_in_order() {
     );
     let received = sink.received.lock().unwrap().clone();
     assert_eq!(received.len(), 450, "no record written twice");
-    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "seg")
+        })
+        .count();
     assert_eq!(segments, 0, "replayed segments are deleted");
 }
 
@@ -352,6 +361,7 @@ fn a_damaged_spool_is_recovered_and_counted_at_install() {
     let mut segments: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
         .collect();
     segments.sort();
     let last = segments.last().unwrap().clone();

@@ -121,7 +121,12 @@ pub(crate) struct Spool {
     next_sequence: u64,
     records: u64,
     bytes: u64,
+    /// Held while the spool is open: one process (or tracker) per directory.
+    _lock: File,
 }
+
+/// The file in a spool directory that its owner keeps locked.
+const LOCK_FILE: &str = "spool.lock";
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,8 +144,27 @@ pub(crate) struct Full;
 
 impl Spool {
     /// Opens (creating) the spool directory and checks every segment in it.
+    ///
+    /// Fails if another spool (in this process or another) has the directory open: two owners
+    /// would replay, delete and append to the same segments.
     pub(crate) fn open(dir: &Path, max_bytes: u64, fsync: Fsync) -> io::Result<(Spool, Recovery)> {
         fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the spool directory is in use by another tracker or process (its spool.lock \
+                     is held); stop it first",
+                ));
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(error),
+        }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
@@ -228,6 +252,7 @@ impl Spool {
             next_sequence,
             records,
             bytes,
+            _lock: lock,
         };
         Ok((spool, recovery))
     }
@@ -518,11 +543,7 @@ mod tests {
         );
         assert_eq!(drain(&mut spool), ["op-1", "op-2", "op-3"]);
         assert_eq!((spool.records(), spool.bytes()), (0, 0));
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "segments deleted"
-        );
+        assert_eq!(segment_files(dir.path()), 0, "segments deleted");
     }
 
     #[test]
@@ -541,7 +562,20 @@ mod tests {
         // The others are read back from disk as each becomes the head, in order.
         let expected: Vec<String> = (0..10).map(|n| format!("op-{n}")).collect();
         assert_eq!(drain(&mut spool), expected);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(segment_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_directory_is_owned_by_one_spool_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = open(dir.path());
+        let err = Spool::open(dir.path(), u64::MAX, Fsync::Always).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        let (_second, _) = open(dir.path());
+        // The lock file is not mistaken for a segment.
+        assert_eq!(status(dir.path()).unwrap(), SpoolStatus::default());
     }
 
     #[test]
@@ -552,6 +586,19 @@ mod tests {
         let before = spool.records();
         assert!(spool.append(&vec![record(2); 10]).unwrap().is_err());
         assert_eq!(spool.records(), before);
+    }
+
+    fn segment_files(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "seg")
+            })
+            .count()
     }
 
     fn segment(dir: &Path) -> PathBuf {
