@@ -300,8 +300,18 @@ impl Spool {
         if rotate {
             self.start_segment()?;
         }
+        let before = self.segments.back().expect("a tail segment").bytes;
         let writer = self.writer.as_mut().expect("a segment open for writing");
-        writer.write_all(&frames)?;
+        let kept = writer.write_all(&frames).and_then(|()| {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            self.sync_if_due(false)
+        });
+        if let Err(error) = kept {
+            // The caller counts these records as not kept, so none of them may stay behind to
+            // be replayed later: cut the segment back to where this append began.
+            self.undo_append(before);
+            return Err(error);
+        }
         let tail = self.segments.back_mut().expect("a tail segment");
         tail.records += records.len() as u64;
         tail.bytes += frames.len() as u64;
@@ -310,9 +320,25 @@ impl Spool {
         }
         self.records += records.len() as u64;
         self.bytes += frames.len() as u64;
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        self.sync_if_due(false)?;
         Ok(Ok(()))
+    }
+
+    /// Cuts the tail segment back to `length` after a failed append. If that fails too, the
+    /// segment is closed (the next append starts another) and the failure logged: the frames
+    /// that did reach it would be read back at the next start.
+    fn undo_append(&mut self, length: u64) {
+        let cut = match &self.writer {
+            Some(writer) => writer.set_len(length),
+            None => return,
+        };
+        if let Err(error) = cut {
+            self.writer = None;
+            tracing::error!(
+                %error,
+                "usage spool: a failed append could not be undone; records it wrote before \
+                 failing may be replayed at the next start"
+            );
+        }
     }
 
     /// Forces appended frames to disk when the policy says it is time (or always, if `force`).
@@ -563,6 +589,26 @@ mod tests {
         let expected: Vec<String> = (0..10).map(|n| format!("op-{n}")).collect();
         assert_eq!(drain(&mut spool), expected);
         assert_eq!(segment_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool.append(&[record(0)]).unwrap().unwrap();
+        let before = (spool.records(), spool.bytes());
+        // The segment's writer can no longer write (as on a failing disk).
+        let path = segment(dir.path());
+        spool.writer = Some(File::open(&path).unwrap());
+        assert!(spool.append(&[record(1), record(2)]).is_err());
+        assert_eq!((spool.records(), spool.bytes()), before);
+        assert_eq!(fs::metadata(&path).unwrap().len(), before.1);
+        // The next append goes on (in a new segment), and only what was kept comes back.
+        spool.append(&[record(3)]).unwrap().unwrap();
+        drop(spool);
+        let (mut spool, recovery) = open(dir.path());
+        assert_eq!(recovery.records, 2);
+        assert_eq!(drain(&mut spool), ["op-0", "op-3"]);
     }
 
     #[test]
