@@ -145,6 +145,10 @@ enum SpoolCommand {
     Replay {
         #[arg(long)]
         dir: std::path::PathBuf,
+        /// Where records the database rejects go, one JSON line each with the reason
+        /// [default: quarantine.jsonl in the spool directory].
+        #[arg(long)]
+        quarantine: Option<std::path::PathBuf>,
         #[command(flatten)]
         database: Database,
     },
@@ -387,7 +391,14 @@ async fn run(command: Command) -> Result<(), Failure> {
                 }
                 Ok(())
             }
-            SpoolCommand::Replay { dir, database } => replay(&dir, &database).await,
+            SpoolCommand::Replay {
+                dir,
+                quarantine,
+                database,
+            } => {
+                let quarantine = quarantine.unwrap_or_else(|| dir.join("quarantine.jsonl"));
+                replay(&dir, &quarantine, &database).await
+            }
         },
         Command::Prune {
             database,
@@ -460,7 +471,11 @@ async fn verify(database: &Database) -> Result<VerifyReport, Error> {
     }
 }
 
-async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Failure> {
+async fn replay(
+    dir: &std::path::Path,
+    quarantine: &std::path::Path,
+    database: &Database,
+) -> Result<(), Failure> {
     let status = usage_runtime::spool_status(dir).map_err(|source| Error::Spool {
         dir: dir.display().to_string(),
         source,
@@ -468,6 +483,7 @@ async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Failur
     let builder = Tracker::builder()
         .service("usage-cli")
         .spool_dir(dir)
+        .quarantine_file(quarantine)
         .max_retries(2);
     let guard = match connect(database).await? {
         AnySink::Sqlite(sink) => builder.sink(sink).install()?,
@@ -501,10 +517,16 @@ async fn replay(dir: &std::path::Path, database: &Database) -> Result<(), Failur
     bar.finish_and_clear();
     let health = guard.health();
     guard.shutdown().await?;
-    println!(
-        "replayed {} records ({} quarantined)",
-        health.replayed, health.quarantined
-    );
+    if health.quarantined > 0 {
+        println!(
+            "replayed {} records ({} rejected by the database, kept with the reason in {})",
+            health.replayed,
+            health.quarantined,
+            quarantine.display()
+        );
+    } else {
+        println!("replayed {} records (0 quarantined)", health.replayed);
+    }
     Ok(())
 }
 

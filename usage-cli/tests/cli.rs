@@ -188,6 +188,9 @@ fn spool_status_and_replay() {
     #[track_usage(operation = "cli.spooled")]
     fn spooled() {}
 
+    #[track_usage(operation = "cli.refused")]
+    fn refused() {}
+
     #[derive(Debug)]
     struct Down;
     impl Sink for Down {
@@ -216,6 +219,7 @@ fn spool_status_and_replay() {
     for _ in 0..30 {
         spooled();
     }
+    refused();
     drop(guard);
     let (code, out, err) = usage(&[
         "spool",
@@ -227,9 +231,27 @@ fn spool_status_and_replay() {
     ]);
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["records"], 30);
+    assert_eq!(status["records"], 31);
 
+    // The database refuses one of them (a trigger standing in for a constraint).
     let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let (code, _, err) = usage(&["migrate", "--database-url", &url]);
+    assert_eq!(code, 0, "{err}");
+    let db = dir.path().join("usage.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage_records \
+             WHEN NEW.operation = 'cli.refused' \
+             BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    });
+    assert!(db.exists());
     let (code, out, err) = usage(&[
         "spool",
         "replay",
@@ -240,6 +262,17 @@ fn spool_status_and_replay() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 30"), "{out}");
+    let quarantine = spool.join("quarantine.jsonl");
+    assert!(
+        out.contains("1 rejected by the database") && out.contains("quarantine.jsonl"),
+        "{out}"
+    );
+    let kept = std::fs::read_to_string(&quarantine).unwrap();
+    assert_eq!(kept.lines().count(), 1, "{kept}");
+    assert!(
+        kept.contains("cli.refused") && kept.contains("refused by a test trigger"),
+        "{kept}"
+    );
     let (_, out, _) = usage(&[
         "spool",
         "status",
