@@ -144,6 +144,10 @@ struct Worker {
 
 /// How often records past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// When a prune that deleted records (and may have stopped early) goes on.
+const PRUNE_AGAIN: Duration = Duration::from_secs(10);
+/// The longest the worker waits for one prune call.
+const PRUNE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a failed attempt to record the operation catalog, the first wait before the next; it
 /// doubles after each failure, up to [`CATALOG_RETRY_MAX`].
@@ -365,9 +369,9 @@ impl Worker {
             .map(crate::rollup::hour_of)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let sink = &mut self.config.sink;
-        let pruned = self.runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(300), sink.prune_dyn(before)).await
-        });
+        let pruned = self
+            .runtime
+            .block_on(async { tokio::time::timeout(PRUNE_TIMEOUT, sink.prune_dyn(before)).await });
         match pruned {
             Ok(Ok(deleted)) => {
                 self.config
@@ -381,6 +385,8 @@ impl Worker {
                         ?retention,
                         "usage records past the retention deleted"
                     );
+                    // It may have stopped with more to delete: go on between writes.
+                    self.next_prune = Instant::now() + PRUNE_AGAIN;
                 }
             }
             Ok(Err(error)) => tracing::warn!(%error, "usage retention: pruning failed"),

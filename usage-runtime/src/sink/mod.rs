@@ -65,8 +65,9 @@ pub trait Sink: fmt::Debug + Send + 'static {
     }
 
     /// Deletes the records of calls started before `before`, keeping the rollups, and returns
-    /// how many it deleted; called by the tracker when a retention is set. The default keeps
-    /// everything.
+    /// how many it deleted; called by the tracker when a retention is set. It may stop early
+    /// (the SQL sinks stop after about a second) so as not to hold up writes: while it returns
+    /// more than zero, the tracker calls it again soon. The default keeps everything.
     fn prune(&mut self, before: DateTime<Utc>) -> impl Future<Output = Result<u64, Error>> {
         let _ = before;
         async { Ok(0) }

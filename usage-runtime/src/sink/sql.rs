@@ -587,9 +587,18 @@ pub(crate) fn time_text(dialect: Dialect, at: chrono::DateTime<chrono::Utc>) -> 
 /// Records deleted per statement when pruning.
 pub(crate) const PRUNE_CHUNK: u64 = 10_000;
 
+/// How long one `prune` goes on before it returns what it deleted (the tracker calls again soon
+/// while there is more): the tracker's worker waits for it, so a large backlog must not hold
+/// up writes. Unit tests stop after each statement.
+pub(crate) const PRUNE_BUDGET: std::time::Duration = if cfg!(test) {
+    std::time::Duration::ZERO
+} else {
+    std::time::Duration::from_secs(1)
+};
+
 /// A sink's `prune`: deletes, `PRUNE_CHUNK` at a time, the records of calls started before the
-/// hour `$before` falls in (whole hours, as everywhere). A macro because each sink has its own
-/// pool type; `$sink` has `config` and `target`.
+/// hour `$before` falls in (whole hours, as everywhere), for about [`PRUNE_BUDGET`]. A macro
+/// because each sink has its own pool type; `$sink` has `config` and `target`.
 macro_rules! prune_in_chunks {
     ($sink:expr, $pool:expr, $dialect:expr, $before:expr) => {{
         let before = crate::rollup::hour_of($before);
@@ -597,6 +606,7 @@ macro_rules! prune_in_chunks {
             sql::prune_statement($dialect, &$sink.config.records_table(), sql::PRUNE_CHUNK);
         let cutoff = sql::time_text($dialect, before);
         let mut total = 0u64;
+        let started = std::time::Instant::now();
         loop {
             let deleted = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                 .bind(&cutoff)
@@ -605,7 +615,7 @@ macro_rules! prune_in_chunks {
                 .map_err(|error| Error::database(DbStep::Write, &$sink.target, error))?
                 .rows_affected();
             total += deleted;
-            if deleted == 0 {
+            if deleted == 0 || started.elapsed() >= sql::PRUNE_BUDGET {
                 break Ok(total);
             }
         }

@@ -751,6 +751,38 @@ impl Sink for SqliteSink {
 mod tests {
     use chrono::{DateTime, Utc};
 
+    use crate::sink::Sink as _;
+
+    #[tokio::test]
+    async fn a_prune_stops_within_its_budget_and_goes_on_when_called_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("prune.db").display());
+        let mut sink = super::SqliteSink::connect(&url).await.unwrap();
+        let old = Utc::now() - chrono::Duration::days(40);
+        let records: Vec<_> = (0..25_000)
+            .map(|_| {
+                let mut record = crate::sink::probe_record();
+                record.id = uuid::Uuid::now_v7();
+                record.started_at = old;
+                record
+            })
+            .collect();
+        for batch in records.chunks(4096) {
+            sink.write(batch).await.unwrap();
+        }
+        // The unit-test budget is zero: one statement per call.
+        let before = Utc::now() - chrono::Duration::days(30);
+        let mut calls = Vec::new();
+        loop {
+            let deleted = sink.prune(before).await.unwrap();
+            calls.push(deleted);
+            if deleted == 0 {
+                break;
+            }
+        }
+        assert_eq!(calls, [10_000, 10_000, 5_000, 0]);
+    }
+
     #[test]
     fn timestamps_are_rfc3339_with_microseconds() {
         for micros in [
