@@ -257,6 +257,58 @@ fn spool_settings_apply_whether_set_before_or_after_the_directory() {
     }
 }
 
+/// Every write waits until the sink is opened (a database that stopped answering).
+#[derive(Debug, Clone, Default)]
+struct Stuck {
+    open: Arc<AtomicBool>,
+    records: MemorySink,
+}
+
+impl Sink for Stuck {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.records.write(batch).await
+    }
+}
+
+#[test]
+fn while_a_write_hangs_the_worker_spills_the_queue_instead_of_dropping() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Stuck::default();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .spool_dir(dir.path())
+        .batch_size(10)
+        .queue_capacity(400)
+        .write_timeout(Duration::from_secs(60))
+        .install()
+        .unwrap();
+    for n in 0..1000 {
+        work(n);
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let health = guard.health();
+    assert_eq!(health.dropped, 0, "{health:?}");
+    assert!(
+        health.spooled >= 1000 - 400 - 10,
+        "the queue went to the spool while the write hung: {health:?}"
+    );
+    sink.open.store(true, Ordering::SeqCst);
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(
+        (health.written, health.dropped, health.spool_records),
+        (1000, 0, 0),
+        "{health:?}"
+    );
+    let written = numbers(&sink.records.records());
+    assert_eq!(written.len(), 1000);
+    assert_eq!(written.into_iter().collect::<HashSet<_>>().len(), 1000);
+}
+
 #[test]
 fn while_retrying_the_worker_spills_the_queue_instead_of_dropping() {
     let _serial = serial();

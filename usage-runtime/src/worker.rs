@@ -769,16 +769,31 @@ impl Worker {
 
     /// Writes one batch; gives up when the shutdown deadline passes, even if shutdown began
     /// while the write was in progress. A sink that panics fails the batch, not the worker.
+    /// While the write is in flight, the next batch is made (in a drain) and, with
+    /// `Overflow::Spill`, the queue is moved to the spool when it passes half full, so a write
+    /// that hangs until its timeout drops nothing.
     fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        // The sink is taken out for the write, so the worker can spill (which needs the rest of
+        // it) while the write's future holds the sink.
+        let mut sink = std::mem::replace(&mut self.config.sink, Box::new(Detached));
+        let result = self.write_with(&mut sink, batch);
+        self.config.sink = sink;
+        return result;
+
+        /// Stands in for the sink while it is out; never written to.
+        #[derive(Debug)]
+        struct Detached;
+        impl crate::sink::Sink for Detached {
+            async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
+                unreachable!("the sink is restored before the next write")
+            }
+        }
+    }
+
+    fn write_with(&mut self, sink: &mut BoxedSink, batch: &[UsageRecord]) -> Result<(), Error> {
         use futures_util::FutureExt as _;
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
-        let sink = &mut self.config.sink;
-        let runtime = &self.runtime;
         let write_timeout = self.config.write_timeout;
-        let (shared, context) = (&self.config.shared, &self.config.context);
-        // Once per batch of a drain: a retry, a half of a split batch or the rest of a partly
-        // written one does not build again.
-        let mut prefetch = self.prefetch.as_mut().filter(|next| !next.filled);
         // Only the sink's panics are the sink's: caught around its future, not around the
         // records made meanwhile.
         let write = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -788,36 +803,56 @@ impl Worker {
             Ok(write) => std::panic::AssertUnwindSafe(write).catch_unwind(),
             Err(panic) => return Err(sink_panicked(panic)),
         };
-        runtime.block_on(async move {
-            let write = async move {
-                tokio::select! {
-                    biased;
-                    result = write => result.unwrap_or_else(|panic| Err(sink_panicked(panic))),
-                    waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
-                    () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
-                }
-            };
-            let mut write = std::pin::pin!(write);
-            if let Some(next) = prefetch.as_mut() {
+        let mut write = Box::pin(async move {
+            tokio::select! {
+                biased;
+                result = write => result.unwrap_or_else(|panic| Err(sink_panicked(panic))),
+                waited = until_deadline(&mut deadline) => Err(Error::Timeout(waited)),
+                () = tokio::time::sleep(write_timeout) => Err(Error::Timeout(write_timeout)),
+            }
+        });
+        // Once per batch of a drain: a retry, a half of a split batch or the rest of a partly
+        // written one does not build again.
+        let mut making = self.prefetch.as_ref().is_some_and(|next| !next.filled);
+        if making {
+            if let Some(next) = self.prefetch.as_mut() {
                 next.filled = true;
+            }
+        }
+        loop {
+            if making {
                 // The next batch's records are made a slice at a time, the write polled between
                 // slices: each poll takes it as far as its round trips allow, so the database
                 // works on it while the records are made.
-                loop {
-                    let polled = std::future::poll_fn(|cx| {
-                        std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
-                    })
-                    .await;
-                    if let std::task::Poll::Ready(result) = polled {
-                        return result;
+                let polled = self.runtime.block_on(std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+                }));
+                if let std::task::Poll::Ready(result) = polled {
+                    return result;
+                }
+                let (shared, context) = (&self.config.shared, &self.config.context);
+                making = self
+                    .prefetch
+                    .as_mut()
+                    .is_some_and(|next| next.fill(shared, context, PREFETCH_SLICE));
+            } else if !self.config.spill {
+                return self.runtime.block_on(write);
+            } else {
+                let polled = self.runtime.block_on(async {
+                    tokio::select! {
+                        biased;
+                        result = &mut write => Some(result),
+                        () = tokio::time::sleep(SPILL_CHECK) => None,
                     }
-                    if !next.fill(shared, context, PREFETCH_SLICE) {
-                        break;
-                    }
+                });
+                if let Some(result) = polled {
+                    return result;
                 }
             }
-            write.await
-        })
+            if self.config.spill {
+                self.spill();
+            }
+        }
     }
 
     fn drop_rest_at_deadline(&mut self) {
@@ -889,6 +924,10 @@ fn sink_panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
 
 /// Records made between two polls of a write in flight.
 const PREFETCH_SLICE: usize = 256;
+
+/// How often the worker looks at the queue while a write is in flight, to spill it to the spool
+/// (with `Overflow::Spill`) before it fills.
+const SPILL_CHECK: Duration = Duration::from_millis(10);
 
 /// Counts what a record says of its usage: unpriced tokens, saturated counts.
 fn count_usage(shared: &Shared, record: &UsageRecord) {
