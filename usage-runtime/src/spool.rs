@@ -400,11 +400,23 @@ impl Spool {
 
     /// Up to `max` of the oldest records, left in the spool until [`consume`](Self::consume).
     pub(crate) fn peek(&mut self, max: usize) -> io::Result<Vec<UsageRecord>> {
+        // A segment that counts no record, with others after it, was closed by a failed append
+        // that could not be undone: whatever it holds was counted as failed. It goes.
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.records == 0) {
+            let empty = self.segments.pop_front().expect("head");
+            self.bytes = self.bytes.saturating_sub(empty.bytes);
+            if let Err(error) = fs::remove_file(&empty.path) {
+                tracing::error!(file = %empty.path.display(), %error, "usage spool: cannot clear a segment");
+            }
+        }
         let Some(head) = self.segments.front_mut() else {
             return Ok(Vec::new());
         };
         if head.pending.is_none() {
-            head.pending = Some(scan(&head.path)?.records.into());
+            let mut records: VecDeque<UsageRecord> = scan(&head.path)?.records.into();
+            // Frames past the counted ones are what a failed append left (counted as failed).
+            records.truncate(usize::try_from(head.records).unwrap_or(usize::MAX));
+            head.pending = Some(records);
         }
         let pending = head.pending.as_ref().expect("loaded");
         Ok(pending.iter().take(max).cloned().collect())
@@ -419,14 +431,14 @@ impl Spool {
         let pending = head.pending.as_mut().expect("peeked before consumed");
         let count = count.min(pending.len());
         pending.drain(..count);
-        self.records -= count as u64;
+        self.records = self.records.saturating_sub(count as u64);
         if pending.is_empty() {
             let head = self.segments.pop_front().expect("head");
             if self.segments.is_empty() {
                 self.writer = None; // the head was the tail being written
                 self.unsynced_since = None;
             }
-            self.bytes -= head.bytes;
+            self.bytes = self.bytes.saturating_sub(head.bytes);
             fs::remove_file(&head.path)?;
         }
         Ok(())
@@ -609,6 +621,25 @@ mod tests {
         let (mut spool, recovery) = open(dir.path());
         assert_eq!(recovery.records, 2);
         assert_eq!(drain(&mut spool), ["op-0", "op-3"]);
+    }
+
+    #[test]
+    fn frames_a_failed_append_left_behind_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool.segment_bytes = 1; // every append starts a segment
+        spool.append(&[record(0)]).unwrap().unwrap();
+        spool.append(&[record(1)]).unwrap().unwrap();
+        // An append that failed and could not be undone: its frames reached the tail segment
+        // (here, a copy of the frame already there), uncounted, and the segment was closed.
+        let tail = spool.segments.back().unwrap().path.clone();
+        let frame = fs::read(&tail).unwrap();
+        let mut file = OpenOptions::new().append(true).open(&tail).unwrap();
+        file.write_all(&frame).unwrap();
+        spool.writer = None;
+        assert_eq!(spool.records(), 2);
+        assert_eq!(drain(&mut spool), ["op-0", "op-1"]);
+        assert_eq!((spool.records(), spool.bytes()), (0, 0));
     }
 
     #[test]
