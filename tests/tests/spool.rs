@@ -282,18 +282,25 @@ fn while_a_write_hangs_the_worker_spills_the_queue_instead_of_dropping() {
         .sink(sink.clone())
         .spool_dir(dir.path())
         .batch_size(10)
-        .queue_capacity(400)
+        .queue_capacity(1000)
         .write_timeout(Duration::from_secs(60))
         .install()
         .unwrap();
-    for n in 0..1000 {
+    // The first write hangs. The worker leaves the queue alone for the first second of a write
+    // (a busy database is not a stuck one), so the calls come slowly enough that the queue
+    // holds that second's worth (about 400 here), then 2,000 more in about a second.
+    for n in 0..400 {
         work(n);
-        std::thread::sleep(Duration::from_micros(100));
+        std::thread::sleep(Duration::from_micros(2_500));
+    }
+    for n in 400..2400 {
+        work(n);
+        std::thread::sleep(Duration::from_micros(400));
     }
     let health = guard.health();
     assert_eq!(health.dropped, 0, "{health:?}");
     assert!(
-        health.spooled >= 1000 - 400 - 10,
+        health.spooled >= 2400 - 1000 - 10,
         "the queue went to the spool while the write hung: {health:?}"
     );
     sink.open.store(true, Ordering::SeqCst);
@@ -301,12 +308,52 @@ fn while_a_write_hangs_the_worker_spills_the_queue_instead_of_dropping() {
     let health = guard.health();
     assert_eq!(
         (health.written, health.dropped, health.spool_records),
-        (1000, 0, 0),
+        (2400, 0, 0),
         "{health:?}"
     );
     let written = numbers(&sink.records.records());
-    assert_eq!(written.len(), 1000);
-    assert_eq!(written.into_iter().collect::<HashSet<_>>().len(), 1000);
+    assert_eq!(written.len(), 2400);
+    assert_eq!(written.into_iter().collect::<HashSet<_>>().len(), 2400);
+}
+
+/// Takes 100 ms per write: busy, not stuck.
+#[derive(Debug, Clone, Default)]
+struct Busy {
+    records: MemorySink,
+}
+
+impl Sink for Busy {
+    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.records.write(batch).await
+    }
+}
+
+#[test]
+fn a_busy_write_leaves_the_queue_in_memory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Busy::default();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .spool_dir(dir.path())
+        .batch_size(20)
+        .queue_capacity(100)
+        .install()
+        .unwrap();
+    // Calls come faster than the writes go: the queue passes half full during writes.
+    for n in 0..300 {
+        work(n);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(
+        health.spooled, 0,
+        "a write under a second is not stuck: {health:?}"
+    );
+    assert_eq!(health.written + health.dropped, 300, "{health:?}");
+    assert_ne!(health.state, HealthState::Failing, "{health:?}");
 }
 
 #[test]

@@ -317,9 +317,16 @@ impl Worker {
         let operations = crate::catalog::operations();
         let service = self.config.context.service.clone();
         let sink = &mut self.config.sink;
+        // A shutdown that begins meanwhile cuts it short at its deadline.
+        let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.runtime.block_on(async {
-                tokio::time::timeout(limit, sink.register_dyn(&service, &operations)).await
+                let register =
+                    tokio::time::timeout(limit, sink.register_dyn(&service, &operations));
+                tokio::select! {
+                    registered = register => registered,
+                    waited = until_deadline(&mut deadline) => Ok(Err(Error::Timeout(waited))),
+                }
             })
         }));
         match registered {
@@ -369,9 +376,15 @@ impl Worker {
             .map(crate::rollup::hour_of)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let sink = &mut self.config.sink;
-        let pruned = self
-            .runtime
-            .block_on(async { tokio::time::timeout(PRUNE_TIMEOUT, sink.prune_dyn(before)).await });
+        // A shutdown that begins meanwhile cuts it short at its deadline (what was deleted
+        // stays deleted; the count is lost).
+        let mut deadline = self.config.shared.shutdown_deadline.subscribe();
+        let pruned = self.runtime.block_on(async {
+            tokio::select! {
+                pruned = tokio::time::timeout(PRUNE_TIMEOUT, sink.prune_dyn(before)) => pruned,
+                waited = until_deadline(&mut deadline) => Ok(Err(Error::Timeout(waited))),
+            }
+        });
         match pruned {
             Ok(Ok(deleted)) => {
                 self.config
@@ -770,8 +783,9 @@ impl Worker {
     /// Writes one batch; gives up when the shutdown deadline passes, even if shutdown began
     /// while the write was in progress. A sink that panics fails the batch, not the worker.
     /// While the write is in flight, the next batch is made (in a drain) and, with
-    /// `Overflow::Spill`, the queue is moved to the spool when it passes half full, so a write
-    /// that hangs until its timeout drops nothing.
+    /// `Overflow::Spill`, once the write has taken [`SPILL_AFTER`] the queue is moved to the
+    /// spool when it passes half full, so a write that hangs until its timeout drops nothing
+    /// (a write that is merely busy leaves the queue alone).
     fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         // The sink is taken out for the write, so the worker can spill (which needs the rest of
         // it) while the write's future holds the sink.
@@ -780,12 +794,22 @@ impl Worker {
         self.config.sink = sink;
         return result;
 
-        /// Stands in for the sink while it is out; never written to.
+        /// Stands in for the sink while it is out; never used.
         #[derive(Debug)]
         struct Detached;
         impl crate::sink::Sink for Detached {
             async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
-                unreachable!("the sink is restored before the next write")
+                unreachable!("the sink is restored before it is used again")
+            }
+            async fn register(
+                &mut self,
+                _service: &str,
+                _operations: &[&'static crate::catalog::Operation],
+            ) -> Result<(), Error> {
+                unreachable!("the sink is restored before it is used again")
+            }
+            async fn prune(&mut self, _before: chrono::DateTime<Utc>) -> Result<u64, Error> {
+                unreachable!("the sink is restored before it is used again")
             }
         }
     }
@@ -794,6 +818,7 @@ impl Worker {
         use futures_util::FutureExt as _;
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let write_timeout = self.config.write_timeout;
+        let started = Instant::now();
         // Only the sink's panics are the sink's: caught around its future, not around the
         // records made meanwhile.
         let write = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -849,7 +874,7 @@ impl Worker {
                     return result;
                 }
             }
-            if self.config.spill {
+            if self.config.spill && started.elapsed() >= SPILL_AFTER {
                 self.spill();
             }
         }
@@ -928,6 +953,9 @@ const PREFETCH_SLICE: usize = 256;
 /// How often the worker looks at the queue while a write is in flight, to spill it to the spool
 /// (with `Overflow::Spill`) before it fills.
 const SPILL_CHECK: Duration = Duration::from_millis(10);
+/// How long a write must be in flight before the worker spills the queue meanwhile: a write
+/// that takes longer is stuck, not busy (4,096 records take tens of milliseconds).
+const SPILL_AFTER: Duration = Duration::from_secs(1);
 
 /// Counts what a record says of its usage: unpriced tokens, saturated counts.
 fn count_usage(shared: &Shared, record: &UsageRecord) {
