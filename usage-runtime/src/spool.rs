@@ -416,6 +416,17 @@ impl Spool {
             let mut records: VecDeque<UsageRecord> = scan(&head.path)?.records.into();
             // Frames past the counted ones are what a failed append left (counted as failed).
             records.truncate(usize::try_from(head.records).unwrap_or(usize::MAX));
+            let read = records.len() as u64;
+            if read < head.records {
+                // Fewer than were appended: the file was damaged since. Count what is there.
+                tracing::error!(
+                    file = %head.path.display(),
+                    lost = head.records - read,
+                    "usage spool: a segment holds fewer records than were appended to it"
+                );
+                self.records = self.records.saturating_sub(head.records - read);
+                head.records = read;
+            }
             head.pending = Some(records);
         }
         let pending = head.pending.as_ref().expect("loaded");
@@ -640,6 +651,25 @@ mod tests {
         assert_eq!(spool.records(), 2);
         assert_eq!(drain(&mut spool), ["op-0", "op-1"]);
         assert_eq!((spool.records(), spool.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_segment_damaged_while_open_is_counted_again_not_spun_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open(dir.path());
+        spool.segment_bytes = 1; // every append starts a segment
+        spool.append(&[record(0)]).unwrap().unwrap();
+        spool.append(&[record(1), record(2)]).unwrap().unwrap();
+        // The second segment loses its content on disk (not the head: read when it gets there).
+        let tail = spool.segments.back().unwrap().path.clone();
+        OpenOptions::new()
+            .write(true)
+            .open(&tail)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(drain(&mut spool), ["op-0"]);
+        assert_eq!(spool.records(), 0, "what is gone is no longer counted");
     }
 
     #[test]

@@ -317,24 +317,34 @@ impl Worker {
         let operations = crate::catalog::operations();
         let service = self.config.context.service.clone();
         let sink = &mut self.config.sink;
-        // A shutdown that begins meanwhile cuts it short at its deadline.
+        // A shutdown that begins meanwhile cuts it short, so its drain goes first; one under way
+        // already leaves it until the deadline.
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
+        let shutting_down = deadline.borrow().is_some();
         let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.runtime.block_on(async {
                 let register =
                     tokio::time::timeout(limit, sink.register_dyn(&service, &operations));
+                let cut = async {
+                    if shutting_down {
+                        until_deadline(&mut deadline).await;
+                    } else {
+                        let _ = deadline.wait_for(Option::is_some).await;
+                    }
+                };
                 tokio::select! {
-                    registered = register => registered,
-                    waited = until_deadline(&mut deadline) => Ok(Err(Error::Timeout(waited))),
+                    registered = register => Some(registered),
+                    () = cut => None,
                 }
             })
         }));
         match registered {
-            Ok(Ok(Ok(()))) => return true,
-            Ok(Ok(Err(error))) => {
+            Ok(None) => tracing::debug!("usage operation catalog not recorded: shutting down"),
+            Ok(Some(Ok(Ok(())))) => return true,
+            Ok(Some(Ok(Err(error)))) => {
                 tracing::warn!(%error, "usage operation catalog not recorded; will try again")
             }
-            Ok(Err(_)) => {
+            Ok(Some(Err(_))) => {
                 tracing::warn!("usage operation catalog not recorded: timed out; will try again")
             }
             Err(_) => tracing::warn!(
@@ -376,17 +386,18 @@ impl Worker {
             .map(crate::rollup::hour_of)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let sink = &mut self.config.sink;
-        // A shutdown that begins meanwhile cuts it short at its deadline (what was deleted
-        // stays deleted; the count is lost).
+        // A shutdown that begins meanwhile cuts it short, so the drain goes first (what was
+        // deleted stays deleted; the count is lost).
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let pruned = self.runtime.block_on(async {
             tokio::select! {
-                pruned = tokio::time::timeout(PRUNE_TIMEOUT, sink.prune_dyn(before)) => pruned,
-                waited = until_deadline(&mut deadline) => Ok(Err(Error::Timeout(waited))),
+                pruned = tokio::time::timeout(PRUNE_TIMEOUT, sink.prune_dyn(before)) => Some(pruned),
+                _ = deadline.wait_for(Option::is_some) => None,
             }
         });
         match pruned {
-            Ok(Ok(deleted)) => {
+            None => tracing::debug!("usage retention: pruning cut short by the shutdown"),
+            Some(Ok(Ok(deleted))) => {
                 self.config
                     .shared
                     .counters
@@ -402,8 +413,8 @@ impl Worker {
                     self.next_prune = Instant::now() + PRUNE_AGAIN;
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "usage retention: pruning failed"),
-            Err(_) => tracing::warn!("usage retention: pruning timed out"),
+            Some(Ok(Err(error))) => tracing::warn!(%error, "usage retention: pruning failed"),
+            Some(Err(_)) => tracing::warn!("usage retention: pruning timed out"),
         }
     }
 
@@ -481,6 +492,7 @@ impl Worker {
                 .expect("spool")
                 .peek(self.config.batch_size)
             {
+                Ok(batch) if batch.is_empty() => return, // the spool recounted itself
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(%error, "usage spool: cannot read the oldest segment");
