@@ -289,6 +289,25 @@ fn an_async_panic_is_recorded_when_the_task_is_dropped() {
 }
 
 #[test]
+fn a_future_dropped_while_another_panic_unwinds_is_cancelled_not_a_panic() {
+    let capture = Capture::new();
+    let joined = block_on(&capture, async {
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+            let mut waiting = std::pin::pin!(slow());
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            // Not this call's panic: `waiting` is dropped while it unwinds.
+            panic!("a sibling's panic");
+        }))
+        .await
+    });
+    assert!(joined.is_err());
+    let records = capture.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].operation, "slow");
+    assert_eq!(records[0].outcome, Outcome::Cancelled);
+}
+
+#[test]
 fn a_dropped_future_is_cancelled_with_its_duration() {
     let capture = Capture::new();
     block_on(&capture, async {

@@ -62,11 +62,20 @@ impl CallGuard {
         }
     }
 
-    /// Runs a synchronous body with this call innermost for `record_tokens` and `set_model`.
+    /// Runs a synchronous body with this call innermost for `record_tokens` and `set_model`; a
+    /// body that unwinds marks the call as panicked.
     #[inline]
     pub fn run<R>(&mut self, body: impl FnOnce() -> R) -> R {
-        let _scope = TallyScope::enter(&mut self.tally);
-        body()
+        let mut sentinel = PanicSentinel {
+            panicked: &mut self.panicked,
+            armed: true,
+        };
+        let output = {
+            let _scope = TallyScope::enter(&mut self.tally);
+            body()
+        };
+        sentinel.armed = false;
+        output
     }
 
     /// Ends the call with the verdict on its returned value and the usage it reports.
@@ -224,7 +233,9 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if !self.finished {
-            let outcome = if self.panicked || std::thread::panicking() {
+            // Only this call's own panic (caught where its body runs or its future is polled):
+            // a future dropped while some other panic unwinds was cancelled.
+            let outcome = if self.panicked {
                 Outcome::Panic
             } else {
                 Outcome::Cancelled

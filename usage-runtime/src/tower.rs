@@ -459,7 +459,7 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(call) = this.call.take() {
                 let sent = *this.empty || this.length.is_some_and(|length| *this.bytes >= length);
-                if sent && !std::thread::panicking() && !call.guard.has_panicked() {
+                if sent && !call.guard.has_panicked() {
                     call.finish(Some(*this.status), *this.bytes, None);
                 } else {
                     call.abandon(Some(*this.status), *this.bytes);
