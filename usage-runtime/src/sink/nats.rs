@@ -20,7 +20,8 @@ pub struct NatsConfig {
     /// How long the stream remembers a record id to drop its redeliveries; default 2 minutes
     /// (JetStream's own default). Retries of one batch must fall inside it.
     pub duplicate_window: Duration,
-    /// How long the stream keeps messages workers have not taken; default 7 days.
+    /// How long the stream keeps messages workers have not taken; default 7 days. Past it,
+    /// JetStream deletes them unread (and nothing counts them); zero keeps them until taken.
     pub max_age: Duration,
 }
 
