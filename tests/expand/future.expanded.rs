@@ -10,10 +10,14 @@ fn fetch(url: &str) -> impl Future<Output = Result<u16, Error>> + Send + '_ {
         ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
     }
     let __usage_dims = ::core::option::Option::None;
-    let __usage_future = ::usage_runtime::__private::call(move || {
-        ::usage_runtime::__private::return_edge!(_);
-        { async move { client::get(url).await } }
-    });
+    let __usage_future = ::usage_runtime::__private::call(
+        &__USAGE_OPERATION,
+        ::core::option::Option::as_ref(&__usage_dims),
+        move || {
+            ::usage_runtime::__private::return_edge!(_);
+            { async move { client::get(url).await } }
+        },
+    );
     async move {
         let __usage_guard = ::usage_runtime::__private::CallGuard::start(
             &__USAGE_OPERATION,

@@ -288,6 +288,60 @@ fn an_async_panic_is_recorded_when_the_task_is_dropped() {
     assert_eq!(records[0].outcome, Outcome::Panic);
 }
 
+#[track_usage(operation = "builds_then_panics", tenant = "acme")]
+fn builds_then_panics(fail: bool) -> impl Future<Output = u8> {
+    assert!(!fail, "refused before the future exists");
+    async { 1 }
+}
+
+#[track_usage(operation = "boxed_builds_then_panics")]
+fn boxed_builds_then_panics(fail: bool) -> std::pin::Pin<Box<dyn Future<Output = u8> + Send>> {
+    assert!(!fail, "refused before the future exists");
+    Box::pin(async { 2 })
+}
+
+#[track_usage(operation = "stream_builds_then_panics", stream)]
+fn stream_builds_then_panics(fail: bool) -> impl futures::Stream<Item = u8> {
+    assert!(!fail, "refused before the stream exists");
+    futures::stream::iter([3])
+}
+
+#[test]
+fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
+    let capture = Capture::new();
+    for build in [
+        (|| drop(builds_then_panics(true))) as fn(),
+        || drop(boxed_builds_then_panics(true)),
+        || drop(stream_builds_then_panics(true)),
+    ] {
+        let caught = capture.run(|| std::panic::catch_unwind(build));
+        assert!(caught.is_err(), "the panic must continue");
+    }
+    let records = capture.records();
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| (r.operation.as_str(), r.outcome, r.tenant_id.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("builds_then_panics", Outcome::Panic, Some("acme")),
+            ("boxed_builds_then_panics", Outcome::Panic, None),
+            ("stream_builds_then_panics", Outcome::Panic, None),
+        ]
+    );
+    // Built without a panic, each is still one record, made when it finishes.
+    let capture = Capture::new();
+    let total = block_on(&capture, async {
+        use futures::StreamExt as _;
+        let sum = builds_then_panics(false).await + boxed_builds_then_panics(false).await;
+        sum + stream_builds_then_panics(false).collect::<Vec<_>>().await[0]
+    });
+    assert_eq!(total, 6);
+    let outcomes: Vec<_> = capture.records().iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Success; 3]);
+}
+
 #[test]
 fn a_future_dropped_while_another_panic_unwinds_is_cancelled_not_a_panic() {
     let capture = Capture::new();

@@ -411,7 +411,11 @@ fn tracked_body(
             quote! {
                 #registration
                 let __usage_dims = #dims;
-                let __usage_future = #private::call(move || #block);
+                let __usage_future = #private::call(
+                    &__USAGE_OPERATION,
+                    ::core::option::Option::as_ref(&__usage_dims),
+                    move || #block,
+                );
                 #run
             }
         }
@@ -421,7 +425,11 @@ fn tracked_body(
             quote! {
                 #registration
                 let __usage_dims = #dims;
-                let __usage_future = #private::call(move || #block);
+                let __usage_future = #private::call(
+                    &__USAGE_OPERATION,
+                    ::core::option::Option::as_ref(&__usage_dims),
+                    move || #block,
+                );
                 ::std::boxed::Box::pin(#run)
             }
         }
@@ -443,7 +451,8 @@ fn tracked_body(
             };
             quote! {
                 #registration
-                let __usage_stream = #private::call(move || #block);
+                let __usage_stream =
+                    #private::call(&__USAGE_OPERATION, ::core::option::Option::None, move || #block);
                 #tracked
             }
         }

@@ -170,7 +170,7 @@ impl<T: IdValue> IdValue for Option<T> {
 
 /// The dimensions declared on one call, evaluated at entry.
 #[doc(hidden)]
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Dimensions {
     pub tenant: Option<Cow<'static, str>>,
     pub user: Option<IdInput>,

@@ -326,12 +326,34 @@ macro_rules! __usage_return_edge {
     };
 }
 
-/// Calls `body` once: a closure passed here is `FnOnce`, so it may hand out borrows of what it
-/// captured by move (`&mut self` in a fn returning a future that borrows it).
+/// Calls `body` once to build a tracked fn's future or stream: a closure passed here is
+/// `FnOnce`, so it may hand out borrows of what it captured by move (`&mut self` in a fn
+/// returning a future that borrows it). The call is timed from the first poll; a panic while
+/// building is recorded as the call's `Panic` (with `dims`, when they are known by then).
 #[doc(hidden)]
 #[inline]
-pub fn call<R>(body: impl FnOnce() -> R) -> R {
-    body()
+pub fn call<R>(op: &'static Operation, dims: Option<&Dimensions>, body: impl FnOnce() -> R) -> R {
+    struct Building<'a> {
+        op: &'static Operation,
+        dims: Option<&'a Dimensions>,
+        armed: bool,
+    }
+    impl Drop for Building<'_> {
+        fn drop(&mut self) {
+            if self.armed {
+                let mut guard = CallGuard::start(self.op, self.dims.cloned());
+                guard.panicked = true; // dropped unfinished: recorded as this call's panic
+            }
+        }
+    }
+    let mut building = Building {
+        op,
+        dims,
+        armed: true,
+    };
+    let output = body();
+    building.armed = false;
+    output
 }
 
 /// Formats `{:#}` of `message` into at most `limit` bytes; truncated text ends with `…`.
