@@ -109,6 +109,15 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
             ),
         ));
     }
+    // An existing consumer keeps its own ack wait: the progress signals below follow that one.
+    let ack_wait = consumer.cached_info().config.ack_wait;
+    if ack_wait != args.ack_wait {
+        eprintln!(
+            "consumer `{}` exists with an ack wait of {ack_wait:?} (not the {:?} asked for); \
+             using it",
+            args.consumer, args.ack_wait
+        );
+    }
     let stop = stop_on_signal();
     let started = Instant::now();
     let mut report = Instant::now();
@@ -157,7 +166,10 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
         // redelivered message again, never duplicates a row. Records the database rejects are
         // set aside one by one; on a stop during retries the batch is left unacknowledged, for
         // the stream to hand to another worker.
-        match write(&mut sink, &records, &stop, args.quarantine.as_ref()).await {
+        // However long the write takes (a locked table, retries through an outage), the
+        // messages stay this worker's: it tells the stream it is still working on them.
+        let writing = write(&mut sink, &records, &stop, args.quarantine.as_ref());
+        match in_progress(writing, &messages, ack_wait).await {
             Written::All { rejected } => quarantined += rejected,
             Written::Stopped => break,
         }
@@ -210,6 +222,30 @@ fn stop_on_signal() -> Arc<AtomicBool> {
         flag.store(true, Ordering::SeqCst);
     });
     stop
+}
+
+/// Runs `work`, telling the stream every third of `ack_wait` that `messages` are still being
+/// worked on, so it does not hand them to another worker meanwhile.
+async fn in_progress<T>(
+    work: impl std::future::Future<Output = T>,
+    messages: &[jetstream::Message],
+    ack_wait: Duration,
+) -> T {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                for message in messages {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        eprintln!("a progress signal failed: {error}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 enum Written {

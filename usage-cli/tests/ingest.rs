@@ -144,6 +144,20 @@ impl Setup {
         }
     }
 
+    /// The workers' consumer, once one of them has made it.
+    async fn consumer_info(&self) -> Option<async_nats::jetstream::consumer::Info> {
+        let client = async_nats::connect(&self.nats).await.ok()?;
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            async_nats::jetstream::new(client)
+                .get_stream(&self.stream)
+                .await
+                .ok()?
+                .get_consumer("writers")
+                .await
+                .ok()?;
+        Some(consumer.cached_info().clone())
+    }
+
     async fn clean(&self) {
         if let Ok(client) = async_nats::connect(&self.nats).await {
             let _ = async_nats::jetstream::new(client)
@@ -321,4 +335,49 @@ async fn a_consumer_without_explicit_acks_is_refused_by_name() {
         stderr.contains("`writers`") && stderr.contains("explicit-ack"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_past_the_ack_wait_keeps_its_messages() {
+    let Some(setup) = setup("held").await else {
+        return;
+    };
+    // The records table is locked: the first worker's write waits on it for more than twice
+    // the ack wait (3 s). It must keep telling NATS it is working, or the stream hands the same
+    // messages to the second worker meanwhile.
+    let first = setup.worker(&[]);
+    let second = setup.worker(&[]);
+    // Both connected, migrated and pulling.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup
+        .consumer_info()
+        .await
+        .map_or(0, |info| info.num_waiting)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the workers never pulled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lock = PgConnection::connect(&setup.postgres).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {}usage_records IN ACCESS EXCLUSIVE MODE",
+        setup.table_prefix
+    )))
+    .execute(&mut lock)
+    .await
+    .unwrap();
+    let mut producer = setup.producer("held", 200);
+    assert!(producer.wait().unwrap().success());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    setup.wait_for_rows(200, Duration::from_secs(60)).await;
+    // Each delivery, redeliveries included, takes a consumer sequence number.
+    let info = setup.consumer_info().await.unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 200,
+        "delivered once each: {info:?}"
+    );
+    assert_eq!(setup.rolled_up().await, 200);
+    assert!(terminate(first));
+    assert!(terminate(second));
 }
