@@ -307,3 +307,22 @@ async fn a_server_that_is_gone_is_a_transient_failure() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_under_a_producer_is_made_again_at_the_retry() {
+    let Some(url) = tests::nats_url() else {
+        return;
+    };
+    let config = own_config("deleted");
+    let mut sink = NatsSink::connect_with(&url, config.clone()).await.unwrap();
+    let records = tests::random_records(50, 9);
+    sink.write(&records[..10]).await.unwrap();
+    // The server loses the stream (deleted, or JetStream's store wiped).
+    delete(&url, &config.stream).await;
+    let err = sink.write(&records[10..]).await.unwrap_err();
+    assert_eq!(err.failure_kind(), FailureKind::Transient, "{err}");
+    // The retry checks the stream again, makes it, and writes.
+    sink.write(&records[10..]).await.unwrap();
+    assert_eq!(messages(&url, &config.stream).await, 40);
+    delete(&url, &config.stream).await;
+}

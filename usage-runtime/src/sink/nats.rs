@@ -344,14 +344,27 @@ impl super::Sink for NatsSink {
         let context = self.open().await?.clone();
         let fail =
             |kind, error: BoxError| Error::database(DbStep::Write, &target, failure(kind, error));
+        // The server answers "no stream" in the acknowledgement ("no responders"): the stream
+        // is checked (and made again) before the retry.
+        let mut lost_stream = false;
+        let mut acked = |ack: Result<_, jetstream::context::PublishError>| {
+            ack.map(drop).map_err(|error| {
+                lost_stream |= error.kind() == PublishErrorKind::StreamNotFound;
+                fail(FailureKind::Transient, error.into())
+            })
+        };
         let mut acks: Vec<jetstream::context::PublishAckFuture> =
             Vec::with_capacity(batch.len().min(MAX_IN_FLIGHT));
         for (record, subject) in batch.iter().zip(subjects) {
             if acks.len() >= MAX_IN_FLIGHT {
                 // The client allows a bounded number of acks in flight: collect these first.
                 for ack in acks.drain(..) {
-                    ack.await
-                        .map_err(|error| fail(FailureKind::Transient, error.into()))?;
+                    if let Err(error) = acked(ack.await) {
+                        if lost_stream {
+                            self.context = None;
+                        }
+                        return Err(error);
+                    }
                 }
             }
             let payload = serde_json::to_vec(record)
@@ -378,8 +391,12 @@ impl super::Sink for NatsSink {
         }
         // Pipelined: every publish is out before the first acknowledgement is awaited.
         for ack in acks {
-            ack.await
-                .map_err(|error| fail(FailureKind::Transient, error.into()))?;
+            if let Err(error) = acked(ack.await) {
+                if lost_stream {
+                    self.context = None;
+                }
+                return Err(error);
+            }
         }
         Ok(())
     }
