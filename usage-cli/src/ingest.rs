@@ -38,6 +38,10 @@ pub(crate) struct IngestArgs {
     /// another worker (a worker that died mid-batch).
     #[arg(long, default_value = "30s", value_parser = parse_millis)]
     ack_wait: Duration,
+    /// How long one write attempt may take before it is given up and tried again on a new
+    /// connection (a database that stopped answering).
+    #[arg(long, default_value = "60s", value_parser = parse_millis)]
+    write_timeout: Duration,
     /// Messages that are not records go here (JSON lines), and are acknowledged; default: the
     /// error log.
     #[arg(long)]
@@ -168,7 +172,13 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
         // the stream to hand to another worker.
         // However long the write takes (a locked table, retries through an outage), the
         // messages stay this worker's: it tells the stream it is still working on them.
-        let writing = write(&mut sink, &records, &stop, args.quarantine.as_ref());
+        let writing = write(
+            &mut sink,
+            &records,
+            &stop,
+            args.quarantine.as_ref(),
+            args.write_timeout,
+        );
         match in_progress(writing, &messages, ack_wait).await {
             Written::All { rejected } => quarantined += rejected,
             Written::Stopped => break,
@@ -260,6 +270,7 @@ async fn write(
     records: &[UsageRecord],
     stop: &AtomicBool,
     file: Option<&PathBuf>,
+    timeout: Duration,
 ) -> Written {
     let mut pending: Vec<&[UsageRecord]> = vec![records];
     let mut rejected = 0;
@@ -269,7 +280,13 @@ async fn write(
             continue;
         }
         loop {
-            match sink.write_batch(part).await {
+            // An attempt that hangs (a connection that stopped answering) is given up and tried
+            // again, on a new connection: the messages are kept meanwhile by progress signals,
+            // so they must not be held forever.
+            let attempt = tokio::time::timeout(timeout, sink.write_batch(part))
+                .await
+                .unwrap_or(Err(Error::Timeout(timeout)));
+            match attempt {
                 Ok(()) => break,
                 Err(error) if error.failure_kind() == usage_runtime::FailureKind::Rejected => {
                     if let [record] = part {

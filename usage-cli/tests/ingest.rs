@@ -72,6 +72,10 @@ impl Setup {
     }
 
     fn worker(&self, extra: &[&str]) -> Running {
+        self.worker_logging(extra, Stdio::null())
+    }
+
+    fn worker_logging(&self, extra: &[&str], log: impl Into<Stdio>) -> Running {
         Running(
             Command::new(env!("CARGO_BIN_EXE_usage"))
                 .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
@@ -80,7 +84,7 @@ impl Setup {
                 .args(["--ack-wait", "3s"])
                 .args(extra)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         )
@@ -380,4 +384,47 @@ async fn a_write_held_past_the_ack_wait_keeps_its_messages() {
     assert_eq!(setup.rolled_up().await, 200);
     assert!(terminate(first));
     assert!(terminate(second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_attempt_past_its_timeout_is_tried_again_and_lands_once() {
+    let Some(setup) = setup("timeout").await else {
+        return;
+    };
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let worker = setup.worker_logging(&["--write-timeout", "1s"], log.reopen().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup
+        .consumer_info()
+        .await
+        .map_or(0, |info| info.num_waiting)
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the worker never pulled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The table stays locked for several attempts: each is given up after a second.
+    let mut lock = PgConnection::connect(&setup.postgres).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {}usage_records IN ACCESS EXCLUSIVE MODE",
+        setup.table_prefix
+    )))
+    .execute(&mut lock)
+    .await
+    .unwrap();
+    let mut producer = setup.producer("timeout", 50);
+    assert!(producer.wait().unwrap().success());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    assert_eq!(
+        setup.wait_for_rows(50, Duration::from_secs(60)).await,
+        (50, 50)
+    );
+    assert_eq!(setup.rolled_up().await, 50);
+    assert!(terminate(worker));
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        log.contains("retrying") && log.contains("timed out"),
+        "{log}"
+    );
 }
