@@ -49,25 +49,29 @@ impl<T> Queue<T> {
         self.shards.len()
     }
 
-    /// Pushes `value`; on success returns the length of the ring it went to.
+    /// Pushes `value`; on success returns the ring it went to.
     #[inline]
     pub(crate) fn push(&self, value: T) -> Result<usize, T> {
         let count = self.shards.len();
         let own = if count == 1 { 0 } else { own_shard() % count };
-        let ring = &self.shards[own];
-        match ring.push(value) {
-            Ok(()) => Ok(ring.len()),
+        match self.shards[own].push(value) {
+            Ok(()) => Ok(own),
             Err(value) => self.push_elsewhere(own, value),
         }
+    }
+
+    /// How many wait in `ring` (reads the consumer's end too: not on every push).
+    pub(crate) fn ring_len(&self, ring: usize) -> usize {
+        self.shards[ring].len()
     }
 
     #[cold]
     fn push_elsewhere(&self, own: usize, mut value: T) -> Result<usize, T> {
         let count = self.shards.len();
         for step in 1..count {
-            let ring = &self.shards[(own + step) % count];
-            match ring.push(value) {
-                Ok(()) => return Ok(ring.len()),
+            let index = (own + step) % count;
+            match self.shards[index].push(value) {
+                Ok(()) => return Ok(index),
                 Err(back) => value = back,
             }
         }

@@ -502,6 +502,9 @@ pub(crate) struct Shared {
     pub(crate) queue: Queue<RawCall>,
     overflow: Overflow,
     wake_threshold: usize,
+    /// A thread looks at its ring's length once per this many of its pushes: the length reads
+    /// the worker's end of the ring, a cache line the worker keeps writing while it drains.
+    check_every: u32,
     wake_pending: AtomicBool,
     worker: OnceLock<Thread>,
     pub(crate) counters: Counters,
@@ -558,6 +561,9 @@ impl Shared {
         Shared {
             // Each thread sees only its own ring's length; wake when a share of a batch waits in it.
             wake_threshold: batch_size.div_ceil(queue.shard_count()).max(1),
+            check_every: u32::try_from(batch_size.div_ceil(queue.shard_count()) / 32)
+                .unwrap_or(u32::MAX)
+                .clamp(1, 64),
             queue,
             overflow,
             wake_pending: AtomicBool::new(false),
@@ -570,16 +576,33 @@ impl Shared {
 
     #[inline]
     fn push(&self, call: RawCall) {
-        let waiting = match self.queue.push(call) {
-            Ok(waiting) => waiting,
+        thread_local! {
+            /// Pushes until this thread next looks at its ring's length.
+            static UNTIL_CHECK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let ring = match self.queue.push(call) {
+            Ok(ring) => ring,
             Err(call) => {
                 self.full(call);
                 return;
             }
         };
+        let check = UNTIL_CHECK
+            .try_with(|left| match left.get() {
+                0 => {
+                    left.set(self.check_every - 1);
+                    true
+                }
+                n => {
+                    left.set(n - 1);
+                    false
+                }
+            })
+            .unwrap_or(true);
         // Wake the worker once a batch is waiting, not per record.
-        if !self.wake_pending.load(Ordering::Relaxed)
-            && waiting >= self.wake_threshold
+        if check
+            && !self.wake_pending.load(Ordering::Relaxed)
+            && self.queue.ring_len(ring) >= self.wake_threshold
             && !self.wake_pending.swap(true, Ordering::AcqRel)
         {
             self.wake_worker();
