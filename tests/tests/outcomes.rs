@@ -342,6 +342,55 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
     assert_eq!(outcomes, [Outcome::Success; 3]);
 }
 
+#[track_usage(operation = "classifier_panics", error_if = |_| panic!("classifier boom"))]
+fn classifier_panics() -> u8 {
+    1
+}
+
+#[track_usage(operation = "async_classifier_panics", error_if = |_| panic!("classifier boom"))]
+async fn async_classifier_panics() -> u8 {
+    tokio::task::yield_now().await;
+    1
+}
+
+#[track_usage(operation = "stream_classifier_panics", stream, error_if = |_| panic!("boom"))]
+fn stream_classifier_panics() -> impl futures::Stream<Item = u8> {
+    futures::stream::iter([1, 2])
+}
+
+#[test]
+fn a_panic_in_the_calls_own_classification_is_its_panic() {
+    let capture = Capture::new();
+    let caught = capture.run(|| std::panic::catch_unwind(classifier_panics));
+    assert!(caught.is_err());
+    let joined = block_on(&capture, async {
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async_classifier_panics()))
+            .await
+    });
+    assert!(joined.is_err());
+    let joined = block_on(&capture, async {
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+            use futures::StreamExt as _;
+            stream_classifier_panics().collect::<Vec<_>>().await
+        }))
+        .await
+    });
+    assert!(joined.is_err());
+    let seen: Vec<_> = capture
+        .records()
+        .iter()
+        .map(|r| (r.operation.clone(), r.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("classifier_panics".to_owned(), Outcome::Panic),
+            ("async_classifier_panics".to_owned(), Outcome::Panic),
+            ("stream_classifier_panics".to_owned(), Outcome::Panic),
+        ]
+    );
+}
+
 #[test]
 fn a_future_dropped_while_another_panic_unwinds_is_cancelled_not_a_panic() {
     let capture = Capture::new();

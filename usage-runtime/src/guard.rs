@@ -2,7 +2,8 @@
 //!
 //! Starting reads the monotonic clock and keeps the declared dimensions; finishing reads the clock
 //! again and pushes one [`RawCall`] to the tracker's lock-free queue. A guard dropped unfinished
-//! records `Panic` (when unwinding) or `Cancelled` (its future was dropped). Nothing here does
+//! records `Panic` (its own code unwound) or `Cancelled` (its future was dropped, also while some
+//! other panic unwinds). Nothing here does
 //! I/O, reads the wall clock, mints an id or allocates for a call without dimensions or errors.
 
 use std::borrow::Cow;
@@ -38,6 +39,11 @@ pub struct CallGuard {
     /// The first error item of a tracked stream.
     stream_error: Option<Box<ErrorDetails>>,
     panicked: bool,
+    /// Whether a future, stream or response body owns it between polls, and may be dropped by
+    /// its owner (also while some other panic unwinds): a drop then is a cancellation unless a
+    /// poll of this call's own panicked. Otherwise only this call's own code runs around it, so
+    /// a drop while unwinding is this call's panic.
+    cancellable: bool,
     finished: bool,
     #[cfg(feature = "testing")]
     capture: Option<std::sync::Arc<crate::testing::CaptureBuffer>>,
@@ -55,6 +61,7 @@ impl CallGuard {
             tally: None,
             stream_error: None,
             panicked: false,
+            cancellable: false,
             finished: false,
             #[cfg(feature = "testing")]
             capture: crate::testing::current(),
@@ -141,6 +148,16 @@ impl CallGuard {
             poll()
         };
         sentinel.armed = false;
+        self.cancellable = true;
+        output
+    }
+
+    /// Runs `step` (this call's own code between polls, such as classifying an item) so that a
+    /// panic in it is this call's panic.
+    pub(crate) fn own<T>(&mut self, step: impl FnOnce(&mut Self) -> T) -> T {
+        let cancellable = std::mem::replace(&mut self.cancellable, false);
+        let output = step(self);
+        self.cancellable = cancellable;
         output
     }
 
@@ -233,9 +250,10 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if !self.finished {
-            // Only this call's own panic (caught where its body runs or its future is polled):
-            // a future dropped while some other panic unwinds was cancelled.
-            let outcome = if self.panicked {
+            // This call's own panic: caught where its body runs or its future is polled, or a
+            // drop while unwinding when only its own code was running. A future dropped while
+            // some other panic unwinds was cancelled.
+            let outcome = if self.panicked || (!self.cancellable && std::thread::panicking()) {
                 Outcome::Panic
             } else {
                 Outcome::Cancelled
@@ -294,7 +312,9 @@ impl<F: Future> Future for Guarded<F> {
         let poll = guard.poll_in_scope(|| this.future.poll(cx));
         match poll {
             Poll::Ready(output) => {
-                let guard = this.guard.take().expect("guard present until completion");
+                let mut guard = this.guard.take().expect("guard present until completion");
+                // What runs next (classifying the output) is this call's own code.
+                guard.cancellable = false;
                 Poll::Ready((guard, output))
             }
             Poll::Pending => Poll::Pending,

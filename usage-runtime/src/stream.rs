@@ -62,7 +62,10 @@ where
         let mut stream = this.stream;
         let poll = guard.poll_in_scope(|| stream.as_mut().poll_next(cx));
         match &poll {
-            Poll::Ready(Some(item)) => (this.observe)(item, guard),
+            Poll::Ready(Some(item)) => {
+                let observe = this.observe;
+                guard.own(|guard| observe(item, guard));
+            }
             Poll::Ready(None) => {
                 *this.ended = true;
                 if let Some(guard) = this.guard.take() {

@@ -359,7 +359,7 @@ impl Ending {
             || status == StatusCode::NOT_MODIFIED
     }
 
-    /// Ends the call as `Cancelled` (or `Panic`, while unwinding).
+    /// Ends the call as `Cancelled` (or `Panic`, if a poll of its own panicked).
     fn abandon(mut self, status: Option<StatusCode>, response_bytes: u64) {
         self.dimensions(status, response_bytes);
         drop(self.guard);
