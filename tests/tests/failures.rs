@@ -425,3 +425,33 @@ fn an_operation_catalog_not_recorded_at_start_is_recorded_once_writes_succeed() 
     guard.flush_blocking().unwrap();
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn a_queue_no_larger_than_a_batch_still_wakes_the_worker() {
+    let _serial = serial();
+    // Callers look at their ring's length only now and then; with no room beyond one batch, the
+    // push that fills the queue must still wake the worker (not wait for the flush interval).
+    let sink = MemorySink::new();
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .batch_size(4096)
+        .queue_capacity(4096)
+        .flush_interval(Duration::from_secs(60))
+        .install()
+        .unwrap();
+    for _ in 0..8192 {
+        work("acme");
+    }
+    let started = std::time::Instant::now();
+    while guard.health().written == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the worker was never woken: {:?}",
+            guard.health()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    guard.flush_blocking().ok();
+    let health = guard.health();
+    assert_eq!(health.written + health.dropped, 8192, "{health:?}");
+}

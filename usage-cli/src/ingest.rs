@@ -36,16 +36,34 @@ pub(crate) struct IngestArgs {
     max_wait: Duration,
     /// How long a fetched message may stay unacknowledged before the stream hands it to
     /// another worker (a worker that died mid-batch).
-    #[arg(long, default_value = "30s", value_parser = parse_millis)]
+    #[arg(long, default_value = "30s", value_parser = parse_ack_wait)]
     ack_wait: Duration,
     /// How long one write attempt may take before it is given up and tried again on a new
     /// connection (a database that stopped answering).
-    #[arg(long, default_value = "60s", value_parser = parse_millis)]
+    #[arg(long, default_value = "60s", value_parser = parse_write_timeout)]
     write_timeout: Duration,
     /// Messages that are not records go here (JSON lines), and are acknowledged; default: the
     /// error log.
     #[arg(long)]
     quarantine: Option<PathBuf>,
+}
+
+/// An ack wait: a second at least, so that progress signals (a third of it) arrive in time.
+fn parse_ack_wait(text: &str) -> Result<Duration, String> {
+    let wait = parse_millis(text)?;
+    if wait < Duration::from_secs(1) {
+        return Err(format!("`{text}`: the ack wait must be at least 1s"));
+    }
+    Ok(wait)
+}
+
+/// A write timeout: above zero (no attempt could ever finish).
+fn parse_write_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_millis(text)?;
+    if timeout.is_zero() {
+        return Err(format!("`{text}`: the write timeout must be above zero"));
+    }
+    Ok(timeout)
 }
 
 fn parse_millis(text: &str) -> Result<Duration, String> {

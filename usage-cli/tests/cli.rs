@@ -289,6 +289,22 @@ fn spool_status_and_replay() {
 fn bad_usage_exits_2_and_failures_exit_1_without_secrets() {
     let (code, _, err) = usage(&["report", "--bogus"]);
     assert_eq!(code, 2, "{err}");
+    for (flag, value, says) in [
+        ("--write-timeout", "0s", "must be above zero"),
+        ("--ack-wait", "200ms", "at least 1s"),
+    ] {
+        let (code, _, err) = usage(&[
+            "ingest",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--database-url",
+            "sqlite://x.db",
+            flag,
+            value,
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
     let (code, _, err) = usage(&[
         "report",
         "--database-url",

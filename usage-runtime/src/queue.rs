@@ -49,14 +49,25 @@ impl<T> Queue<T> {
         self.shards.len()
     }
 
-    /// Pushes `value`; on success returns the ring it went to.
+    /// Pushes `value`; on success returns the ring it went to, and whether that is this
+    /// thread's own.
     #[inline]
-    pub(crate) fn push(&self, value: T) -> Result<usize, T> {
-        let count = self.shards.len();
-        let own = if count == 1 { 0 } else { own_shard() % count };
+    pub(crate) fn push(&self, value: T) -> Result<(usize, bool), T> {
+        let own = self.own_ring();
         match self.shards[own].push(value) {
-            Ok(()) => Ok(own),
-            Err(value) => self.push_elsewhere(own, value),
+            Ok(()) => Ok((own, true)),
+            Err(value) => self.push_elsewhere(own, value).map(|ring| (ring, false)),
+        }
+    }
+
+    /// The ring this thread pushes to first.
+    #[inline]
+    fn own_ring(&self) -> usize {
+        let count = self.shards.len();
+        if count == 1 {
+            0
+        } else {
+            own_shard() % count
         }
     }
 

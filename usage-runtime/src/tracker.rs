@@ -580,25 +580,27 @@ impl Shared {
             /// Pushes until this thread next looks at its ring's length.
             static UNTIL_CHECK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
         }
-        let ring = match self.queue.push(call) {
-            Ok(ring) => ring,
+        let (ring, own) = match self.queue.push(call) {
+            Ok(pushed) => pushed,
             Err(call) => {
                 self.full(call);
                 return;
             }
         };
-        let check = UNTIL_CHECK
-            .try_with(|left| match left.get() {
-                0 => {
-                    left.set(self.check_every - 1);
-                    true
-                }
-                n => {
-                    left.set(n - 1);
-                    false
-                }
-            })
-            .unwrap_or(true);
+        // A push that went to another ring (its own was full) always looks.
+        let check = !own
+            || UNTIL_CHECK
+                .try_with(|left| match left.get() {
+                    0 => {
+                        left.set(self.check_every - 1);
+                        true
+                    }
+                    n => {
+                        left.set(n - 1);
+                        false
+                    }
+                })
+                .unwrap_or(true);
         // Wake the worker once a batch is waiting, not per record.
         if check
             && !self.wake_pending.load(Ordering::Relaxed)
@@ -612,8 +614,9 @@ impl Shared {
     /// The queue is full: wait for room if the policy says so, else drop and count.
     #[cold]
     fn full(&self, mut call: RawCall) {
+        // Whatever the policy, a full queue needs the worker now.
+        self.wake_worker();
         if let Overflow::Block(timeout) = self.overflow {
-            self.wake_worker();
             let deadline = Instant::now() + timeout;
             let mut pause = Duration::from_micros(20);
             loop {
