@@ -148,6 +148,34 @@ impl Setup {
         }
     }
 
+    /// Waits until `workers` workers are connected, migrated and pulling.
+    async fn wait_for_pullers(&self, workers: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .consumer_info()
+            .await
+            .map_or(0, |info| info.num_waiting)
+            < workers
+        {
+            assert!(Instant::now() < deadline, "the workers never pulled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Locks the records table, in a transaction left open on the returned connection: writes
+    /// wait until it runs `COMMIT`.
+    async fn lock_records(&self) -> PgConnection {
+        let mut lock = PgConnection::connect(&self.postgres).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE {}usage_records IN ACCESS EXCLUSIVE MODE",
+            self.table_prefix
+        )))
+        .execute(&mut lock)
+        .await
+        .unwrap();
+        lock
+    }
+
     /// The workers' consumer, once one of them has made it.
     async fn consumer_info(&self) -> Option<async_nats::jetstream::consumer::Info> {
         let client = async_nats::connect(&self.nats).await.ok()?;
@@ -351,25 +379,8 @@ async fn a_write_held_past_the_ack_wait_keeps_its_messages() {
     // messages to the second worker meanwhile.
     let first = setup.worker(&[]);
     let second = setup.worker(&[]);
-    // Both connected, migrated and pulling.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup
-        .consumer_info()
-        .await
-        .map_or(0, |info| info.num_waiting)
-        < 2
-    {
-        assert!(Instant::now() < deadline, "the workers never pulled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut lock = PgConnection::connect(&setup.postgres).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "BEGIN; LOCK TABLE {}usage_records IN ACCESS EXCLUSIVE MODE",
-        setup.table_prefix
-    )))
-    .execute(&mut lock)
-    .await
-    .unwrap();
+    setup.wait_for_pullers(2).await;
+    let mut lock = setup.lock_records().await;
     let mut producer = setup.producer("held", 200);
     assert!(producer.wait().unwrap().success());
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -393,25 +404,9 @@ async fn a_write_attempt_past_its_timeout_is_tried_again_and_lands_once() {
     };
     let log = tempfile::NamedTempFile::new().unwrap();
     let worker = setup.worker_logging(&["--write-timeout", "1s"], log.reopen().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup
-        .consumer_info()
-        .await
-        .map_or(0, |info| info.num_waiting)
-        < 1
-    {
-        assert!(Instant::now() < deadline, "the worker never pulled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    setup.wait_for_pullers(1).await;
     // The table stays locked for several attempts: each is given up after a second.
-    let mut lock = PgConnection::connect(&setup.postgres).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "BEGIN; LOCK TABLE {}usage_records IN ACCESS EXCLUSIVE MODE",
-        setup.table_prefix
-    )))
-    .execute(&mut lock)
-    .await
-    .unwrap();
+    let mut lock = setup.lock_records().await;
     let mut producer = setup.producer("timeout", 50);
     assert!(producer.wait().unwrap().success());
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -592,7 +592,7 @@ mod tests {
         );
         assert_eq!(drain(&mut spool), ["op-1", "op-2", "op-3"]);
         assert_eq!((spool.records(), spool.bytes()), (0, 0));
-        assert_eq!(segment_files(dir.path()), 0, "segments deleted");
+        assert_eq!(status(dir.path()).unwrap().segments, 0, "segments deleted");
     }
 
     #[test]
@@ -611,7 +611,7 @@ mod tests {
         // The others are read back from disk as each becomes the head, in order.
         let expected: Vec<String> = (0..10).map(|n| format!("op-{n}")).collect();
         assert_eq!(drain(&mut spool), expected);
-        assert_eq!(segment_files(dir.path()), 0);
+        assert_eq!(status(dir.path()).unwrap().segments, 0);
     }
 
     #[test]
@@ -693,19 +693,6 @@ mod tests {
         let before = spool.records();
         assert!(spool.append(&vec![record(2); 10]).unwrap().is_err());
         assert_eq!(spool.records(), before);
-    }
-
-    fn segment_files(dir: &Path) -> usize {
-        fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|e| e == "seg")
-            })
-            .count()
     }
 
     fn segment(dir: &Path) -> PathBuf {
