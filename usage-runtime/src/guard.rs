@@ -139,15 +139,7 @@ impl CallGuard {
     /// Polls `poll` with this call innermost for in-body recording; a poll that unwinds marks the
     /// call as panicked.
     pub(crate) fn poll_in_scope<T>(&mut self, poll: impl FnOnce() -> T) -> T {
-        let mut sentinel = PanicSentinel {
-            panicked: &mut self.panicked,
-            armed: true,
-        };
-        let output = {
-            let _scope = TallyScope::enter(&mut self.tally);
-            poll()
-        };
-        sentinel.armed = false;
+        let output = self.run(poll);
         self.cancellable = true;
         output
     }

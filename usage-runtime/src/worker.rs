@@ -356,13 +356,7 @@ impl Worker {
 
     /// Whether the last writes went through without trouble.
     fn healthy(&self) -> bool {
-        let status = self
-            .config
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        status.state == HealthState::Healthy
+        self.status(|status| status.state == HealthState::Healthy)
     }
 
     /// With a retention set, deletes the records older than it, at the first drain and then
@@ -850,12 +844,10 @@ impl Worker {
         });
         // Once per batch of a drain: a retry, a half of a split batch or the rest of a partly
         // written one does not build again.
-        let mut making = self.prefetch.as_ref().is_some_and(|next| !next.filled);
-        if making {
-            if let Some(next) = self.prefetch.as_mut() {
-                next.filled = true;
-            }
-        }
+        let mut making = self
+            .prefetch
+            .as_mut()
+            .is_some_and(|next| !std::mem::replace(&mut next.filled, true));
         loop {
             if making {
                 // The next batch's records are made a slice at a time, the write polled between
@@ -938,14 +930,14 @@ impl Worker {
         }
     }
 
-    fn status(&self, update: impl FnOnce(&mut crate::tracker::Status)) {
+    fn status<T>(&self, update: impl FnOnce(&mut crate::tracker::Status) -> T) -> T {
         let mut status = self
             .config
             .shared
             .status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        update(&mut status);
+        update(&mut status)
     }
 }
 
