@@ -120,7 +120,7 @@ pub fn awkward_records() -> Vec<usage_runtime::UsageRecord> {
     records[1].output_tokens = Some(0);
     records[1].cached_input_tokens = Some(u64::MAX - 1);
     records[1].cost_nano_usd = Some(i64::MAX);
-    records[1].model = Some("模型-✨".to_owned());
+    records[1].model = Some("模型-✨".into());
     records
 }
 
@@ -257,8 +257,7 @@ pub fn random_records(count: usize, seed: u64) -> Vec<usage_runtime::UsageRecord
         record.started_at = base + chrono::Duration::microseconds(rng.i64(0..36 * 3_600_000_000));
         record.duration = std::time::Duration::from_micros(rng.u64(0..5_000_000));
         record.outcome = usage_runtime::Outcome::ALL[rng.usize(..4)];
-        record.model =
-            [None, Some("gpt-4o".to_owned()), Some("haiku".to_owned())][rng.usize(..3)].clone();
+        record.model = [None, Some("gpt-4o".into()), Some("haiku".into())][rng.usize(..3)].clone();
         record.input_tokens = rng.bool().then(|| rng.u64(0..10_000));
         record.output_tokens = rng.bool().then(|| rng.u64(0..10_000));
         record.cost_nano_usd = rng.bool().then(|| rng.i64(0..1_000_000));

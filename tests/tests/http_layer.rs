@@ -87,7 +87,7 @@ async fn operations_are_route_templates_never_raw_paths() {
     assert_eq!(missing.status(), 404);
 
     let records = wait_for(&guard, &sink, 7).await;
-    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_str()).collect();
+    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_ref()).collect();
     names.sort();
     assert_eq!(
         names,
@@ -309,7 +309,7 @@ async fn responses_without_a_body_are_complete_not_cancelled() {
         assert_eq!(record.outcome, Outcome::Success, "{record:?}");
         assert_eq!(record.attributes["response_bytes"], 0, "{record:?}");
     }
-    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_str()).collect();
+    let mut names: Vec<_> = records.iter().map(|r| r.operation.as_ref()).collect();
     names.sort();
     assert_eq!(names, ["GET /gone", "HEAD /page"]);
     guard.shutdown().await.unwrap();

@@ -225,7 +225,7 @@ fn ok_if_and_error_if_override_the_classification() {
     });
     let outcomes: Vec<_> = records
         .iter()
-        .map(|r| (r.operation.as_str(), r.outcome))
+        .map(|r| (r.operation.as_ref(), r.outcome))
         .collect();
     assert_eq!(
         outcomes,
@@ -320,7 +320,7 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
     let records = capture.records();
     let seen: Vec<_> = records
         .iter()
-        .map(|r| (r.operation.as_str(), r.outcome, r.tenant_id.as_deref()))
+        .map(|r| (r.operation.as_ref(), r.outcome, r.tenant_id.as_deref()))
         .collect();
     assert_eq!(
         seen,
@@ -379,7 +379,7 @@ fn a_panic_in_the_calls_own_classification_is_its_panic() {
     let seen: Vec<_> = capture
         .records()
         .iter()
-        .map(|r| (r.operation.clone(), r.outcome))
+        .map(|r| (r.operation.to_string(), r.outcome))
         .collect();
     assert_eq!(
         seen,

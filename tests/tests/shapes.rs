@@ -146,7 +146,7 @@ fn methods_of_every_receiver_kind() {
     let (tenant, record) = capture_sync(|| Service::new().by_value());
     assert_eq!(tenant, "svc-tenant");
     assert_eq!(
-        (record.operation.as_str(), record.outcome),
+        (record.operation.as_ref(), record.outcome),
         ("by_value", Outcome::Success)
     );
     assert_eq!(record.tenant_id.as_deref(), Some("svc-tenant"));
@@ -221,7 +221,7 @@ fn trait_impls_and_native_async_fn_in_traits() {
     let (shout, record) = capture_async(assert_send(English.shout("ada")));
     assert_eq!(shout, "HELLO ADA");
     assert_eq!(
-        (record.operation.as_str(), record.outcome),
+        (record.operation.as_ref(), record.outcome),
         ("shout", Outcome::Success)
     );
 
@@ -345,7 +345,7 @@ fn returned_futures_are_timed_from_first_poll() {
     let (value, record, polled_at) = run_later(|| returns_impl_future(20));
     assert_eq!(value, Ok(20));
     assert_eq!(
-        (record.operation.as_str(), record.outcome),
+        (record.operation.as_ref(), record.outcome),
         ("impl_future", Outcome::Success)
     );
     assert!(
@@ -599,7 +599,7 @@ fn impl_block_tracks_every_method_but_skipped_ones() {
     let records = capture.records();
     let summary: Vec<_> = records
         .iter()
-        .map(|r| (r.operation.as_str(), r.outcome, r.tenant_id.as_deref()))
+        .map(|r| (r.operation.as_ref(), r.outcome, r.tenant_id.as_deref()))
         .collect();
     assert_eq!(
         summary,
@@ -707,7 +707,7 @@ fn a_fn_returning_never_records_its_panic() {
     assert!(caught.is_err());
     let record = one(&capture);
     assert_eq!(
-        (record.operation.as_str(), record.outcome),
+        (record.operation.as_ref(), record.outcome),
         ("never_returns", Outcome::Panic)
     );
 }

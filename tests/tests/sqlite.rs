@@ -515,7 +515,11 @@ async fn rollups_equal_the_raw_records_under_duplicates_and_replays() {
             let start = record.started_at.format("%Y-%m-%dT%H").to_string();
             let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
             *expected
-                .entry((start[..width].to_owned(), record.operation.clone(), bucket))
+                .entry((
+                    start[..width].to_owned(),
+                    record.operation.to_string(),
+                    bucket,
+                ))
                 .or_insert(0u64) += 1;
         }
         assert_eq!(histogram, expected, "{table}");

@@ -601,7 +601,7 @@ fn a_stream_consumed_fully_sums_its_tokens() {
     assert_eq!(texts.len(), 5);
     let record = &capture.records()[0];
     assert_eq!(
-        (record.operation.as_str(), record.outcome),
+        (record.operation.as_ref(), record.outcome),
         ("chat.stream", Outcome::Success)
     );
     assert_eq!(record.tenant_id.as_deref(), Some("acme"));

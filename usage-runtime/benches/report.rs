@@ -70,8 +70,8 @@ async fn main() {
                 record.id = uuid::Uuid::now_v7();
                 record.started_at =
                     month + chrono::Duration::microseconds((written + i) as i64 * step);
-                record.tenant_id = Some(format!("tenant-{}", rng.u8(..20)));
-                record.operation = format!("op-{}", rng.u8(..10));
+                record.tenant_id = Some(format!("tenant-{}", rng.u8(..20)).into());
+                record.operation = format!("op-{}", rng.u8(..10)).into();
                 // Mostly 50 to 500 ms, with a slow tail.
                 let micros = if rng.u8(..20) == 0 {
                     rng.u64(500_000..5_000_000)

@@ -143,10 +143,10 @@ where
     for record in records {
         sqlx::query(AssertSqlSafe(statement.to_owned()))
             .bind(record.id.to_string())
-            .bind(record.operation.clone())
-            .bind(record.function.clone())
-            .bind(record.service.clone())
-            .bind(record.instance.clone())
+            .bind(record.operation.to_string())
+            .bind(record.function.to_string())
+            .bind(record.service.to_string())
+            .bind(record.instance.to_string())
             .bind(
                 record
                     .started_at
@@ -156,7 +156,7 @@ where
             .bind(record.duration.as_micros() as i64)
             .bind(record.outcome.as_str().to_owned())
             .bind(record.error_message.clone())
-            .bind(record.tenant_id.clone())
+            .bind(record.tenant_id.as_deref().map(str::to_owned))
             .bind(record.user_id.map(|id| id.to_string()))
             .bind(serde_json::Value::Object(record.attributes.clone()).to_string())
             .execute(&mut *connection)
@@ -234,20 +234,20 @@ async fn postgres_copy(
         for record in chunk {
             let fields = [
                 Some(record.id.to_string()),
-                Some(record.operation.clone()),
-                Some(record.function.clone()),
-                Some(record.service.clone()),
-                Some(record.instance.clone()),
+                Some(record.operation.to_string()),
+                Some(record.function.to_string()),
+                Some(record.service.to_string()),
+                Some(record.instance.to_string()),
                 Some(record.started_at.to_rfc3339()),
                 Some(record.duration.as_micros().to_string()),
                 Some(record.outcome.as_str().to_owned()),
                 record.error_type.clone(),
                 record.error_message.clone(),
-                record.tenant_id.clone(),
+                record.tenant_id.as_deref().map(str::to_owned),
                 record.user_id.map(|id| id.to_string()),
                 record.session_id.map(|id| id.to_string()),
                 Some(serde_json::Value::Object(record.attributes.clone()).to_string()),
-                record.model.clone(),
+                record.model.as_deref().map(str::to_owned),
                 record.input_tokens.map(|n| n.to_string()),
                 record.output_tokens.map(|n| n.to_string()),
                 record.cached_input_tokens.map(|n| n.to_string()),

@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
 use crate::catalog::Operation;
 use crate::dimension::Dimensions;
+use crate::intern::Interner;
 use crate::pricing::Pricing;
 use crate::record::{Outcome, UsageRecord};
 use crate::tokens::{Tally, TokenUsage};
@@ -61,36 +62,93 @@ pub(crate) struct ErrorDetails {
 /// What every record of one tracker shares.
 #[derive(Debug, Clone)]
 pub(crate) struct RecordContext {
-    pub(crate) service: Arc<str>,
-    pub(crate) instance: Arc<str>,
+    pub(crate) service: Cow<'static, str>,
+    pub(crate) instance: Cow<'static, str>,
     pub(crate) namespace: Uuid,
     pub(crate) pricing: Option<Arc<Pricing>>,
 }
+
+/// `text` as `'static` text, so records borrow it: interned (a process names few services and
+/// instances), or owned once more than [`MAX_SHARED_TEXTS`] distinct texts have been seen.
+pub(crate) fn shared_text(text: String) -> Cow<'static, str> {
+    static TEXTS: Interner<()> = Interner::new(MAX_SHARED_TEXTS);
+    match TEXTS.get(&text, |_| ()) {
+        Ok((interned, ())) => Cow::Borrowed(interned),
+        Err(_) => Cow::Owned(text),
+    }
+}
+
+/// The most service and instance names interned per process.
+const MAX_SHARED_TEXTS: usize = 64;
 
 /// The attribute set on a record whose token counts saturated at `u64::MAX`.
 pub const SATURATED_ATTRIBUTE: &str = "token_counts_saturated";
 
 /// A wall-clock reading paired with a monotonic one, taken once per batch, so a call's wall-clock
-/// start is derived from its monotonic start without reading the wall clock on the hot path.
+/// start is derived from its monotonic start without reading the wall clock on the hot path, and
+/// the batch's ids are stamped without reading it per record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Anchor {
     wall: DateTime<Utc>,
+    /// `wall` in nanoseconds since the Unix epoch.
+    wall_nanos: i64,
     mono: quanta::Instant,
+    /// The UTC day of `wall`, and its midnight in nanoseconds since the epoch: a start on the
+    /// same day (nearly all) is made from it without a calendar computation.
+    day: chrono::NaiveDate,
+    day_start_nanos: i64,
 }
+
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 impl Anchor {
     pub(crate) fn now() -> Self {
+        Self::at(Utc::now(), quanta::Instant::now())
+    }
+
+    pub(crate) fn at(wall: DateTime<Utc>, mono: quanta::Instant) -> Self {
+        // Past 2262 nanoseconds overflow an i64: every start then takes the general path.
+        let wall_nanos = wall.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let day = wall.date_naive();
+        let day_start_nanos = wall_nanos
+            - i64::from(wall.num_seconds_from_midnight()) * 1_000_000_000
+            - i64::from(wall.nanosecond());
         Anchor {
-            wall: Utc::now(),
-            mono: quanta::Instant::now(),
+            wall,
+            wall_nanos,
+            mono,
+            day,
+            day_start_nanos,
         }
     }
 
+    /// The wall-clock time of `instant`, to the microsecond.
     fn wall_time_of(&self, instant: quanta::Instant) -> DateTime<Utc> {
         let ago = self.mono.saturating_duration_since(instant);
-        let ago = chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::zero());
-        let wall = self.wall - ago;
+        let ago = i64::try_from(ago.as_nanos()).unwrap_or(i64::MAX);
+        let nanos = self.wall_nanos.saturating_sub(ago);
+        let micros = nanos.div_euclid(1_000);
+        let into_day = micros
+            .saturating_mul(1_000)
+            .saturating_sub(self.day_start_nanos);
+        if self.wall_nanos != i64::MAX && (0..NANOS_PER_DAY).contains(&into_day) {
+            let secs = (into_day / 1_000_000_000) as u32;
+            let subsec = (into_day % 1_000_000_000) as u32;
+            if let Some(time) = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, subsec)
+            {
+                return self.day.and_time(time).and_utc();
+            }
+        }
+        let wall = self
+            .wall
+            .checked_sub_signed(chrono::Duration::nanoseconds(ago))
+            .unwrap_or(self.wall);
         DateTime::from_timestamp_micros(wall.timestamp_micros()).unwrap_or(wall)
+    }
+
+    /// The anchor's wall-clock time in milliseconds since the Unix epoch.
+    pub(crate) fn unix_millis(&self) -> u64 {
+        u64::try_from(self.wall.timestamp_millis()).unwrap_or(0)
     }
 }
 
@@ -102,85 +160,84 @@ const _: () = assert!(
 impl RawCall {
     /// Stamps the id (UUIDv7) and completes the record.
     pub(crate) fn into_record(self, ctx: &RecordContext, anchor: &Anchor) -> UsageRecord {
-        self.into_record_reusing(ctx, anchor, Uuid::now_v7(), None)
+        self.into_record_with_id(ctx, anchor, Uuid::now_v7())
     }
 
-    /// Completes the record with `id`, writing its text into the strings of `spare` (a record
-    /// already written) instead of allocating new ones.
-    pub(crate) fn into_record_reusing(
+    /// Completes the record with `id`. Text that repeats on every call is borrowed, not copied.
+    pub(crate) fn into_record_with_id(
         self,
         ctx: &RecordContext,
         anchor: &Anchor,
         id: Uuid,
-        spare: Option<UsageRecord>,
     ) -> UsageRecord {
-        let (operation, function, service, instance, tenant_text) = match spare {
-            Some(spare) => (
-                spare.operation,
-                spare.function,
-                spare.service,
-                spare.instance,
-                spare.tenant_id,
-            ),
-            None => Default::default(),
+        let started_at = anchor.wall_time_of(self.start);
+        let mut record = UsageRecord {
+            id,
+            operation: Cow::Borrowed(self.op.name()),
+            function: Cow::Borrowed(self.op.function()),
+            service: ctx.service.clone(),
+            instance: ctx.instance.clone(),
+            started_at,
+            duration: self.duration,
+            outcome: self.outcome,
+            error_type: None,
+            error_message: None,
+            tenant_id: self.tenant.map(Cow::Borrowed),
+            user_id: None,
+            session_id: None,
+            model: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_input_tokens: None,
+            cost_nano_usd: None,
+            attributes: serde_json::Map::new(),
         };
-        let extras = self.extras.map(|extras| *extras).unwrap_or_default();
-        let (error_type, error_message) = match extras.error {
-            Some(details) => (Some(details.error_type), details.message),
-            None => (None, None),
-        };
-        let dims = extras.dims.map(|dims| *dims).unwrap_or_default();
-        let usage: Tally = extras.tokens.map(|tally| *tally).unwrap_or_default();
+        if let Some(extras) = self.extras {
+            extras.complete(&mut record, ctx);
+        }
+        record
+    }
+}
+
+impl Extras {
+    /// Adds the error, dimensions and token usage to `record`.
+    fn complete(self, record: &mut UsageRecord, ctx: &RecordContext) {
+        if let Some(details) = self.error {
+            record.error_type = Some(details.error_type);
+            record.error_message = details.message;
+        }
+        let dims = self.dims.map(|dims| *dims).unwrap_or_default();
+        let usage: Tally = self.tokens.map(|tally| *tally).unwrap_or_default();
         let saturated = usage.saturated;
         // A model from the body or the result (the one that served the call) beats `model = ...`.
         let usage = TokenUsage {
             model: usage.model.or(dims.model.map(Into::into)),
             ..usage
         };
-        let cost_nano_usd = ctx
+        record.cost_nano_usd = ctx
             .pricing
             .as_deref()
             .and_then(|pricing| pricing.cost_nano_usd(&usage));
-        let mut attributes: serde_json::Map<String, serde_json::Value> = dims
+        record.attributes = dims
             .fields
             .into_iter()
             .map(|(key, value)| (key.to_owned(), value))
             .collect();
         if saturated {
-            attributes.insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
+            record
+                .attributes
+                .insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
         }
-        UsageRecord {
-            id,
-            operation: refill(operation, self.op.name()),
-            function: refill(function, self.op.function()),
-            service: refill(service, &ctx.service),
-            instance: refill(instance, &ctx.instance),
-            started_at: anchor.wall_time_of(self.start),
-            duration: self.duration,
-            outcome: self.outcome,
-            error_type,
-            error_message,
-            tenant_id: match self.tenant {
-                Some(tenant) => Some(refill(tenant_text.unwrap_or_default(), tenant)),
-                None => dims.tenant.map(Cow::into_owned),
-            },
-            user_id: dims.user.map(|id| id.resolve(&ctx.namespace)),
-            session_id: dims.session.map(|id| id.resolve(&ctx.namespace)),
-            model: usage.model.map(|model| model.into_owned()),
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cached_input_tokens: usage.cached_input_tokens,
-            cost_nano_usd,
-            attributes,
+        if record.tenant_id.is_none() {
+            record.tenant_id = dims.tenant;
         }
+        record.user_id = dims.user.map(|id| id.resolve(&ctx.namespace));
+        record.session_id = dims.session.map(|id| id.resolve(&ctx.namespace));
+        record.model = usage.model;
+        record.input_tokens = usage.input_tokens;
+        record.output_tokens = usage.output_tokens;
+        record.cached_input_tokens = usage.cached_input_tokens;
     }
-}
-
-/// `text` in `slot`'s buffer (allocating only when it is too small).
-fn refill(mut slot: String, text: &str) -> String {
-    slot.clear();
-    slot.push_str(text);
-    slot
 }
 
 #[cfg(test)]
@@ -188,15 +245,8 @@ mod tests {
     use super::*;
 
     static CHAT: Operation = Operation::new("chat", "app::chat", "src/app.rs", 1, true);
-    static LONG: Operation = Operation::new(
-        "an operation named at much greater length",
-        "app::handlers::an_operation_named_at_much_greater_length",
-        "src/app.rs",
-        2,
-        true,
-    );
 
-    fn context(service: &str, instance: &str) -> RecordContext {
+    fn context(service: &'static str, instance: &'static str) -> RecordContext {
         RecordContext {
             service: service.into(),
             instance: instance.into(),
@@ -205,13 +255,9 @@ mod tests {
         }
     }
 
-    fn call(
-        op: &'static Operation,
-        start: quanta::Instant,
-        tenant: Option<&'static str>,
-    ) -> RawCall {
+    fn call(start: quanta::Instant, tenant: Option<&'static str>) -> RawCall {
         RawCall {
-            op,
+            op: &CHAT,
             start,
             duration: Duration::from_micros(1500),
             outcome: Outcome::Success,
@@ -221,32 +267,45 @@ mod tests {
     }
 
     #[test]
-    fn a_record_made_over_a_spare_one_keeps_none_of_its_text() {
-        let anchor = Anchor::now();
+    fn a_record_borrows_the_text_every_call_repeats() {
         let start = quanta::Instant::now();
-        let spare = call(&LONG, start, Some("a tenant with a long name"))
-            .into_record(&context("billing-service-eu", "host-7/pid-99"), &anchor);
-        let ctx = context("chat", "a");
-        let fresh = call(&CHAT, start, Some("acme")).into_record(&ctx, &anchor);
-        let id = Uuid::now_v7();
-        let reused = call(&CHAT, start, Some("acme")).into_record_reusing(
-            &ctx,
-            &anchor,
-            id,
-            Some(spare.clone()),
-        );
-        assert_eq!(reused.id, id);
+        let ctx = context("chat-service", "host-7");
+        let record = call(start, Some("acme")).into_record(&ctx, &Anchor::now());
+        assert!(matches!(record.operation, Cow::Borrowed("chat")));
+        assert!(matches!(record.function, Cow::Borrowed("app::chat")));
+        assert!(matches!(record.service, Cow::Borrowed("chat-service")));
+        assert!(matches!(record.instance, Cow::Borrowed("host-7")));
+        assert!(matches!(record.tenant_id, Some(Cow::Borrowed("acme"))));
         assert_eq!(
-            UsageRecord {
-                id: fresh.id,
-                ..reused
-            },
-            fresh
+            call(start, None)
+                .into_record(&ctx, &Anchor::now())
+                .tenant_id,
+            None
         );
-        // No tenant on the call: none on the record, whatever the spare had.
-        let untenanted =
-            call(&CHAT, start, None).into_record_reusing(&ctx, &anchor, id, Some(spare));
-        assert_eq!(untenanted.tenant_id, None);
-        assert_eq!(untenanted.operation, "chat");
+    }
+
+    #[test]
+    fn a_start_is_placed_on_the_wall_clock_to_the_microsecond_across_midnight_too() {
+        // Two days on from now, so that starts up to a day before it stay after boot.
+        let mono = quanta::Instant::now() + Duration::from_secs(2 * 86_400);
+        let wall: DateTime<Utc> = "2026-11-23T00:00:00.002500300Z".parse().unwrap();
+        let anchor = Anchor::at(wall, mono);
+        let started = |ago_nanos: u64| {
+            anchor
+                .wall_time_of(mono - Duration::from_nanos(ago_nanos))
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        };
+        // The same day (made from the anchor's day), truncated to the microsecond.
+        assert_eq!(started(0), "2026-11-23T00:00:00.002500Z");
+        assert_eq!(started(1_000), "2026-11-23T00:00:00.002499Z");
+        assert_eq!(started(2_500_300), "2026-11-23T00:00:00Z");
+        // The day before (the general path), truncated the same way.
+        assert_eq!(started(2_500_301), "2026-11-22T23:59:59.999999Z");
+        assert_eq!(started(86_400_000_000_000), "2026-11-22T00:00:00.002500Z");
+        // A start after the anchor (a reading taken after it) is placed at the anchor.
+        assert_eq!(
+            anchor.wall_time_of(mono + Duration::from_millis(5)),
+            anchor.wall_time_of(mono)
+        );
     }
 }

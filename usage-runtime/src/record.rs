@@ -1,5 +1,6 @@
 //! The record of one tracked call.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,20 +13,24 @@ use uuid::Uuid;
 ///
 /// Records are made by the tracker from the calls of `#[track_usage]` fns; `id` is a UUIDv7
 /// assigned once, before the first write attempt, and is the idempotency key of every sink.
+///
+/// Text that repeats on every call (the operation, fn, service, instance, an interned tenant, a
+/// model named in the attribute) is borrowed from `'static` data rather than copied per record;
+/// a record read back (from the spool, a stream) owns its text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UsageRecord {
     /// UUIDv7, unique per call; the primary key in every database.
     pub id: Uuid,
     /// The operation name: `operation = "..."`, else the fn's name.
-    pub operation: String,
+    pub operation: Cow<'static, str>,
     /// `module::path::fn_name` of the annotated fn (`module::Type::method` inside an annotated
     /// impl block).
-    pub function: String,
+    pub function: Cow<'static, str>,
     /// The service name from [`TrackerBuilder::service`](crate::TrackerBuilder::service).
-    pub service: String,
+    pub service: Cow<'static, str>,
     /// The instance (host) name from [`TrackerBuilder::instance`](crate::TrackerBuilder::instance).
-    pub instance: String,
+    pub instance: Cow<'static, str>,
     /// Wall-clock start of the call, in UTC, with microsecond precision.
     pub started_at: DateTime<Utc>,
     /// How long the call ran, from a monotonic clock (stored in microseconds).
@@ -38,14 +43,14 @@ pub struct UsageRecord {
     /// The error's alternate `Display` text (`{:#}`), truncated to the configured limit.
     pub error_message: Option<String>,
     /// The tenant (organisation) the call was made for.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Cow<'static, str>>,
     /// The user; a non-UUID id is mapped to a UUIDv5 in the tracker's namespace.
     pub user_id: Option<Uuid>,
     /// The session; a non-UUID id is mapped to a UUIDv5 in the tracker's namespace.
     pub session_id: Option<Uuid>,
     /// The model that served the call: set in the body (`set_model`), else reported by the
     /// result (`UsageReport`), else `model = ...` in the attribute.
-    pub model: Option<String>,
+    pub model: Option<Cow<'static, str>>,
     /// Input tokens, cached ones included.
     pub input_tokens: Option<u64>,
     /// Output tokens.

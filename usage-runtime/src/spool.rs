@@ -535,7 +535,7 @@ mod tests {
     fn record(n: u32) -> UsageRecord {
         UsageRecord {
             id: uuid::Uuid::now_v7(),
-            operation: format!("op-{n}"),
+            operation: format!("op-{n}").into(),
             function: "spool::tests::record".into(),
             service: "test".into(),
             instance: "test".into(),
@@ -567,7 +567,7 @@ mod tests {
             if batch.is_empty() {
                 return seen;
             }
-            seen.extend(batch.iter().map(|r| r.operation.clone()));
+            seen.extend(batch.iter().map(|r| r.operation.to_string()));
             spool.consume(batch.len()).unwrap();
         }
     }

@@ -414,8 +414,8 @@ impl TrackerBuilder {
         let _ = quanta::Instant::now();
         crate::guard::ERROR_MESSAGE_LIMIT.store(self.error_message_limit, Ordering::Relaxed);
         let context = RecordContext {
-            service: self.service.unwrap_or_else(default_service).into(),
-            instance: self.instance.unwrap_or_else(default_instance).into(),
+            service: crate::call::shared_text(self.service.unwrap_or_else(default_service)),
+            instance: crate::call::shared_text(self.instance.unwrap_or_else(default_instance)),
             namespace: self.id_namespace,
             pricing: self.pricing.map(Arc::new),
         };

@@ -298,7 +298,6 @@ impl Worker {
                 let after = Tallies::read(counters);
                 self.settle(&outcome, before, after);
             }
-            next.maker.recycle(batch);
         }
         self.maker = next.maker;
     }
@@ -988,26 +987,54 @@ struct Prefetch {
     maker: Maker,
 }
 
-/// What the worker keeps from batch to batch to make records cheaply: its own UUIDv7 context
-/// (the shared one behind `Uuid::now_v7` takes a lock per id), and the records of the last batch
-/// handled, whose strings the next records are written into instead of allocating their own.
+/// Mints the worker's record ids: UUIDv7 with the batch anchor's millisecond and, below it, a
+/// 74-bit counter (RFC 9562's monotonic counter in `rand_a` and `rand_b`) started at a random
+/// value, its top bit clear, at each new millisecond and counted up per id. Ids are unique and
+/// increasing for the life of the worker, without a clock read or a random draw per id (the
+/// shared context behind `Uuid::now_v7` takes a lock, reads the clock and draws per id).
 #[derive(Default)]
 struct Maker {
-    ids: uuid::ContextV7,
-    spare: Vec<UsageRecord>,
+    millis: u64,
+    counter: u128,
 }
 
+const COUNTER_BITS: u32 = 74;
+const RAND_B_BITS: u32 = 62;
+
 impl Maker {
-    fn make(&mut self, call: RawCall, context: &RecordContext, anchor: &Anchor) -> UsageRecord {
-        let id = uuid::Uuid::new_v7(uuid::Timestamp::now(&self.ids));
-        call.into_record_reusing(context, anchor, id, self.spare.pop())
+    /// A batch anchored at `anchor` begins.
+    fn start(&mut self, anchor: &Anchor) {
+        let millis = anchor.unix_millis() & ((1 << 48) - 1);
+        // The same millisecond, or a clock stepped back, continues the count.
+        if millis > self.millis {
+            self.millis = millis;
+            self.reseed();
+        }
     }
 
-    /// Keeps a handled batch's records for their strings (one batch at most).
-    fn recycle(&mut self, batch: Vec<UsageRecord>) {
-        if self.spare.is_empty() {
-            self.spare = batch;
+    fn reseed(&mut self) {
+        self.counter = uuid::Uuid::new_v4().as_u128() & ((1 << (COUNTER_BITS - 1)) - 1);
+    }
+
+    fn id(&mut self) -> uuid::Uuid {
+        let (millis, counter) = (self.millis, self.counter);
+        self.counter += 1;
+        if self.counter >> COUNTER_BITS != 0 {
+            // Spent (after 2^73 ids in one millisecond at the least): the next millisecond.
+            self.millis += 1;
+            self.reseed();
         }
+        let value = (u128::from(millis) << 80)
+            | (0x7 << 76)
+            | ((counter >> RAND_B_BITS) << 64)
+            | (0b10 << 62)
+            | (counter & ((1 << RAND_B_BITS) - 1));
+        uuid::Uuid::from_u128(value)
+    }
+
+    fn make(&mut self, call: RawCall, context: &RecordContext, anchor: &Anchor) -> UsageRecord {
+        let id = self.id();
+        call.into_record_with_id(context, anchor, id)
     }
 }
 
@@ -1015,6 +1042,11 @@ impl Prefetch {
     /// Takes up to `most` calls into the batch, as records, while it has room and the budget
     /// lasts; whether there may be more to take.
     fn fill(&mut self, shared: &Shared, context: &RecordContext, most: usize) -> bool {
+        if self.batch.is_empty() {
+            // Each batch's times and ids are anchored when it starts.
+            self.anchor = Anchor::now();
+            self.maker.start(&self.anchor);
+        }
         for _ in 0..most {
             if self.batch.len() >= self.size || self.budget == 0 {
                 return false;
@@ -1075,5 +1107,60 @@ async fn until_deadline(deadline: &mut tokio::sync::watch::Receiver<Option<Insta
         if deadline.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Anchor, Maker, COUNTER_BITS};
+
+    fn anchor(wall: &str) -> Anchor {
+        Anchor::at(wall.parse().unwrap(), quanta::Instant::now())
+    }
+
+    fn millis_of(id: uuid::Uuid) -> u64 {
+        let (seconds, nanos) = id.get_timestamp().unwrap().to_unix();
+        seconds * 1_000 + u64::from(nanos) / 1_000_000
+    }
+
+    #[test]
+    fn ids_are_version_7_at_the_batch_millisecond_and_always_increasing() {
+        let mut maker = Maker::default();
+        let first = anchor("2026-11-23T10:00:00.123456Z");
+        let mut ids = Vec::new();
+        maker.start(&first);
+        ids.extend((0..5_000).map(|_| maker.id()));
+        // Another batch in the same millisecond, then one after the clock stepped back: both
+        // continue the count.
+        maker.start(&first);
+        ids.extend((0..10).map(|_| maker.id()));
+        maker.start(&anchor("2026-11-23T09:59:59Z"));
+        ids.extend((0..10).map(|_| maker.id()));
+        let later = anchor("2026-11-23T10:00:01Z");
+        maker.start(&later);
+        let next = maker.id();
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(millis_of(*id), first.unix_millis());
+        }
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(millis_of(next), later.unix_millis());
+        assert!(*ids.last().unwrap() < next);
+    }
+
+    #[test]
+    fn a_spent_counter_moves_to_the_next_millisecond() {
+        let mut maker = Maker::default();
+        let at = anchor("2026-11-23T10:00:00Z");
+        maker.start(&at);
+        maker.counter = (1 << COUNTER_BITS) - 2;
+        let ids: Vec<_> = (0..3).map(|_| maker.id()).collect();
+        assert_eq!(millis_of(ids[0]), at.unix_millis());
+        assert_eq!(millis_of(ids[1]), at.unix_millis());
+        assert_eq!(millis_of(ids[2]), at.unix_millis() + 1);
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        // The top bits of the counter are its first 12, in `rand_a`.
+        assert_eq!(ids[1].as_u128() >> 64 & 0xfff, 0xfff);
     }
 }

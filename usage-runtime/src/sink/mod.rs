@@ -115,10 +115,13 @@ pub(crate) fn probe_record() -> UsageRecord {
 
     UsageRecord {
         id: uuid::Uuid::now_v7(),
-        operation: "usage.verify".to_owned(),
-        function: "usage_runtime::sink::verify".to_owned(),
-        service: "usage-verify".to_owned(),
-        instance: gethostname::gethostname().to_string_lossy().into_owned(),
+        operation: "usage.verify".into(),
+        function: "usage_runtime::sink::verify".into(),
+        service: "usage-verify".into(),
+        instance: gethostname::gethostname()
+            .to_string_lossy()
+            .into_owned()
+            .into(),
         started_at: Utc::now().trunc_subsecs(6),
         duration: std::time::Duration::ZERO,
         outcome: crate::record::Outcome::Success,

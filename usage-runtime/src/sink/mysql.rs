@@ -774,15 +774,15 @@ async fn migrate(
 
 /// Roughly the bytes a row adds to a statement.
 fn row_bytes(record: &UsageRecord) -> usize {
-    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let text = |s: Option<&str>| s.map_or(0, str::len);
     200 + record.operation.len()
         + record.function.len()
         + record.service.len()
         + record.instance.len()
-        + text(&record.error_type)
-        + text(&record.error_message)
-        + text(&record.tenant_id)
-        + text(&record.model)
+        + text(record.error_type.as_deref())
+        + text(record.error_message.as_deref())
+        + text(record.tenant_id.as_deref())
+        + text(record.model.as_deref())
         + serde_json::to_string(&record.attributes).map_or(0, |json| json.len())
 }
 
@@ -800,10 +800,10 @@ async fn insert_rows(
         // Text is bound by reference (sqlx copies it once, into its arguments), and the
         // attributes are serialised from the map without cloning it first.
         row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.as_str())
-            .push_bind(record.function.as_str())
-            .push_bind(record.service.as_str())
-            .push_bind(record.instance.as_str())
+            .push_bind(record.operation.as_ref())
+            .push_bind(record.function.as_ref())
+            .push_bind(record.service.as_ref())
+            .push_bind(record.instance.as_ref())
             .push_bind(
                 record
                     .started_at

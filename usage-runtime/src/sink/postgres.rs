@@ -415,8 +415,8 @@ fn bind_records<'a>(
     fn column<'a, T>(batch: &'a [UsageRecord], f: impl Fn(&'a UsageRecord) -> T) -> Vec<T> {
         batch.iter().map(f).collect()
     }
-    let text = |text: &'a String| sql::without_nul(text);
-    let opt_text = |text: &'a Option<String>| text.as_deref().map(sql::without_nul);
+    let text = |text: &'a str| sql::without_nul(text);
+    let opt_text = |text: Option<&'a str>| text.map(sql::without_nul);
     let count = |count: Option<u64>| count.map(sql::clamp);
     sqlx::query(AssertSqlSafe(statement))
         .bind(column(batch, |r| r.id))
@@ -429,12 +429,12 @@ fn bind_records<'a>(
             sql::clamp(u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX))
         }))
         .bind(column(batch, |r| r.outcome.as_str()))
-        .bind(column(batch, |r| opt_text(&r.error_type)))
-        .bind(column(batch, |r| opt_text(&r.error_message)))
-        .bind(column(batch, |r| opt_text(&r.tenant_id)))
+        .bind(column(batch, |r| opt_text(r.error_type.as_deref())))
+        .bind(column(batch, |r| opt_text(r.error_message.as_deref())))
+        .bind(column(batch, |r| opt_text(r.tenant_id.as_deref())))
         .bind(column(batch, |r| r.user_id))
         .bind(column(batch, |r| r.session_id))
-        .bind(column(batch, |r| opt_text(&r.model)))
+        .bind(column(batch, |r| opt_text(r.model.as_deref())))
         .bind(column(batch, |r| count(r.input_tokens)))
         .bind(column(batch, |r| count(r.output_tokens)))
         .bind(column(batch, |r| count(r.cached_input_tokens)))

@@ -256,7 +256,7 @@ impl SqliteSink {
         .fetch_optional(&mut connection)
         .await
         .map_err(fail(DbStep::Read))?;
-        if read.as_deref() != Some(probe.operation.as_str()) {
+        if read.as_deref() != Some(probe.operation.as_ref()) {
             return Err(Error::database(
                 DbStep::Read,
                 &self.target,
@@ -356,10 +356,10 @@ fn insert_statement(table: &str, rows: &[UsageRecord]) -> QueryBuilder<Sqlite> {
         // Text is bound by reference (sqlx copies it once, into its arguments), and the
         // attributes are serialised from the map without cloning it first.
         row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.as_str())
-            .push_bind(record.function.as_str())
-            .push_bind(record.service.as_str())
-            .push_bind(record.instance.as_str())
+            .push_bind(record.operation.as_ref())
+            .push_bind(record.function.as_ref())
+            .push_bind(record.service.as_ref())
+            .push_bind(record.instance.as_ref())
             .push_bind(timestamp_text(record.started_at))
             .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
             .push_bind(record.outcome.as_str())
