@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 
 /// The most rings, whatever the core count.
 const MAX_SHARDS: usize = 16;
@@ -22,12 +23,13 @@ thread_local! {
 
 pub(crate) struct Queue<T> {
     shards: Box<[ArrayQueue<T>]>,
-    /// The ring the consumer pops from next.
-    cursor: AtomicUsize,
+    /// The ring the consumer pops from next: apart from `shards`, which every push reads.
+    cursor: CachePadded<AtomicUsize>,
 }
 
 impl<T> Queue<T> {
-    /// A queue of `capacity` (at least 1) slots over one ring per core.
+    /// A queue of `capacity` (at least 1) slots over one ring per core (rounded down to a power
+    /// of two, so a thread finds its ring without a division).
     pub(crate) fn new(capacity: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self::with_shards(capacity, cores)
@@ -35,13 +37,13 @@ impl<T> Queue<T> {
 
     pub(crate) fn with_shards(capacity: usize, shards: usize) -> Self {
         let capacity = capacity.max(1);
-        let count = shards.clamp(1, MAX_SHARDS).min(capacity);
+        let count = prev_power_of_two(shards.clamp(1, MAX_SHARDS).min(capacity));
         let shards = (0..count)
             .map(|i| ArrayQueue::new(capacity / count + usize::from(i < capacity % count)))
             .collect();
         Queue {
             shards,
-            cursor: AtomicUsize::new(0),
+            cursor: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -67,7 +69,7 @@ impl<T> Queue<T> {
         if count == 1 {
             0
         } else {
-            own_shard() % count
+            own_shard() & (count - 1)
         }
     }
 
@@ -135,6 +137,11 @@ impl<T> Queue<T> {
     }
 }
 
+/// The largest power of two not above `n` (at least 1).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << n.max(1).ilog2()
+}
+
 fn own_shard() -> usize {
     SHARD.with(|shard| {
         let index = shard.get();
@@ -153,9 +160,17 @@ mod tests {
 
     #[test]
     fn capacity_is_exact_whatever_the_split() {
-        for (capacity, shards) in [(10, 4), (1, 8), (7, 2), (65_536, 16), (3, 3)] {
+        for (capacity, shards, rings) in [
+            (10, 4, 4),
+            (1, 8, 1),
+            (7, 2, 2),
+            (65_536, 16, 16),
+            (3, 3, 2),
+            (100, 12, 8),
+        ] {
             let queue = Queue::with_shards(capacity, shards);
             assert_eq!(queue.capacity(), capacity);
+            assert_eq!(queue.shard_count(), rings);
             for i in 0..capacity {
                 assert!(queue.push(i).is_ok(), "slot {i} of {capacity} refused");
             }

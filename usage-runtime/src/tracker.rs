@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
+use crossbeam_utils::CachePadded;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -507,7 +508,9 @@ pub(crate) struct Shared {
     check_every: u32,
     wake_pending: AtomicBool,
     worker: OnceLock<Thread>,
-    pub(crate) counters: Counters,
+    /// On cache lines of their own: the worker counts on them all the time, and would otherwise
+    /// take from every calling core the line it reads the queue from on each push.
+    pub(crate) counters: CachePadded<Counters>,
     pub(crate) status: Mutex<Status>,
     /// The shutdown deadline, once shutdown has begun; a write in progress gives up at it.
     pub(crate) shutdown_deadline: tokio::sync::watch::Sender<Option<Instant>>,
@@ -568,7 +571,7 @@ impl Shared {
             overflow,
             wake_pending: AtomicBool::new(false),
             worker: OnceLock::new(),
-            counters: Counters::default(),
+            counters: CachePadded::new(Counters::default()),
             status: Mutex::new(Status::default()),
             shutdown_deadline: tokio::sync::watch::Sender::new(None),
         }
