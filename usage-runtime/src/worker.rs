@@ -990,9 +990,10 @@ struct Prefetch {
 
 /// Mints the worker's record ids: UUIDv7 with the batch anchor's millisecond and, below it, a
 /// 74-bit counter (RFC 9562's monotonic counter in `rand_a` and `rand_b`) started at a random
-/// value, its top bit clear, at each new millisecond and counted up per id. Ids are unique and
-/// increasing for the life of the worker, without a clock read or a random draw per id (the
-/// shared context behind `Uuid::now_v7` takes a lock, reads the clock and draws per id).
+/// value, its top bit clear, at each new millisecond and counted up per id. The ids it mints are
+/// unique and increasing for the life of the worker, without a clock read or a random draw per id
+/// (the shared context behind `Uuid::now_v7`, which the rare records made elsewhere use, takes a
+/// lock, reads the clock and draws per id).
 ///
 /// It also keeps the last handled batch's vector, emptied, for the next batch: its memory is
 /// mapped and likely cached, where a fresh one (a megabyte and more) faults its pages in as the
@@ -1001,6 +1002,8 @@ struct Prefetch {
 struct Maker {
     millis: u64,
     counter: u128,
+    /// Whether the counter was ever drawn (a clock at the epoch must not keep it at zero).
+    seeded: bool,
     spare: Vec<UsageRecord>,
 }
 
@@ -1012,8 +1015,8 @@ impl Maker {
     fn start(&mut self, anchor: &Anchor) {
         let millis = anchor.unix_millis() & ((1 << 48) - 1);
         // The same millisecond, or a clock stepped back, continues the count.
-        if millis > self.millis {
-            self.millis = millis;
+        if millis > self.millis || !self.seeded {
+            self.millis = millis.max(self.millis);
             self.reseed();
         }
     }
@@ -1035,6 +1038,7 @@ impl Maker {
 
     fn reseed(&mut self) {
         self.counter = uuid::Uuid::new_v4().as_u128() & ((1 << (COUNTER_BITS - 1)) - 1);
+        self.seeded = true;
     }
 
     fn id(&mut self) -> uuid::Uuid {
@@ -1168,6 +1172,20 @@ mod tests {
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(millis_of(next), later.unix_millis());
         assert!(*ids.last().unwrap() < next);
+    }
+
+    #[test]
+    fn a_clock_at_the_epoch_still_gets_random_ids() {
+        let epoch = anchor("1970-01-01T00:00:00Z");
+        let first: Vec<_> = (0..2)
+            .map(|_| {
+                let mut maker = Maker::default();
+                maker.start(&epoch);
+                maker.id()
+            })
+            .collect();
+        assert_ne!(first[0], first[1], "two workers drew the same counter");
+        assert_eq!(millis_of(first[0]), 0);
     }
 
     #[test]
