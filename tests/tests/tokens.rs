@@ -668,6 +668,19 @@ fn huge() -> Huge {
     }
 }
 
+#[derive(UsageReport)]
+struct Wide {
+    #[usage(output_tokens)]
+    out: u128,
+}
+
+#[track_usage(operation = "wide")]
+fn wide() -> Wide {
+    Wide {
+        out: u128::from(u64::MAX) + 1,
+    }
+}
+
 #[track_usage(operation = "unknown_model")]
 fn unknown_model() -> Message {
     Message {
@@ -688,6 +701,15 @@ fn overflowing_counts_saturate_and_are_flagged() {
     assert_eq!(record.input_tokens, Some(u64::MAX));
     assert_eq!(record.attributes[usage_runtime::SATURATED_ATTRIBUTE], true);
     assert_eq!(record.cost_nano_usd, Some(i64::MAX));
+}
+
+#[test]
+fn a_wider_count_that_does_not_fit_is_held_and_flagged() {
+    let capture = capture();
+    capture.run(wide);
+    let record = &capture.records()[0];
+    assert_eq!(record.output_tokens, Some(u64::MAX));
+    assert_eq!(record.attributes[usage_runtime::SATURATED_ATTRIBUTE], true);
 }
 
 #[test]

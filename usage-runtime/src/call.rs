@@ -81,7 +81,8 @@ pub(crate) fn shared_text(text: String) -> Cow<'static, str> {
 /// The most service and instance names interned per process.
 const MAX_SHARED_TEXTS: usize = 64;
 
-/// The attribute set on a record whose token counts saturated at `u64::MAX`.
+/// The attribute set on a record whose token counts saturated at `u64::MAX` (a sum overflowed, or
+/// a count did not fit in 64 bits).
 pub const SATURATED_ATTRIBUTE: &str = "token_counts_saturated";
 
 /// A wall-clock reading paired with a monotonic one, taken once per batch, so a call's wall-clock

@@ -61,7 +61,7 @@ pub struct UsageRecord {
     /// `None` when the model has no price (never a made-up zero).
     pub cost_nano_usd: Option<i64>,
     /// Extra attributes declared with `fields(key = expr, ...)`; `token_counts_saturated: true`
-    /// when a token count overflowed and was held at `u64::MAX`.
+    /// when a token count overflowed, or did not fit in 64 bits, and was held at `u64::MAX`.
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 

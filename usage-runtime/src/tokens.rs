@@ -87,23 +87,14 @@ impl<'a> TokenUsage<'a> {
 }
 
 fn add_count(total: &mut Option<u64>, count: Option<u64>) -> bool {
-    match (total.as_mut(), count) {
-        (_, None) => false,
-        (None, Some(count)) => {
-            *total = Some(count);
-            false
-        }
-        (Some(sum), Some(count)) => match sum.checked_add(count) {
-            Some(added) => {
-                *sum = added;
-                false
-            }
-            None => {
-                *sum = u64::MAX;
-                true
-            }
-        },
-    }
+    let Some(count) = count else {
+        return false;
+    };
+    let sum = total.map_or(count, |sum| sum.saturating_add(count));
+    *total = Some(sum);
+    // Held at `u64::MAX`: a sum overflowed, or a wider count (`u128`, `i128`) did not fit. No
+    // real count reaches it.
+    sum == u64::MAX
 }
 
 /// A value that reports the LLM usage of the call that returned it: an API response, a chat
