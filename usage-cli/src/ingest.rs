@@ -175,19 +175,25 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
             continue;
         }
         let mut records = Vec::with_capacity(messages.len());
+        // Whether each message carries a record (the others are set aside now).
+        let mut carries = Vec::with_capacity(messages.len());
         for message in &messages {
             match serde_json::from_slice::<UsageRecord>(&message.payload) {
-                Ok(record) => records.push(record),
+                Ok(record) => {
+                    records.push(record);
+                    carries.push(true);
+                }
                 Err(error) => {
                     quarantine(args.quarantine.as_ref(), &message_line(message, &error));
                     quarantined += 1;
+                    carries.push(false);
                 }
             }
         }
         // The write is idempotent on the record id, so retrying it, or another worker writing a
         // redelivered message again, never duplicates a row. Records the database rejects are
-        // set aside one by one; on a stop during retries the batch is left unacknowledged, for
-        // the stream to hand to another worker.
+        // set aside one by one; on a stop during retries the batch is handed back to the stream,
+        // for another worker.
         // However long the write takes (a locked table, retries through an outage), the
         // messages stay this worker's: it tells the stream it is still working on them.
         let writing = write(
@@ -199,7 +205,10 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
         );
         match in_progress(writing, &messages, ack_wait).await {
             Written::All { rejected } => quarantined += rejected,
-            Written::Stopped => break,
+            Written::Stopped => {
+                hand_back(&messages, &carries).await;
+                break;
+            }
         }
         for message in &messages {
             if let Err(error) = message.ack_with(AckKind::Ack).await {
@@ -272,6 +281,22 @@ async fn in_progress<T>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// On a stop before the batch was written: the messages carrying records go back to the stream
+/// at once (`Nak`), for another worker to take now rather than after the ack wait; those already
+/// set aside are acknowledged, so they are not set aside twice.
+async fn hand_back(messages: &[jetstream::Message], carries: &[bool]) {
+    for (message, &carries) in messages.iter().zip(carries) {
+        let kind = if carries {
+            AckKind::Nak(None)
+        } else {
+            AckKind::Ack
+        };
+        if let Err(error) = message.ack_with(kind).await {
+            eprintln!("a message could not be handed back (the stream redelivers it after the ack wait): {error}");
         }
     }
 }

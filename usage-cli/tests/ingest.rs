@@ -81,7 +81,11 @@ impl Setup {
                 .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
                 .args(["--consumer", "writers", "--database-url", &self.postgres])
                 .args(["--table-prefix", &self.table_prefix])
-                .args(["--ack-wait", "3s"])
+                .args(if extra.contains(&"--ack-wait") {
+                    &[][..]
+                } else {
+                    &["--ack-wait", "3s"][..]
+                })
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -422,4 +426,70 @@ async fn a_write_attempt_past_its_timeout_is_tried_again_and_lands_once() {
         log.contains("retrying") && log.contains("timed out"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_while_its_write_fails_hands_its_batch_back_at_once() {
+    let Some(setup) = setup("handback").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let quarantine = quarantine.to_str().unwrap();
+    // One message that is not a record, then 50 records, all waiting before a worker pulls, so
+    // that they come in one batch.
+    let context = async_nats::jetstream::new(async_nats::connect(&setup.nats).await.unwrap());
+    context
+        .publish(
+            format!("{}.intruder", setup.subject_prefix),
+            "not a record".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut producer = setup.producer("handback", 50);
+    assert!(producer.wait().unwrap().success());
+    let mut lock = setup.lock_records().await;
+    // A minute's ack wait: a batch that is not handed back stays this worker's for that long.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let worker = setup.worker_logging(
+        &[
+            "--write-timeout",
+            "1s",
+            "--ack-wait",
+            "60s",
+            "--quarantine",
+            quarantine,
+        ],
+        log.reopen().unwrap(),
+    );
+    // The worker holds the batch and its writes time out against the locked table.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains("retrying")
+    {
+        assert!(Instant::now() < deadline, "the worker never tried to write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(setup.consumer_info().await.unwrap().num_ack_pending, 51);
+    assert!(terminate(worker), "SIGTERM: the worker exits 0");
+    // Handed back: the next worker gets the records at once, not when the minute's ack wait
+    // ends; the message already set aside is not handed back (nor set aside twice).
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    let next = setup.worker(&["--quarantine", quarantine]);
+    assert_eq!(
+        setup.wait_for_rows(50, Duration::from_secs(20)).await,
+        (50, 50)
+    );
+    assert_eq!(setup.rolled_up().await, 50);
+    assert!(terminate(next));
+    let info = setup.consumer_info().await.unwrap();
+    assert_eq!(
+        info.delivered.consumer_sequence, 101,
+        "the records delivered twice, the other message once: {info:?}"
+    );
+    let lines = std::fs::read_to_string(quarantine).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
 }
