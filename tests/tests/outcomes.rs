@@ -300,9 +300,11 @@ fn boxed_builds_then_panics(fail: bool) -> std::pin::Pin<Box<dyn Future<Output =
     Box::pin(async { 2 })
 }
 
-#[track_usage(operation = "stream_builds_then_panics", stream)]
-fn stream_builds_then_panics(fail: bool) -> impl futures::Stream<Item = u8> {
+#[track_usage(operation = "stream_builds_then_panics", stream, tenant = org)]
+fn stream_builds_then_panics(org: String, fail: bool) -> impl futures::Stream<Item = u8> {
     assert!(!fail, "refused before the stream exists");
+    // The body takes what the tenant was read from.
+    drop(org);
     futures::stream::iter([3])
 }
 
@@ -312,7 +314,7 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
     for build in [
         (|| drop(builds_then_panics(true))) as fn(),
         || drop(boxed_builds_then_panics(true)),
-        || drop(stream_builds_then_panics(true)),
+        || drop(stream_builds_then_panics("globex".to_owned(), true)),
     ] {
         let caught = capture.run(|| std::panic::catch_unwind(build));
         assert!(caught.is_err(), "the panic must continue");
@@ -327,7 +329,7 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
         [
             ("builds_then_panics", Outcome::Panic, Some("acme")),
             ("boxed_builds_then_panics", Outcome::Panic, None),
-            ("stream_builds_then_panics", Outcome::Panic, None),
+            ("stream_builds_then_panics", Outcome::Panic, Some("globex")),
         ]
     );
     // Built without a panic, each is still one record, made when it finishes.
@@ -335,7 +337,9 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
     let total = block_on(&capture, async {
         use futures::StreamExt as _;
         let sum = builds_then_panics(false).await + boxed_builds_then_panics(false).await;
-        sum + stream_builds_then_panics(false).collect::<Vec<_>>().await[0]
+        sum + stream_builds_then_panics("globex".to_owned(), false)
+            .collect::<Vec<_>>()
+            .await[0]
     });
     assert_eq!(total, 6);
     let outcomes: Vec<_> = capture.records().iter().map(|r| r.outcome).collect();

@@ -440,7 +440,7 @@ fn tracked_body(
             let tracked = quote! {
                 #private::TrackedStream::new(
                     &__USAGE_OPERATION,
-                    #dims,
+                    __usage_dims,
                     __usage_stream,
                     |__usage_item, __usage_call| __usage_call.observe(#verdict, #usage),
                 )
@@ -449,10 +449,16 @@ fn tracked_body(
                 StreamKind::Impl => tracked,
                 StreamKind::Boxed => quote!(::std::boxed::Box::pin(#tracked)),
             };
+            // The dimensions are read before the body runs (which may move what they read), so
+            // a panic while the stream is built is recorded with them.
             quote! {
                 #registration
-                let __usage_stream =
-                    #private::call(&__USAGE_OPERATION, ::core::option::Option::None, move || #block);
+                let __usage_dims = #dims;
+                let __usage_stream = #private::call(
+                    &__USAGE_OPERATION,
+                    ::core::option::Option::as_ref(&__usage_dims),
+                    move || #block,
+                );
                 #tracked
             }
         }
