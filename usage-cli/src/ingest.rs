@@ -203,7 +203,7 @@ pub(crate) async fn run(args: IngestArgs, mut sink: impl Write) -> Result<(), Er
             args.quarantine.as_ref(),
             args.write_timeout,
         );
-        match in_progress(writing, &messages, ack_wait).await {
+        match in_progress(writing, ack_wait, || progress(&messages)).await {
             Written::All { rejected } => quarantined += rejected,
             Written::Stopped => {
                 hand_back(&messages, &carries).await;
@@ -261,26 +261,34 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     stop
 }
 
-/// Runs `work`, telling the stream every third of `ack_wait` that `messages` are still being
-/// worked on, so it does not hand them to another worker meanwhile.
-async fn in_progress<T>(
+/// Runs `work`, calling `signal` every third of `ack_wait` (to tell the stream that the batch is
+/// still being worked on, so it does not hand it to another worker meanwhile). The signals run
+/// beside the work, not in its place: one that waits (a client buffer full while NATS is
+/// disconnected) does not hold up the write.
+async fn in_progress<T, S: std::future::Future<Output = ()>>(
     work: impl std::future::Future<Output = T>,
-    messages: &[jetstream::Message],
     ack_wait: Duration,
+    mut signal: impl FnMut() -> S,
 ) -> T {
     let every = (ack_wait / 3).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut work = std::pin::pin!(work);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = tick.tick() => {
-                for message in messages {
-                    if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        eprintln!("a progress signal failed: {error}");
-                    }
-                }
-            }
+    let signals = async {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            signal().await;
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        () = signals => unreachable!("the signals never end"),
+    }
+}
+
+/// Tells the stream that `messages` are still being worked on.
+async fn progress(messages: &[jetstream::Message]) {
+    for message in messages {
+        if let Err(error) = message.ack_with(AckKind::Progress).await {
+            eprintln!("a progress signal failed: {error}");
         }
     }
 }
@@ -386,4 +394,40 @@ fn quarantine(file: Option<&PathBuf>, line: &serde_json::Value) {
         }
     }
     eprintln!("quarantined: {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::in_progress;
+
+    // On tokio's paused clock, which moves on whenever every task waits: no real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_that_waits_does_not_hold_up_the_work() {
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            7
+        };
+        // Every signal waits forever, from the first, due after 100 ms.
+        let done = tokio::time::timeout(
+            Duration::from_secs(10),
+            in_progress(work, Duration::from_millis(300), std::future::pending),
+        )
+        .await;
+        assert_eq!(done, Ok(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn signals_go_out_while_the_work_runs() {
+        let sent = std::cell::Cell::new(0);
+        let work = tokio::time::sleep(Duration::from_millis(1_000));
+        in_progress(work, Duration::from_millis(300), || {
+            sent.set(sent.get() + 1);
+            std::future::ready(())
+        })
+        .await;
+        // Every 100 ms for a second: nine, or ten if the last is due with the end of the work.
+        assert!((9..=10).contains(&sent.get()), "{} signals", sent.get());
+    }
 }
