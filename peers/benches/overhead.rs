@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Error, Tracker, TrackerGuard, UsageRecord};
+use usage_runtime::{track_usage, Error, Tracker, TrackerGuard, UsageRecord, UsageReport};
 
 /// Calls timed between two drains of the queue: a quarter of its default capacity, so the
 /// queue never fills even with two threads calling.
@@ -68,6 +68,27 @@ async fn tracked_async(a: u64, b: u64) -> u64 {
 #[inline(never)]
 fn tracked_with_tenant(tenant: &str, a: u64) -> u64 {
     a.wrapping_add(tenant.len() as u64)
+}
+
+/// An LLM reply as a chat handler returns it: token counts and the model that served it.
+#[derive(UsageReport)]
+struct Reply {
+    #[usage(input_tokens)]
+    input: u32,
+    #[usage(output_tokens)]
+    output: u32,
+    #[usage(model)]
+    model: &'static str,
+}
+
+#[track_usage(operation = "bench.llm")]
+#[inline(never)]
+fn tracked_llm(input: u32) -> Reply {
+    Reply {
+        input,
+        output: 12,
+        model: "gpt-4o-mini",
+    }
 }
 
 #[inline(never)]
@@ -196,6 +217,13 @@ fn overhead(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed(&tracker, 1, iters, || {
                 black_box(tracked_with_tenant(black_box("acme"), black_box(2)));
+            })
+        })
+    });
+    group.bench_function("track_usage_llm_reply", |b| {
+        b.iter_custom(|iters| {
+            timed(&tracker, 1, iters, || {
+                black_box(tracked_llm(black_box(40)));
             })
         })
     });
