@@ -704,6 +704,23 @@ fn overflowing_counts_saturate_and_are_flagged() {
 }
 
 #[test]
+fn the_model_is_not_copied_per_call() {
+    let capture = capture();
+    capture.run(huge);
+    capture.run(huge);
+    let records = capture.records();
+    for record in &records {
+        assert!(
+            matches!(record.model, Some(std::borrow::Cow::Borrowed("gpt-4o"))),
+            "{:?}",
+            record.model
+        );
+    }
+    let text = |record: &UsageRecord| record.model.as_deref().unwrap().as_ptr();
+    assert!(std::ptr::eq(text(&records[0]), text(&records[1])));
+}
+
+#[test]
 fn a_wider_count_that_does_not_fit_is_held_and_flagged() {
     let capture = capture();
     capture.run(wide);

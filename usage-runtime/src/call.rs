@@ -15,24 +15,27 @@ use crate::pricing::Pricing;
 use crate::record::{Outcome, UsageRecord};
 use crate::tokens::{Tally, TokenUsage};
 
-/// What the hot path hands over: static metadata by reference, two clock readings' worth of
-/// timing, an interned tenant, and one box of extras only when the call has any: 64 bytes.
+/// What the hot path hands over: static metadata by reference, a clock reading and the duration,
+/// an interned tenant, the token usage when the call has any, and one box of rarer extras only
+/// when the call has them: 64 bytes.
 #[derive(Debug)]
 pub(crate) struct RawCall {
     pub(crate) op: &'static Operation,
     pub(crate) start: quanta::Instant,
-    pub(crate) duration: Duration,
+    /// The call's duration in nanoseconds.
+    pub(crate) nanos: u64,
     pub(crate) outcome: Outcome,
     pub(crate) tenant: Option<&'static str>,
+    /// The box the call's usage was tallied in, handed on as it is.
+    pub(crate) tokens: Option<Box<Tally>>,
     pub(crate) extras: Option<Box<Extras>>,
 }
 
-/// The rarer parts of a call: an error, declared dimensions, token usage.
+/// The rarer parts of a call: an error, declared dimensions.
 #[derive(Debug, Default)]
 pub(crate) struct Extras {
     pub(crate) error: Option<Box<ErrorDetails>>,
     pub(crate) dims: Option<Box<Dimensions>>,
-    pub(crate) tokens: Option<Box<Tally>>,
 }
 
 impl Extras {
@@ -40,16 +43,11 @@ impl Extras {
     pub(crate) fn of(
         error: Option<Box<ErrorDetails>>,
         dims: Option<Box<Dimensions>>,
-        tokens: Option<Box<Tally>>,
     ) -> Option<Box<Extras>> {
-        if error.is_none() && dims.is_none() && tokens.is_none() {
+        if error.is_none() && dims.is_none() {
             return None;
         }
-        Some(Box::new(Extras {
-            error,
-            dims,
-            tokens,
-        }))
+        Some(Box::new(Extras { error, dims }))
     }
 }
 
@@ -179,7 +177,7 @@ impl RawCall {
             service: ctx.service.clone(),
             instance: ctx.instance.clone(),
             started_at,
-            duration: self.duration,
+            duration: Duration::from_nanos(self.nanos),
             outcome: self.outcome,
             error_type: None,
             error_message: None,
@@ -193,52 +191,58 @@ impl RawCall {
             cost_nano_usd: None,
             attributes: serde_json::Map::new(),
         };
-        if let Some(extras) = self.extras {
-            extras.complete(&mut record, ctx);
+        if self.extras.is_some() || self.tokens.is_some() {
+            complete(&mut record, self.extras, self.tokens, ctx);
         }
         record
     }
 }
 
-impl Extras {
-    /// Adds the error, dimensions and token usage to `record`.
-    fn complete(self, record: &mut UsageRecord, ctx: &RecordContext) {
-        if let Some(details) = self.error {
-            record.error_type = Some(details.error_type);
-            record.error_message = details.message;
-        }
-        let dims = self.dims.map(|dims| *dims).unwrap_or_default();
-        let usage: Tally = self.tokens.map(|tally| *tally).unwrap_or_default();
-        let saturated = usage.saturated;
-        // A model from the body or the result (the one that served the call) beats `model = ...`.
-        let usage = TokenUsage {
-            model: usage.model.or(dims.model.map(Into::into)),
-            ..usage
-        };
-        record.cost_nano_usd = ctx
-            .pricing
-            .as_deref()
-            .and_then(|pricing| pricing.cost_nano_usd(&usage));
+/// Adds the error, dimensions and token usage to `record`.
+fn complete(
+    record: &mut UsageRecord,
+    extras: Option<Box<Extras>>,
+    tokens: Option<Box<Tally>>,
+    ctx: &RecordContext,
+) {
+    let Extras { error, dims } = extras.map(|extras| *extras).unwrap_or_default();
+    if let Some(details) = error {
+        record.error_type = Some(details.error_type);
+        record.error_message = details.message;
+    }
+    let dims = dims.map(|dims| *dims).unwrap_or_default();
+    let usage: Tally = tokens.map(|tally| *tally).unwrap_or_default();
+    let saturated = usage.saturated;
+    // A model from the body or the result (the one that served the call) beats `model = ...`.
+    let usage = TokenUsage {
+        model: usage.model.or(dims.model),
+        ..usage
+    };
+    record.cost_nano_usd = ctx
+        .pricing
+        .as_deref()
+        .and_then(|pricing| pricing.cost_nano_usd(&usage));
+    if !dims.fields.is_empty() {
         record.attributes = dims
             .fields
             .into_iter()
             .map(|(key, value)| (key.to_owned(), value))
             .collect();
-        if saturated {
-            record
-                .attributes
-                .insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
-        }
-        if record.tenant_id.is_none() {
-            record.tenant_id = dims.tenant;
-        }
-        record.user_id = dims.user.map(|id| id.resolve(&ctx.namespace));
-        record.session_id = dims.session.map(|id| id.resolve(&ctx.namespace));
-        record.model = usage.model;
-        record.input_tokens = usage.input_tokens;
-        record.output_tokens = usage.output_tokens;
-        record.cached_input_tokens = usage.cached_input_tokens;
     }
+    if saturated {
+        record
+            .attributes
+            .insert(SATURATED_ATTRIBUTE.to_owned(), true.into());
+    }
+    if record.tenant_id.is_none() {
+        record.tenant_id = dims.tenant;
+    }
+    record.user_id = dims.user.map(|id| id.resolve(&ctx.namespace));
+    record.session_id = dims.session.map(|id| id.resolve(&ctx.namespace));
+    record.model = usage.model;
+    record.input_tokens = usage.input_tokens;
+    record.output_tokens = usage.output_tokens;
+    record.cached_input_tokens = usage.cached_input_tokens;
 }
 
 #[cfg(test)]
@@ -260,9 +264,10 @@ mod tests {
         RawCall {
             op: &CHAT,
             start,
-            duration: Duration::from_micros(1500),
+            nanos: 1_500_000,
             outcome: Outcome::Success,
             tenant,
+            tokens: None,
             extras: None,
         }
     }

@@ -1,8 +1,10 @@
 //! Dimensions: tenant, user, session and extra fields, converted from whatever the handler has.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use serde::Serialize;
 
@@ -175,7 +177,7 @@ pub struct Dimensions {
     pub tenant: Option<Cow<'static, str>>,
     pub user: Option<IdInput>,
     pub session: Option<IdInput>,
-    pub model: Option<String>,
+    pub model: Option<Cow<'static, str>>,
     pub fields: Vec<(&'static str, serde_json::Value)>,
 }
 
@@ -191,8 +193,8 @@ impl Dimensions {
 }
 
 #[doc(hidden)]
-pub fn model<T: crate::tokens::ModelName + ?Sized>(value: &T) -> Option<String> {
-    value.model_name().map(str::to_owned)
+pub fn model<T: crate::tokens::ModelName + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
+    value.model_name().map(intern_model)
 }
 
 #[doc(hidden)]
@@ -203,17 +205,50 @@ pub fn tenant<T: TenantValue + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
     }
 }
 
-/// Tenants are few and repeat on every call: each distinct one is copied once, for the life of
-/// the process, so a call carries a `&'static str` and the hot path neither allocates nor leaves
-/// a free to the worker thread. Past [`MAX_INTERNED_TENANTS`] distinct ids (or for an id longer
-/// than [`MAX_INTERNED_LEN`]), a call carries its own copy, as before: at most ~13 MB are kept,
-/// and tenant ids from untrusted input can only make later new ids slower, never lose them.
+/// Tenants and models are few and repeat on every call: each distinct one is copied once, for
+/// the life of the process, so a call carries a `&'static str` and the hot path neither allocates
+/// nor leaves a free to the worker thread. Past [`MAX_INTERNED_TENANTS`] distinct texts (or for
+/// one longer than [`MAX_INTERNED_LEN`]), a call carries its own copy, as before: at most ~13 MB
+/// are kept, and ids from untrusted input can only make later new ones slower, never lose them.
 const MAX_INTERNED_TENANTS: usize = 100_000;
 const MAX_INTERNED_LEN: usize = 128;
 /// Entries of each thread's front table (a hit there takes no lock).
 const LOCAL_TENANTS: usize = 4096;
 
 fn intern(text: &str) -> Cow<'static, str> {
+    thread_local! {
+        static LAST: Cell<&'static str> = const { Cell::new("") };
+    }
+    intern_after(text, &LAST)
+}
+
+/// A model's name, interned as a tenant's id is.
+pub(crate) fn intern_model(text: &str) -> Cow<'static, str> {
+    thread_local! {
+        static LAST: Cell<&'static str> = const { Cell::new("") };
+    }
+    intern_after(text, &LAST)
+}
+
+/// Interns `text`, first comparing it with `last`, this thread's last result for the same kind
+/// of text: a thread mostly serves one tenant and one model in a row, and a comparison of a few
+/// bytes is cheaper than hashing them.
+fn intern_after(text: &str, last: &'static LocalKey<Cell<&'static str>>) -> Cow<'static, str> {
+    let hit = last.try_with(|last| {
+        let seen = last.get();
+        (!seen.is_empty() && seen == text).then_some(seen)
+    });
+    if let Ok(Some(seen)) = hit {
+        return Cow::Borrowed(seen);
+    }
+    let interned = intern_new(text);
+    if let Cow::Borrowed(interned) = interned {
+        let _ = last.try_with(|last| last.set(interned));
+    }
+    interned
+}
+
+fn intern_new(text: &str) -> Cow<'static, str> {
     use std::cell::RefCell;
     use std::collections::HashSet;
 
@@ -269,6 +304,24 @@ pub fn fields<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interning_answers_for_the_text_asked_whatever_came_before() {
+        let texts = ["acme", "globex", "acme", "acme", "", "initech", "globex"];
+        for text in texts {
+            assert_eq!(intern(text), text);
+            assert_eq!(intern_model(text), text);
+        }
+        let copy = String::from("acme");
+        assert!(matches!(intern(&copy), Cow::Borrowed("acme")));
+        assert!(std::ptr::eq(
+            intern(&copy).as_ptr(),
+            intern("acme").as_ptr()
+        ));
+        let long = "x".repeat(MAX_INTERNED_LEN + 1);
+        assert!(matches!(intern(&long), Cow::Owned(ref text) if *text == long));
+        assert!(matches!(intern(&long), Cow::Owned(_)));
+    }
 
     #[test]
     fn ids_parse_or_map_deterministically() {

@@ -202,10 +202,12 @@ impl CallGuard {
         let call = RawCall {
             op: self.op,
             start: self.start,
-            duration: end.saturating_duration_since(self.start),
+            nanos: u64::try_from(end.saturating_duration_since(self.start).as_nanos())
+                .unwrap_or(u64::MAX),
             outcome,
             tenant: self.tenant.take(),
-            extras: Extras::of(error, self.dims.take(), self.take_tokens()),
+            tokens: self.take_tokens(),
+            extras: Extras::of(error, self.dims.take()),
         };
         #[cfg(feature = "testing")]
         if let Some(capture) = self.capture.take() {

@@ -14,9 +14,9 @@ use uuid::Uuid;
 /// Records are made by the tracker from the calls of `#[track_usage]` fns; `id` is a UUIDv7
 /// assigned once, before the first write attempt, and is the idempotency key of every sink.
 ///
-/// Text that repeats on every call (the operation, fn, service, instance, an interned tenant) is
-/// borrowed from `'static` data rather than copied per record; other text, and every field of a
-/// record read back (from the spool, a stream), is owned.
+/// Text that repeats on every call (the operation, fn, service, instance, an interned tenant or
+/// model) is borrowed from `'static` data rather than copied per record; other text, and every
+/// field of a record read back (from the spool, a stream), is owned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UsageRecord {

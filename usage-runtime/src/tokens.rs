@@ -80,7 +80,8 @@ impl<'a> TokenUsage<'a> {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cached_input_tokens,
-            model: self.model.map(|model| Cow::Owned(model.into_owned())),
+            // Interned: a model repeats on every call, so the hot path does not copy it.
+            model: self.model.as_deref().map(crate::dimension::intern_model),
             saturated: self.saturated,
         }
     }
@@ -386,7 +387,7 @@ pub fn record_cached_input_tokens(cached: u64) {
 /// tracked call it does nothing.
 pub fn set_model(model: impl Into<String>) {
     let model = model.into();
-    with_innermost(|tally| tally.model = Some(Cow::Owned(model)));
+    with_innermost(|tally| tally.model = Some(crate::dimension::intern_model(&model)));
 }
 
 #[cfg(test)]
