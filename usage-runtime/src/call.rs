@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
@@ -15,15 +14,15 @@ use crate::pricing::Pricing;
 use crate::record::{Outcome, UsageRecord};
 use crate::tokens::{Tally, TokenUsage};
 
-/// What the hot path hands over: static metadata by reference, a clock reading and the duration,
+/// What the hot path hands over: static metadata by reference, two clock readings,
 /// an interned tenant, the token usage when the call has any, and one box of rarer extras only
 /// when the call has them: 64 bytes.
 #[derive(Debug)]
 pub(crate) struct RawCall {
     pub(crate) op: &'static Operation,
     pub(crate) start: quanta::Instant,
-    /// The call's duration in nanoseconds.
-    pub(crate) nanos: u64,
+    /// When the call ended: the worker works out the duration.
+    pub(crate) end: quanta::Instant,
     pub(crate) outcome: Outcome,
     pub(crate) tenant: Option<&'static str>,
     /// The box the call's usage was tallied in, handed on as it is.
@@ -177,7 +176,7 @@ impl RawCall {
             service: ctx.service.clone(),
             instance: ctx.instance.clone(),
             started_at,
-            duration: Duration::from_nanos(self.nanos),
+            duration: self.end.saturating_duration_since(self.start),
             outcome: self.outcome,
             error_type: None,
             error_message: None,
@@ -247,6 +246,8 @@ fn complete(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     static CHAT: Operation = Operation::new("chat", "app::chat", "src/app.rs", 1, true);
@@ -264,7 +265,7 @@ mod tests {
         RawCall {
             op: &CHAT,
             start,
-            nanos: 1_500_000,
+            end: start + Duration::from_micros(1500),
             outcome: Outcome::Success,
             tenant,
             tokens: None,

@@ -202,8 +202,7 @@ impl CallGuard {
         let call = RawCall {
             op: self.op,
             start: self.start,
-            nanos: u64::try_from(end.saturating_duration_since(self.start).as_nanos())
-                .unwrap_or(u64::MAX),
+            end,
             outcome,
             tenant: self.tenant.take(),
             tokens: self.take_tokens(),
