@@ -180,6 +180,17 @@ impl Setup {
         lock
     }
 
+    /// Publishes `payload`, which is not a record, on the stream's subjects.
+    async fn publish_not_a_record(&self, payload: &'static str) {
+        let client = async_nats::connect(&self.nats).await.unwrap();
+        async_nats::jetstream::new(client)
+            .publish(format!("{}.intruder", self.subject_prefix), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     /// The workers' consumer, once one of them has made it.
     async fn consumer_info(&self) -> Option<async_nats::jetstream::consumer::Info> {
         let client = async_nats::connect(&self.nats).await.ok()?;
@@ -278,16 +289,7 @@ async fn a_message_that_is_not_a_record_is_quarantined_and_acknowledged() {
     };
     let dir = tempfile::tempdir().unwrap();
     let quarantine = dir.path().join("quarantine.jsonl");
-    let context = async_nats::jetstream::new(async_nats::connect(&setup.nats).await.unwrap());
-    context
-        .publish(
-            format!("{}.intruder", setup.subject_prefix),
-            "definitely not a record".into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    setup.publish_not_a_record("definitely not a record").await;
     let mut sink = NatsSink::connect_with(&setup.nats, setup.nats_config())
         .await
         .unwrap();
@@ -298,14 +300,7 @@ async fn a_message_that_is_not_a_record_is_quarantined_and_acknowledged() {
     // Acknowledged, so never handed out again: nothing pending or awaiting an ack.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = context
-            .get_stream(&setup.stream)
-            .await
-            .unwrap()
-            .get_consumer("writers")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
+        let info = setup.consumer_info().await.unwrap();
         if info.num_pending == 0 && info.num_ack_pending == 0 {
             break;
         }
@@ -438,16 +433,7 @@ async fn a_worker_stopped_while_its_write_fails_hands_its_batch_back_at_once() {
     let quarantine = quarantine.to_str().unwrap();
     // One message that is not a record, then 50 records, all waiting before a worker pulls, so
     // that they come in one batch.
-    let context = async_nats::jetstream::new(async_nats::connect(&setup.nats).await.unwrap());
-    context
-        .publish(
-            format!("{}.intruder", setup.subject_prefix),
-            "not a record".into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    setup.publish_not_a_record("not a record").await;
     let mut producer = setup.producer("handback", 50);
     assert!(producer.wait().unwrap().success());
     let mut lock = setup.lock_records().await;
