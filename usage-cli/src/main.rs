@@ -10,7 +10,7 @@ mod ingest;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use usage_runtime::report::{Dimension, Query, Reader, Report, TimeBucket};
-use usage_runtime::sink::{MySqlSink, PostgresSink, SqlConfig, SqliteSink, VerifyReport};
+use usage_runtime::sink::{AnySqlSink, SqlConfig};
 use usage_runtime::{Error, Tracker};
 
 const EXAMPLES: &str = "\
@@ -351,12 +351,12 @@ async fn run(command: Command) -> Result<(), Failure> {
             let config = database
                 .config()?
                 .write_connections(args.write_connections)?;
-            let sink = connect_with(&database, config).await?;
+            let sink = AnySqlSink::connect_with(&database.database_url, config).await?;
             ingest::run(args, sink).await?;
             Ok(())
         }
         Command::Verify { database } => {
-            let report = verify(&database).await?;
+            let report = connect(&database).await?.verify().await?;
             print!("{report}");
             println!("verified");
             Ok(())
@@ -424,50 +424,13 @@ async fn run(command: Command) -> Result<(), Failure> {
 }
 
 /// The sink for the URL's scheme, connected (and so migrated).
-async fn connect(database: &Database) -> Result<AnySink, Error> {
-    connect_with(database, database.config()?).await
+async fn connect(database: &Database) -> Result<AnySqlSink, Error> {
+    AnySqlSink::connect_with(&database.database_url, database.config()?).await
 }
 
-/// [`connect`] with the sink's settings given.
-async fn connect_with(database: &Database, config: SqlConfig) -> Result<AnySink, Error> {
-    let url = &database.database_url;
-    Ok(match url.split(':').next() {
-        Some("sqlite") => AnySink::Sqlite(SqliteSink::connect_with(url, config).await?),
-        Some("postgres" | "postgresql") => {
-            AnySink::Postgres(PostgresSink::connect_with(url, config).await?)
-        }
-        Some("mysql" | "mariadb") => AnySink::MySql(MySqlSink::connect_with(url, config).await?),
-        _ => {
-            return Err(Error::InvalidUrl {
-                url: usage_runtime::redact_url(url),
-                reason: "expected sqlite://, postgres:// or mysql://".into(),
-            })
-        }
-    })
-}
-
-enum AnySink {
-    Sqlite(SqliteSink),
-    Postgres(PostgresSink),
-    MySql(MySqlSink),
-}
-
-impl ingest::Write for AnySink {
+impl ingest::Write for AnySqlSink {
     async fn write_batch(&mut self, records: &[usage_runtime::UsageRecord]) -> Result<(), Error> {
-        use usage_runtime::sink::Sink;
-        match self {
-            AnySink::Sqlite(sink) => sink.write(records).await,
-            AnySink::Postgres(sink) => sink.write(records).await,
-            AnySink::MySql(sink) => sink.write(records).await,
-        }
-    }
-}
-
-async fn verify(database: &Database) -> Result<VerifyReport, Error> {
-    match connect(database).await? {
-        AnySink::Sqlite(sink) => sink.verify().await,
-        AnySink::Postgres(sink) => sink.verify().await,
-        AnySink::MySql(sink) => sink.verify().await,
+        usage_runtime::sink::Sink::write(self, records).await
     }
 }
 
@@ -485,11 +448,7 @@ async fn replay(
         .spool_dir(dir)
         .quarantine_file(quarantine)
         .max_retries(2);
-    let guard = match connect(database).await? {
-        AnySink::Sqlite(sink) => builder.sink(sink).install()?,
-        AnySink::Postgres(sink) => builder.sink(sink).install()?,
-        AnySink::MySql(sink) => builder.sink(sink).install()?,
-    };
+    let guard = builder.sink(connect(database).await?).install()?;
     let bar = indicatif::ProgressBar::new(status.records);
     let mut stalled = 0;
     loop {

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::Outcome;
 use crate::rollup::{bucket_midpoint, decode_latency, latency_bucket, LatencyDecodeError, Tier};
-use crate::sink::SqlConfig;
+use crate::sink::{Backend, SqlConfig};
 
 /// What rows can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -508,9 +508,9 @@ impl Reader {
     pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self, Error> {
         let target = redact_url(url);
         let fail = |error: sqlx::Error| Error::database(DbStep::Connect, &target, error);
-        let pool = match url.split(':').next() {
+        let pool = match Backend::of_url(url)? {
             #[cfg(feature = "sqlite")]
-            Some("sqlite") => {
+            Backend::Sqlite => {
                 let options = url
                     .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(|error| Error::InvalidUrl {
@@ -531,7 +531,7 @@ impl Reader {
                 )
             }
             #[cfg(feature = "postgres")]
-            Some("postgres" | "postgresql") => Pool::Postgres(
+            Backend::Postgres => Pool::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
                     .acquire_timeout(std::time::Duration::from_secs(10))
                     .connect(url)
@@ -539,7 +539,7 @@ impl Reader {
                     .map_err(fail)?,
             ),
             #[cfg(feature = "mysql")]
-            Some("mysql" | "mariadb") => Pool::MySql(
+            Backend::MySql => Pool::MySql(
                 sqlx::mysql::MySqlPoolOptions::new()
                     .acquire_timeout(std::time::Duration::from_secs(10))
                     // Rollup histograms are added up with GROUP_CONCAT, whose result is cut at
@@ -556,13 +556,8 @@ impl Reader {
                     .await
                     .map_err(fail)?,
             ),
-            _ => {
-                return Err(Error::InvalidUrl {
-                    url: target,
-                    reason: "expected a sqlite://, postgres:// or mysql:// URL (with its feature)"
-                        .into(),
-                })
-            }
+            #[allow(unreachable_patterns)] // a backend whose feature is off is refused above
+            _ => unreachable!("Backend::of_url answers only compiled-in backends"),
         };
         Ok(Reader {
             pool,
@@ -1104,48 +1099,36 @@ impl Reader {
         chunk: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, Error> {
-        // Whole hours only: an hour is in the records entirely or not at all, so a report from
-        // the records over a kept hour matches the rollups.
-        let before = hour_start(before);
-        let sql = prune_statement(self.kind(), &self.config.records_table(), chunk.max(1));
-        let cutoff = time_text(self.kind(), before);
-        let mut total = 0;
-        loop {
-            let deleted = self.execute(&sql, std::slice::from_ref(&cutoff)).await?;
-            total += deleted;
-            progress(total);
-            if deleted == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Runs a statement with `?` placeholders; returns the rows it affected.
-    async fn execute(&self, sql: &str, values: &[String]) -> Result<u64, Error> {
-        macro_rules! run {
-            ($pool:expr, $dollar:expr) => {{
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(placeholders(sql, $dollar)));
-                for value in values {
-                    q = q.bind(value.clone());
-                }
-                q.execute($pool)
+        macro_rules! prune {
+            ($pool:expr, $dialect:ty) => {{
+                let mut connection = $pool
+                    .acquire()
                     .await
-                    .map(|done| done.rows_affected())
-                    .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+                    .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+                crate::sink::sql::core::prune::<$dialect>(
+                    &mut connection,
+                    &self.config,
+                    before,
+                    chunk,
+                    None,
+                    &mut progress,
+                )
+                .await
             }};
         }
         match &self.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => run!(pool, false),
+            Pool::Sqlite(pool) => prune!(pool, crate::sink::sql::sqlite::Sqlite3),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => run!(pool, true),
+            Pool::Postgres(pool) => prune!(pool, crate::sink::sql::postgres::Postgres),
             #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => run!(pool, false),
+            Pool::MySql(pool) => prune!(pool, crate::sink::sql::mysql::MySql8),
         }
+        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 }
 
-use crate::sink::sql::{prune_statement, time_text, Dialect as Kind};
+use crate::sink::Backend as Kind;
 
 /// A rollup sum as the database returns it: a number, or `high:low` halves (SQLite).
 fn parse_sum(text: &str) -> Option<i128> {

@@ -457,9 +457,9 @@ impl Rollup {
     /// The same rollup with every key's text passed through `f` (rows whose keys become equal
     /// are added together).
     #[cfg(feature = "postgres")]
-    pub(crate) fn map_text(self, f: impl Fn(&str) -> String) -> Rollup {
+    pub(crate) fn map_text(&self, f: impl Fn(&str) -> String) -> Rollup {
         let mut mapped = Rollup::default();
-        for (tier, rows) in [(Tier::Hour, self.hours), (Tier::Day, self.days)] {
+        for (tier, rows) in self.tiers() {
             let target = match tier {
                 Tier::Hour => &mut mapped.hours,
                 Tier::Day => &mut mapped.days,
@@ -473,7 +473,7 @@ impl Rollup {
                     model: f(&key.model),
                     outcome: key.outcome,
                 };
-                target.entry(key).or_default().add(&cell);
+                target.entry(key).or_default().add(cell);
             }
         }
         mapped

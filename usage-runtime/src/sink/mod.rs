@@ -13,21 +13,13 @@ use crate::record::UsageRecord;
 
 mod jsonl;
 mod memory;
-#[cfg(feature = "mysql")]
-mod mysql;
 #[cfg(feature = "nats")]
 mod nats;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 pub use jsonl::JsonLinesSink;
 pub use memory::MemorySink;
-#[cfg(feature = "mysql")]
-pub use mysql::MySqlSink;
 /// For `usage ingest`: the NATS URL as it may be shown, and its connection without secrets in it.
 #[cfg(feature = "nats")]
 #[doc(hidden)]
@@ -37,12 +29,16 @@ pub use nats::{
 };
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsSink};
+#[cfg(feature = "mysql")]
+pub use sql::mysql::MySqlSink;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresSink;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-pub use sql::{SqlConfig, VerifyReport, DEFAULT_WRITE_CONNECTIONS, MIN_PART_RECORDS};
+pub use sql::postgres::PostgresSink;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteSink;
+pub use sql::sqlite::SqliteSink;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use sql::{
+    AnySqlSink, Backend, SqlConfig, VerifyReport, DEFAULT_WRITE_CONNECTIONS, MIN_PART_RECORDS,
+};
 
 /// A destination for records. The worker calls [`write`](Sink::write) from its own thread and
 /// runtime, one batch at a time.

@@ -1,0 +1,631 @@
+//! The SQL sink, once for every database: connecting, verification, the migration runner and
+//! its lock, writing a batch in parts with its rollups, the backfill and upgrade of rollups made
+//! by earlier versions, the catalog and prune. The SQL each database writes its own way comes
+//! from its [`Dialect`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
+
+use super::connect::{resolve, with_connect_timeout, CONNECT_TIMEOUT};
+use super::dialect::{Arg, Conn, Dialect, MigrationLock, Options};
+use super::split::Split;
+use super::{SqlConfig, StepClock, VerifyReport};
+use crate::catalog::Operation;
+use crate::error::{redact_url, DbStep, Error};
+use crate::record::{Outcome, UsageRecord};
+use crate::rollup::{Cell, Parts, Rollup, RollupKey, Tier};
+
+/// Records deleted per statement when pruning.
+pub(crate) const PRUNE_CHUNK: u64 = 10_000;
+
+/// How long one `prune` goes on before it returns what it deleted (the tracker calls again soon
+/// while there is more): the tracker's worker waits for it, so a large backlog must not hold
+/// up writes. Unit tests stop after each statement.
+pub(crate) const PRUNE_BUDGET: Duration = if cfg!(test) {
+    Duration::ZERO
+} else {
+    Duration::from_secs(1)
+};
+
+/// Records (or rollup rows) read per statement by a backfill or an upgrade.
+const PAGE: usize = 10_000;
+
+/// A SQL sink over one database.
+pub(crate) struct SqlSink<D: Dialect> {
+    options: Options<D>,
+    pub(crate) config: SqlConfig,
+    pub(crate) target: String,
+    pool: Option<(sqlx::Pool<D::Db>, D::Limits)>,
+}
+
+impl<D: Dialect> fmt::Debug for SqlSink<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(D::SINK)
+            .field("database", &self.target)
+            .field("table", &self.config.records_table())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialect> SqlSink<D> {
+    /// Parses `url` and brings the schema up to date. The worker opens its own connections
+    /// later, on its own runtime.
+    pub(crate) async fn connect(url: &str, config: SqlConfig) -> Result<Self, Error> {
+        let options = D::options(url).map_err(|error| Error::InvalidUrl {
+            url: redact_url(url),
+            reason: error.to_string(),
+        })?;
+        let sink = SqlSink {
+            target: D::target(url, &options),
+            options,
+            config,
+            pool: None,
+        };
+        let mut connection = sink.open().await?;
+        migrate::<D>(&mut connection, &sink.config, &sink.target).await?;
+        let _ = connection.close().await;
+        Ok(sink)
+    }
+
+    async fn resolve(&self) -> Result<(), Error> {
+        match D::address(&self.options) {
+            Some((host, port)) => resolve(&host, port, &self.target).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves the host, connects and logs in, each step a named error.
+    async fn open(&self) -> Result<Conn<D>, Error> {
+        self.resolve().await?;
+        with_connect_timeout(&self.target, async {
+            let fail =
+                |error: sqlx::Error| Error::database(D::connect_step(&error), &self.target, error);
+            let mut connection = Conn::<D>::connect_with(&self.options).await.map_err(fail)?;
+            D::session(&mut connection)
+                .await
+                .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+            Ok(connection)
+        })
+        .await
+    }
+
+    async fn pool(&mut self) -> Result<(sqlx::Pool<D::Db>, D::Limits), Error> {
+        if let Some((pool, limits)) = &self.pool {
+            return Ok((pool.clone(), *limits));
+        }
+        self.resolve().await?;
+        let fail =
+            |error: sqlx::Error| Error::database(D::connect_step(&error), &self.target, error);
+        let pool = D::pool_options(&self.config)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(fail)?;
+        let mut connection = pool.acquire().await.map_err(fail)?;
+        if D::MIGRATE_POOL {
+            migrate::<D>(&mut *connection, &self.config, &self.target).await?;
+        }
+        let limits = D::limits(&mut *connection)
+            .await
+            .map_err(|error| Error::database(DbStep::Read, &self.target, error))?;
+        drop(connection);
+        self.pool = Some((pool.clone(), limits));
+        Ok((pool, limits))
+    }
+
+    /// Startup verification: resolves, connects, logs in, migrates, writes a probe record, reads
+    /// it back and deletes it. Each failure names its step and the database, never the password.
+    pub(crate) async fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut clock = StepClock::new();
+        if D::address(&self.options).is_some() {
+            self.resolve().await?;
+            clock.done(DbStep::Resolve);
+        }
+        let mut connection = self.open().await?;
+        clock.done(match D::address(&self.options) {
+            Some(_) => DbStep::Authenticate,
+            None => DbStep::Connect,
+        });
+        let fail = |step| move |error: sqlx::Error| Error::database(step, &self.target, error);
+        let version = D::rows(&mut connection, D::VERSION.to_owned(), &[])
+            .await
+            .map_err(fail(DbStep::Read))?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .unwrap_or_default();
+        migrate::<D>(&mut connection, &self.config, &self.target).await?;
+        clock.done(DbStep::Migrate);
+        let probe = super::super::probe_record();
+        let mut tx = connection.begin().await.map_err(fail(DbStep::Write))?;
+        let limits = D::limits(&mut *tx).await.map_err(fail(DbStep::Read))?;
+        D::insert(&mut *tx, &self.config, limits, std::slice::from_ref(&probe))
+            .await
+            .map_err(fail(DbStep::Write))?;
+        tx.commit().await.map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Write);
+        let table = self.config.records_table();
+        let id = probe.id.hyphenated().to_string();
+        let read = D::rows(
+            &mut connection,
+            format!(
+                "SELECT operation FROM {table} WHERE id = {}",
+                D::id_param(1)
+            ),
+            &[Arg::Text(&id)],
+        )
+        .await
+        .map_err(fail(DbStep::Read))?;
+        if read
+            .first()
+            .and_then(|row| row.first())
+            .cloned()
+            .flatten()
+            .as_deref()
+            != Some(probe.operation.as_ref())
+        {
+            return Err(Error::database(
+                DbStep::Read,
+                &self.target,
+                "the probe record written was not read back",
+            ));
+        }
+        D::execute(
+            &mut connection,
+            format!("DELETE FROM {table} WHERE id = {}", D::id_param(1)),
+            &[Arg::Text(&id)],
+        )
+        .await
+        .map_err(fail(DbStep::Write))?;
+        clock.done(DbStep::Read);
+        let _ = connection.close().await;
+        Ok(clock.report(&self.target, D::server_version(version)))
+    }
+
+    pub(crate) async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
+        let (pool, limits) = self.pool().await?;
+        // Each part and its rollups commit together, the parts at once on their own connections.
+        // A failed part does not cancel the others: each runs to its end, and the write says
+        // which records committed (`Split::settle`). Only the worker's write timeout or shutdown
+        // deadline drops the whole write; it then counts the batch as not written.
+        let split = Split::new(batch, D::writers(&self.config));
+        let written = futures_util::future::join_all(split.parts().map(|part| async {
+            let mut connection = pool
+                .acquire()
+                .await
+                .map_err(|error| Error::database(D::connect_step(&error), &self.target, error))?;
+            write_part::<D>(&mut *connection, &self.config, limits, part)
+                .await
+                .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        }))
+        .await;
+        split.settle(written)
+    }
+
+    pub(crate) async fn register(
+        &mut self,
+        service: &str,
+        operations: &[&'static Operation],
+    ) -> Result<(), Error> {
+        let (pool, _) = self.pool().await?;
+        let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
+        let mut connection = pool.acquire().await.map_err(fail)?;
+        D::register(&mut *connection, &self.config, service, operations)
+            .await
+            .map_err(fail)
+    }
+
+    pub(crate) async fn prune(&mut self, before: DateTime<Utc>) -> Result<u64, Error> {
+        let (pool, _) = self.pool().await?;
+        let mut connection = pool
+            .acquire()
+            .await
+            .map_err(|error| Error::database(D::connect_step(&error), &self.target, error))?;
+        prune::<D>(
+            &mut *connection,
+            &self.config,
+            before,
+            PRUNE_CHUNK,
+            Some(PRUNE_BUDGET),
+            |_| {},
+        )
+        .await
+        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+    }
+}
+
+/// Writes `part` and, from the records it actually inserted (so a replayed record counts once),
+/// its rollups, in one transaction.
+async fn write_part<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+    limits: D::Limits,
+    part: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    let mut tx = connection.begin().await?;
+    let mut inserted = D::insert(&mut *tx, config, limits, part).await?;
+    // `remove`: a record repeated within the part counts once too.
+    let rollup = Rollup::of(part.iter().filter(|record| inserted.remove(&record.id)));
+    if !rollup.is_empty() {
+        D::add_rollup(&mut *tx, config, &rollup).await?;
+    }
+    tx.commit().await
+}
+
+/// Deletes, `chunk` at a time, the records of calls started before the hour `before` falls in
+/// (whole hours, as everywhere: an hour is in the records entirely or not at all, so a report
+/// from the records over a kept hour matches the rollups), keeping the rollups. Stops when
+/// nothing is left or after `budget`; calls `progress` with the running total.
+pub(crate) async fn prune<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+    before: DateTime<Utc>,
+    chunk: u64,
+    budget: Option<Duration>,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, sqlx::Error> {
+    let statement = D::prune_statement(&config.records_table(), chunk.max(1));
+    let cutoff = D::time_text(crate::rollup::hour_of(before));
+    let started = Instant::now();
+    let mut total = 0;
+    loop {
+        let deleted = D::execute(connection, statement.clone(), &[Arg::Text(&cutoff)]).await?;
+        total += deleted;
+        progress(total);
+        if deleted == 0 || budget.is_some_and(|budget| started.elapsed() >= budget) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Whether the table `name` exists.
+async fn exists<D: Dialect>(connection: &mut Conn<D>, name: &str) -> Result<bool, sqlx::Error> {
+    let rows = D::rows(connection, D::TABLE_EXISTS.to_owned(), &[Arg::Text(name)]).await?;
+    Ok(rows
+        .iter()
+        .any(|row| row.first().is_some_and(Option::is_some)))
+}
+
+/// Applies the migrations not yet recorded, one migrator at a time across processes.
+pub(crate) async fn migrate<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+    target: &str,
+) -> Result<(), Error> {
+    let fail = |error: sqlx::Error| Error::database(DbStep::Migrate, target, error);
+    let table = config.migrations_table();
+    match D::LOCK {
+        MigrationLock::EachStep(_) => {}
+        MigrationLock::OneTransaction(lock) => {
+            D::raw(connection, "BEGIN".into()).await.map_err(fail)?;
+            if let Err(error) = D::execute(connection, lock.into(), &[Arg::Text(&table)]).await {
+                let _ = D::raw(connection, "ROLLBACK".into()).await;
+                return Err(fail(error));
+            }
+        }
+        MigrationLock::Named { get, .. } => {
+            let got = D::rows(connection, get.into(), &[Arg::Text(&table)])
+                .await
+                .map_err(fail)?;
+            if got
+                .first()
+                .and_then(|row| row.first())
+                .cloned()
+                .flatten()
+                .as_deref()
+                != Some("1")
+            {
+                return Err(Error::database(
+                    DbStep::Migrate,
+                    target,
+                    "another process held the migration lock for 30 s",
+                ));
+            }
+        }
+    }
+    let result = apply::<D>(connection, config, &table).await;
+    match (D::LOCK, &result) {
+        (MigrationLock::EachStep(_), Err(_)) => {
+            let _ = D::raw(connection, "ROLLBACK".into()).await;
+        }
+        (MigrationLock::EachStep(_), Ok(())) => {}
+        (MigrationLock::OneTransaction(_), Ok(())) => {
+            D::raw(connection, "COMMIT".into()).await.map_err(fail)?;
+        }
+        (MigrationLock::OneTransaction(_), Err(_)) => {
+            let _ = D::raw(connection, "ROLLBACK".into()).await;
+        }
+        (MigrationLock::Named { release, .. }, _) => {
+            let _ = D::execute(connection, release.into(), &[Arg::Text(&table)]).await;
+        }
+    }
+    result.map_err(fail)?;
+    match D::check_schema(connection, config).await.map_err(fail)? {
+        None => Ok(()),
+        Some(problem) => Err(Error::database(DbStep::Migrate, target, problem)),
+    }
+}
+
+/// The migration runner proper, under the lock.
+async fn apply<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+    table: &str,
+) -> Result<(), sqlx::Error> {
+    // Checked first, so a user who may not create tables can still run an up-to-date schema.
+    if !exists::<D>(connection, table).await? {
+        D::raw(connection, D::migrations_table(table)).await?;
+    }
+    for migration in D::MIGRATIONS {
+        if let MigrationLock::EachStep(begin) = D::LOCK {
+            D::raw(connection, begin.into()).await?;
+        }
+        let applied = D::rows(
+            connection,
+            format!(
+                "SELECT {} FROM {table} WHERE version = {}",
+                D::as_text("version"),
+                D::param(1)
+            ),
+            &[Arg::Int(migration.version)],
+        )
+        .await?;
+        if applied.is_empty() {
+            if !migration.sql.is_empty() {
+                D::raw(connection, migration.sql_for(config)).await?;
+            }
+            if migration.version == D::ROLLUPS {
+                backfill::<D>(connection, config).await?;
+            }
+            if migration.version == D::DAILY {
+                upgrade_rollups::<D>(connection, config).await?;
+            }
+            let now = D::time_text(Utc::now());
+            D::execute(
+                connection,
+                format!(
+                    "INSERT INTO {table} (version, description, applied_at) VALUES ({}, {}, {})",
+                    D::param(1),
+                    D::param(2),
+                    D::time_param(3)
+                ),
+                &[
+                    Arg::Int(migration.version),
+                    Arg::Text(migration.description),
+                    Arg::Text(&now),
+                ],
+            )
+            .await?;
+        }
+        if let MigrationLock::EachStep(_) = D::LOCK {
+            D::raw(connection, "COMMIT".into()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A decoding failure of a row the core read back.
+fn decode(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(error))
+}
+
+fn time(text: Option<&str>) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(text.unwrap_or_default())
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(decode)
+}
+
+fn outcome(text: Option<&str>) -> Result<Outcome, sqlx::Error> {
+    text.unwrap_or_default().parse().map_err(decode)
+}
+
+/// A count read back as text: held to the `u64` range (a negative one is zero).
+fn count(text: Option<&str>) -> Option<u64> {
+    let value: i128 = text?.split('.').next()?.parse().ok()?;
+    Some(value.clamp(0, i128::from(u64::MAX)) as u64)
+}
+
+fn int(text: Option<&str>) -> i64 {
+    text.and_then(|text| text.split('.').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Hexadecimal text as bytes (either case).
+fn unhex(text: Option<&str>) -> Vec<u8> {
+    let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    text.unwrap_or_default()
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| digit(pair[0]) << 4 | digit(pair[1]))
+        .collect()
+}
+
+/// The key of a rollup row read back: its first six columns.
+fn key_of(row: &[Option<String>]) -> Result<RollupKey, sqlx::Error> {
+    let text = |column: usize| row[column].clone().unwrap_or_default();
+    Ok(RollupKey {
+        start: time(row[0].as_deref())?,
+        service: text(1),
+        operation: text(2),
+        tenant_id: text(3),
+        model: text(4),
+        outcome: outcome(row[5].as_deref())?.as_str(),
+    })
+}
+
+/// The six key columns of a rollup row, as the core reads them.
+fn key_columns<D: Dialect>(time: &str) -> String {
+    format!(
+        "{}, service, operation, tenant_id, model, outcome",
+        D::time_as_text(time)
+    )
+}
+
+/// Rolls up the records already in the table (when the rollups are created), a page at a time.
+async fn backfill<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    D::before_backfill(connection, config).await?;
+    let statement = format!(
+        "SELECT {}, {}, service, operation, tenant_id, model, outcome, {}, {}, {}, {}, {} \
+         FROM {} WHERE id > {} ORDER BY id LIMIT {PAGE}",
+        D::as_text("id"),
+        D::time_as_text("started_at"),
+        D::as_text("duration_us"),
+        D::as_text("input_tokens"),
+        D::as_text("output_tokens"),
+        D::as_text("cached_input_tokens"),
+        D::as_text("cost_nano_usd"),
+        config.records_table(),
+        D::id_param(1),
+    );
+    let mut after = uuid::Uuid::nil().hyphenated().to_string();
+    loop {
+        let rows = D::rows(connection, statement.clone(), &[Arg::Text(&after)]).await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last[0].clone().unwrap_or_default();
+        let mut rollup = Rollup::default();
+        for row in &rows {
+            let text = |column: usize| row[column].as_deref();
+            rollup.add_parts(Parts {
+                started_at: time(text(1))?,
+                service: text(2).unwrap_or_default(),
+                operation: text(3).unwrap_or_default(),
+                tenant_id: text(4),
+                model: text(5),
+                outcome: outcome(text(6))?,
+                duration_us: count(text(7)).unwrap_or(0),
+                input_tokens: count(text(8)),
+                output_tokens: count(text(9)),
+                cached_input_tokens: count(text(10)),
+                cost_nano_usd: text(11).map(|cost| int(Some(cost))),
+            });
+        }
+        D::add_rollup(connection, config, &rollup).await?;
+    }
+}
+
+/// Brings rollups made before the daily tier into the current shape: each hour's histogram
+/// (one row per bucket in the legacy table) into its row's `latency`, the daily rows from the
+/// hourly ones, then the legacy table dropped. Nothing to do when the rollups were created in
+/// the current shape.
+async fn upgrade_rollups<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let legacy = config.legacy_latency_table();
+    if !exists::<D>(connection, &legacy).await? {
+        return Ok(());
+    }
+    D::before_upgrade(connection, config).await?;
+    if D::UPGRADE_IN_TRANSACTION {
+        D::raw(connection, "BEGIN".into()).await?;
+    }
+    let result = fold_histograms::<D>(connection, config).await;
+    if D::UPGRADE_IN_TRANSACTION {
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        D::raw(connection, end.into()).await?;
+    }
+    result?;
+    D::raw(connection, format!("DROP TABLE {legacy}")).await
+}
+
+/// The legacy histograms into the hourly rows (their sums zero: those are in the rows already),
+/// then the daily rows from the hourly ones, a page of hours at a time.
+async fn fold_histograms<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let legacy = config.legacy_latency_table();
+    let hourly = config.rollups_table();
+    let hour = D::time_as_text("hour");
+    let keys = key_columns::<D>("hour");
+    let passes = [
+        (
+            Tier::Hour,
+            legacy.as_str(),
+            format!("{keys}, {}, {}", D::as_text("bucket"), D::as_text("calls")),
+        ),
+        (
+            Tier::Day,
+            hourly.as_str(),
+            format!(
+                "{keys}, {}, {}, {}, {}, {}, {}, {}",
+                D::as_text("calls"),
+                D::as_text("input_tokens"),
+                D::as_text("output_tokens"),
+                D::as_text("cached_input_tokens"),
+                D::as_text("cost_nano_usd"),
+                D::as_text("duration_us"),
+                D::hex("latency"),
+            ),
+        ),
+    ];
+    for (tier, table, columns) in passes {
+        // Pages of whole hours, compared as the text they are read as (the same on every
+        // database), so a page never splits an hour.
+        let mut after = String::new();
+        loop {
+            let hours = D::rows(
+                connection,
+                format!(
+                    "SELECT DISTINCT {hour} FROM {table} WHERE {hour} > {} ORDER BY 1 LIMIT {}",
+                    D::param(1),
+                    PAGE / 100
+                ),
+                &[Arg::Text(&after)],
+            )
+            .await?;
+            let Some(last) = hours.last().and_then(|row| row[0].clone()) else {
+                break;
+            };
+            let rows = D::rows(
+                connection,
+                format!(
+                    "SELECT {columns} FROM {table} WHERE {hour} > {} AND {hour} <= {}",
+                    D::param(1),
+                    D::param(2)
+                ),
+                &[Arg::Text(&after), Arg::Text(&last)],
+            )
+            .await?;
+            after = last;
+            let mut rollup = Rollup::default();
+            for row in &rows {
+                let text = |column: usize| row[column].as_deref();
+                let cell = match tier {
+                    Tier::Hour => Cell::bucket(int(text(6)), int(text(7))),
+                    Tier::Day => {
+                        Cell::stored(|i| int(text(6 + i)), &unhex(text(12))).map_err(decode)?
+                    }
+                };
+                rollup.add_cell(tier, key_of(row)?, &cell);
+            }
+            match tier {
+                Tier::Hour => rollup.days.clear(),
+                Tier::Day => rollup.hours.clear(),
+            }
+            D::add_rollup(connection, config, &rollup).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_and_bytes_read_back_as_text() {
+        assert_eq!(super::count(Some("18446744073709551615")), Some(u64::MAX));
+        assert_eq!(super::count(Some("-3")), Some(0));
+        assert_eq!(super::count(Some("12.0")), Some(12));
+        assert_eq!(super::count(None), None);
+        assert_eq!(super::unhex(Some("00fFA1")), vec![0, 255, 161]);
+        assert_eq!(super::unhex(None), Vec::<u8>::new());
+    }
+}

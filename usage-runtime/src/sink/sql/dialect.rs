@@ -1,0 +1,239 @@
+//! What each database does its own way, as one trait. Everything the three share (connecting,
+//! verification, the migration runner, writing in parts, backfill, the rollup upgrade, prune) is
+//! written once in [`core`](super::core) against it; each database's file keeps only its SQL.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Migration, SqlConfig};
+use crate::catalog::Operation;
+use crate::error::DbStep;
+use crate::record::UsageRecord;
+use crate::rollup::Rollup;
+
+/// A database's connection.
+pub(crate) type Conn<D> = <<D as Dialect>::Db as sqlx::Database>::Connection;
+
+/// What a database's URL parses into.
+pub(crate) type Options<D> = <Conn<D> as sqlx::Connection>::Options;
+
+/// A value bound to a statement the core runs on every database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// How migrators in several processes keep out of each other's way.
+#[allow(dead_code)] // each database uses one
+pub(crate) enum MigrationLock {
+    /// Each migration in its own transaction, begun by this statement (SQLite's
+    /// `BEGIN IMMEDIATE` takes the write lock first, waiting out the busy timeout).
+    EachStep(&'static str),
+    /// All migrations in one transaction that first runs this statement, the migrations table's
+    /// name bound (PostgreSQL's transaction-scoped advisory lock).
+    OneTransaction(&'static str),
+    /// A named lock held around them, since DDL is not transactional (MySQL). `get` answers 1
+    /// when it got the lock.
+    Named {
+        get: &'static str,
+        release: &'static str,
+    },
+}
+
+/// One database's SQL. Implemented by the three unit types in `sqlite.rs`, `postgres.rs` and
+/// `mysql.rs`.
+#[allow(async_fn_in_trait)] // crate-private; the worker's runtime is current-thread
+pub(crate) trait Dialect: Sized + Send + Sync + 'static {
+    type Db: sqlx::Database;
+    /// What the write pool learns of the server once (MySQL: the bytes one statement may carry).
+    type Limits: Copy + Send + Sync + 'static;
+
+    /// The public sink's name, for `Debug`.
+    const SINK: &'static str;
+    /// The schema, in order.
+    const MIGRATIONS: &'static [Migration];
+    /// The migration that creates the rollups, after which existing records are rolled up.
+    const ROLLUPS: i64;
+    /// The migration that adds the daily tier and moves the latency histograms into the rollup
+    /// rows.
+    const DAILY: i64;
+    const LOCK: MigrationLock;
+    /// A statement answering the server's version.
+    const VERSION: &'static str;
+    /// A statement answering how many tables named by its one parameter exist.
+    const TABLE_EXISTS: &'static str;
+    /// Whether the rollup upgrade opens a transaction of its own (where migrations have none).
+    const UPGRADE_IN_TRANSACTION: bool = false;
+
+    fn options(url: &str) -> Result<Options<Self>, sqlx::Error>;
+    /// The database as errors and `Debug` show it, never with a password.
+    fn target(url: &str, options: &Options<Self>) -> String;
+    /// The host and port to resolve before connecting; `None` for a file or a socket.
+    fn address(options: &Options<Self>) -> Option<(String, u16)>;
+    /// Which step a failure to connect belongs to (a refused login is `authenticate`).
+    fn connect_step(error: &sqlx::Error) -> DbStep {
+        let _ = error;
+        DbStep::Connect
+    }
+    /// The version as the verification report shows it.
+    fn server_version(version: String) -> String {
+        version
+    }
+    /// The worker's pool.
+    fn pool_options(config: &SqlConfig) -> sqlx::pool::PoolOptions<Self::Db>;
+    /// Connections one batch is written over at once.
+    fn writers(config: &SqlConfig) -> usize {
+        config.write_connections
+    }
+    /// Whether the pool's connection is migrated too (an in-memory database is new per pool).
+    const MIGRATE_POOL: bool = false;
+    /// Sets up a connection opened outside the pool (the pool's own do it in `pool_options`).
+    async fn session(connection: &mut Conn<Self>) -> Result<(), sqlx::Error> {
+        let _ = connection;
+        Ok(())
+    }
+    async fn limits(connection: &mut Conn<Self>) -> Result<Self::Limits, sqlx::Error>;
+
+    /// The `n`th placeholder (from 1).
+    fn param(n: usize) -> String;
+    /// The `n`th placeholder, bound as a hyphenated id and compared with an id column.
+    fn id_param(n: usize) -> String {
+        Self::param(n)
+    }
+    /// The `n`th placeholder, bound as [`time_text`](Self::time_text) and compared with a time
+    /// column.
+    fn time_param(n: usize) -> String {
+        Self::param(n)
+    }
+    /// A time as it is bound for [`time_param`](Self::time_param).
+    fn time_text(at: DateTime<Utc>) -> String;
+    /// A column as text, for the core's rows (all text, whatever the database).
+    fn as_text(column: &str) -> String;
+    /// A time column as RFC 3339 text in UTC.
+    fn time_as_text(column: &str) -> String;
+    /// A binary column as hexadecimal text.
+    fn hex(column: &str) -> String;
+    /// Creates the migrations table.
+    fn migrations_table(table: &str) -> String;
+    /// Deletes up to `chunk` records of calls started before the bound time.
+    fn prune_statement(table: &str, chunk: u64) -> String;
+
+    /// Inserts `records` (in the caller's transaction), skipping ids already stored; answers the
+    /// ids it inserted.
+    async fn insert(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+        limits: Self::Limits,
+        records: &[UsageRecord],
+    ) -> Result<HashSet<Uuid>, sqlx::Error>;
+    /// Adds `rollup` to both rollup tables, in the caller's transaction.
+    async fn add_rollup(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+        rollup: &Rollup,
+    ) -> Result<(), sqlx::Error>;
+    /// Records the operation catalog of `service`.
+    async fn register(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+        service: &str,
+        operations: &[&'static Operation],
+    ) -> Result<(), sqlx::Error>;
+    /// Runs before the records are rolled up at the rollups' migration.
+    async fn before_backfill(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+    ) -> Result<(), sqlx::Error> {
+        let _ = (connection, config);
+        Ok(())
+    }
+    /// Gives rollup tables made before the daily tier its columns, and creates the daily table.
+    async fn before_upgrade(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+    ) -> Result<(), sqlx::Error>;
+    /// Checks the records table after migrating (`CREATE TABLE IF NOT EXISTS` accepts any table
+    /// of that name); answers what is wrong.
+    async fn check_schema(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let _ = (connection, config);
+        Ok(None)
+    }
+
+    /// Runs `sql` with `args`; answers the rows it affected.
+    async fn execute(
+        connection: &mut Conn<Self>,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<u64, sqlx::Error>;
+    /// Runs `sql` with `args`; answers its rows, each column as text.
+    async fn rows(
+        connection: &mut Conn<Self>,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error>;
+    /// Runs `sql` (which may hold several statements) without parameters.
+    async fn raw(connection: &mut Conn<Self>, sql: String) -> Result<(), sqlx::Error>;
+}
+
+/// [`Dialect::execute`], [`Dialect::rows`] and [`Dialect::raw`], the same text for every
+/// database (sqlx's generic bounds are not implied, so each is written against a concrete one).
+macro_rules! statements {
+    () => {
+        async fn execute(
+            connection: &mut crate::sink::sql::dialect::Conn<Self>,
+            sql: String,
+            args: &[crate::sink::sql::dialect::Arg<'_>],
+        ) -> Result<u64, sqlx::Error> {
+            Ok(crate::sink::sql::dialect::bound!(sql, args)
+                .execute(connection)
+                .await?
+                .rows_affected())
+        }
+
+        async fn rows(
+            connection: &mut crate::sink::sql::dialect::Conn<Self>,
+            sql: String,
+            args: &[crate::sink::sql::dialect::Arg<'_>],
+        ) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+            use sqlx::Row as _;
+            crate::sink::sql::dialect::bound!(sql, args)
+                .fetch_all(connection)
+                .await?
+                .iter()
+                .map(|row| (0..row.len()).map(|column| row.try_get(column)).collect())
+                .collect()
+        }
+
+        async fn raw(
+            connection: &mut crate::sink::sql::dialect::Conn<Self>,
+            sql: String,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(connection)
+                .await
+                .map(|_| ())
+        }
+    };
+}
+
+/// `sql` with `args` bound in order.
+macro_rules! bound {
+    ($sql:expr, $args:expr) => {{
+        let mut query = sqlx::query(sqlx::AssertSqlSafe($sql));
+        for arg in $args {
+            query = match *arg {
+                crate::sink::sql::dialect::Arg::Int(value) => query.bind(value),
+                crate::sink::sql::dialect::Arg::Text(value) => query.bind(value),
+            };
+        }
+        query
+    }};
+}
+
+pub(crate) use {bound, statements};

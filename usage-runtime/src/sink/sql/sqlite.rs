@@ -1,0 +1,545 @@
+//! The embedded default: SQLite, in WAL mode, one transaction per batch, multi-row
+//! `INSERT ... ON CONFLICT(id) DO NOTHING` statements.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::dialect::{statements, Dialect, MigrationLock, Options};
+use super::values::clamp;
+use super::{sql_sink, Migration, SqlConfig};
+use crate::catalog::Operation;
+use crate::error::redact_url;
+use crate::record::UsageRecord;
+use crate::rollup::{compact_when, compacted, encode_latency, Cell, Rollup, RollupKey, Tier};
+
+/// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
+macro_rules! rollup_table {
+    ($table:literal, $time:literal) => {
+        concat!(
+            r#"
+CREATE TABLE IF NOT EXISTS {prefix}"#,
+            $table,
+            r#" (
+    "#,
+            $time,
+            r#" TEXT    NOT NULL,
+    service             TEXT    NOT NULL,
+    operation           TEXT    NOT NULL,
+    tenant_id           TEXT    NOT NULL,
+    model               TEXT    NOT NULL,
+    outcome             TEXT    NOT NULL,
+    calls               INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cost_nano_usd       INTEGER NOT NULL,
+    duration_us         INTEGER NOT NULL,
+    latency             BLOB    NOT NULL DEFAULT x'',
+    latency_base        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY ("#,
+            $time,
+            r#", service, operation, tenant_id, model, outcome)
+)"#
+        )
+    };
+}
+
+/// The migration that creates the rollups, after which existing records are rolled up.
+const ROLLUPS: i64 = 3;
+
+/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
+const DAILY: i64 = 5;
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "usage_records",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_records (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    operation     TEXT    NOT NULL,
+    function      TEXT    NOT NULL,
+    service       TEXT    NOT NULL,
+    instance      TEXT    NOT NULL,
+    started_at    TEXT    NOT NULL,
+    duration_us   INTEGER NOT NULL,
+    outcome       TEXT    NOT NULL
+                  CHECK (outcome IN ('success', 'error', 'panic', 'cancelled')),
+    error_type    TEXT,
+    error_message TEXT,
+    tenant_id     TEXT,
+    user_id       TEXT,
+    session_id    TEXT,
+    attributes    TEXT    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_started_at ON {prefix}usage_records (started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
+    ON {prefix}usage_records (tenant_id, started_at);
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
+    ON {prefix}usage_records (operation, started_at);
+"#,
+    },
+    Migration {
+        version: 2,
+        description: "model, token counts and cost",
+        sql: r#"
+ALTER TABLE {prefix}usage_records ADD COLUMN model TEXT;
+ALTER TABLE {prefix}usage_records ADD COLUMN input_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN output_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN cached_input_tokens INTEGER;
+ALTER TABLE {prefix}usage_records ADD COLUMN cost_nano_usd INTEGER;
+CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usage_records (model, started_at);
+"#,
+    },
+    Migration {
+        version: ROLLUPS,
+        description: "hourly and daily rollups (backfilled from the records)",
+        sql: concat!(
+            rollup_table!("usage_rollups_hourly", "hour"),
+            ";",
+            rollup_table!("usage_rollups_daily", "day")
+        ),
+    },
+    Migration {
+        version: 4,
+        description: "operation catalog",
+        sql: r#"
+CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
+    service    TEXT    NOT NULL,
+    operation  TEXT    NOT NULL,
+    function   TEXT    NOT NULL,
+    file       TEXT    NOT NULL,
+    line       INTEGER NOT NULL,
+    first_seen TEXT    NOT NULL,
+    last_seen  TEXT    NOT NULL,
+    PRIMARY KEY (service, operation, function)
+);
+"#,
+    },
+    Migration {
+        version: DAILY,
+        description: "daily rollups; latency histograms inside the rollup rows",
+        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
+        // database whose rollups were created in the current shape).
+        sql: "",
+    },
+];
+
+sql_sink!(
+    /// Writes records to a SQLite database file, creating the file and the schema.
+    ///
+    /// `started_at` is stored as RFC 3339 text in UTC with microseconds
+    /// (`2026-11-22T23:26:23.123456Z`, which sorts in time order), ids as hyphenated UUID text,
+    /// `attributes` as JSON text. Token counts above `i64::MAX` (SQLite's largest integer) are
+    /// stored as `i64::MAX`.
+    SqliteSink,
+    Sqlite3,
+    "sqlite://usage.db"
+);
+
+/// SQLite's SQL.
+#[derive(Debug)]
+pub(crate) struct Sqlite3;
+
+impl Dialect for Sqlite3 {
+    type Db = Sqlite;
+    type Limits = ();
+
+    const SINK: &'static str = "SqliteSink";
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    const ROLLUPS: i64 = ROLLUPS;
+    const DAILY: i64 = DAILY;
+    const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
+    const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
+    const TABLE_EXISTS: &'static str =
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?";
+    const MIGRATE_POOL: bool = true;
+
+    fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
+        Ok(SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5)))
+    }
+
+    fn target(url: &str, _: &Options<Self>) -> String {
+        redact_url(url)
+    }
+
+    fn address(_: &Options<Self>) -> Option<(String, u16)> {
+        None
+    }
+
+    /// One writer: SQLite serialises writes anyway. Kept open so `sqlite::memory:` keeps its
+    /// data (and migrated, so a fresh in-memory database has its schema).
+    fn pool_options(_: &SqlConfig) -> SqlitePoolOptions {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    }
+
+    fn writers(_: &SqlConfig) -> usize {
+        1
+    }
+
+    async fn limits(_: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    fn param(_: usize) -> String {
+        "?".into()
+    }
+
+    fn time_text(at: DateTime<Utc>) -> String {
+        timestamp_text(at)
+    }
+
+    fn as_text(column: &str) -> String {
+        format!("CAST({column} AS TEXT)")
+    }
+
+    fn time_as_text(column: &str) -> String {
+        column.to_owned()
+    }
+
+    fn hex(column: &str) -> String {
+        format!("hex({column})")
+    }
+
+    fn migrations_table(table: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                version     INTEGER NOT NULL PRIMARY KEY,
+                description TEXT    NOT NULL,
+                applied_at  TEXT    NOT NULL
+            )"
+        )
+    }
+
+    fn prune_statement(table: &str, chunk: u64) -> String {
+        format!(
+            "DELETE FROM {table} WHERE rowid IN \
+             (SELECT rowid FROM {table} WHERE started_at < ? LIMIT {chunk})"
+        )
+    }
+
+    /// First without `RETURNING`: a statement that inserted all its rows or none of them says
+    /// which by its count. Records with a statement in between (part of it written before) are
+    /// rolled back to a savepoint and written again, asking for the ids this time.
+    async fn insert(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+        (): (),
+        records: &[UsageRecord],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let table = config.records_table();
+        let mut savepoint = connection.begin().await?;
+        let mut fresh = HashSet::with_capacity(records.len());
+        for rows in records.chunks(ROWS_PER_STATEMENT) {
+            match insert_rows(&mut savepoint, &table, rows).await? {
+                0 => {}
+                n if n == rows.len() as u64 => fresh.extend(rows.iter().map(|record| record.id)),
+                _ => {
+                    savepoint.rollback().await?;
+                    let mut inserted = HashSet::with_capacity(records.len());
+                    for rows in records.chunks(ROWS_PER_STATEMENT) {
+                        for id in insert_rows_returning(connection, &table, rows).await? {
+                            inserted.insert(
+                                Uuid::parse_str(&id)
+                                    .map_err(|error| sqlx::Error::Decode(error.into()))?,
+                            );
+                        }
+                    }
+                    return Ok(inserted);
+                }
+            }
+        }
+        savepoint.commit().await?;
+        Ok(fresh)
+    }
+
+    async fn add_rollup(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+        rollup: &Rollup,
+    ) -> Result<(), sqlx::Error> {
+        for (tier, rows) in rollup.tiers() {
+            add_tier(connection, config, tier, rows).await?;
+        }
+        Ok(())
+    }
+
+    async fn register(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+        service: &str,
+        operations: &[&'static Operation],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = connection.begin().await?;
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {} (service, operation, function, file, line, first_seen, \
+                 last_seen) ",
+                config.operations_table()
+            ));
+            upsert.push_values(chunk, |mut row, op| {
+                row.push_bind(service.to_owned())
+                    .push_bind(op.name())
+                    .push_bind(op.function())
+                    .push_bind(op.file())
+                    .push_bind(i64::from(op.line()))
+                    .push_bind(now.clone())
+                    .push_bind(now.clone());
+            });
+            upsert.push(
+                " ON CONFLICT (service, operation, function) DO UPDATE SET \
+                 file = excluded.file, line = excluded.line, last_seen = excluded.last_seen",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn before_upgrade(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+    ) -> Result<(), sqlx::Error> {
+        let hourly = config.rollups_table();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x''; \
+             ALTER TABLE {hourly} ADD COLUMN latency_base INTEGER NOT NULL DEFAULT 0;{}",
+            Migration::text(rollup_table!("usage_rollups_daily", "day"), config)
+        )))
+        .execute(connection)
+        .await
+        .map(|_| ())
+    }
+
+    statements!();
+}
+
+/// `started_at` as stored: RFC 3339, UTC, microseconds.
+fn timestamp_text(at: chrono::DateTime<chrono::Utc>) -> String {
+    // The same text as `%Y-%m-%dT%H:%M:%S%.6fZ`, without parsing a format string per record.
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `attributes` as JSON text, without copying the map first.
+fn attributes_text(attributes: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(attributes).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// The statement inserting `rows`, skipping ids already present.
+fn insert_statement(table: &str, rows: &[UsageRecord]) -> QueryBuilder<Sqlite> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "INSERT INTO {table} (id, operation, function, service, instance, started_at, \
+         duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
+         attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) "
+    ));
+    insert.push_values(rows, |mut row, record| {
+        // Text is bound by reference (sqlx copies it once, into its arguments), and the
+        // attributes are serialised from the map without cloning it first.
+        row.push_bind(record.id.hyphenated().to_string())
+            .push_bind(record.operation.as_ref())
+            .push_bind(record.function.as_ref())
+            .push_bind(record.service.as_ref())
+            .push_bind(record.instance.as_ref())
+            .push_bind(timestamp_text(record.started_at))
+            .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
+            .push_bind(record.outcome.as_str())
+            .push_bind(record.error_type.as_deref())
+            .push_bind(record.error_message.as_deref())
+            .push_bind(record.tenant_id.as_deref())
+            .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
+            .push_bind(attributes_text(&record.attributes))
+            .push_bind(record.model.as_deref())
+            .push_bind(record.input_tokens.map(clamp))
+            .push_bind(record.output_tokens.map(clamp))
+            .push_bind(record.cached_input_tokens.map(clamp))
+            .push_bind(record.cost_nano_usd);
+    });
+    insert.push(" ON CONFLICT (id) DO NOTHING");
+    insert
+}
+
+/// Inserts `rows`, skipping ids already present; returns how many it inserted.
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<u64, sqlx::Error> {
+    let done = insert_statement(table, rows)
+        .build()
+        .execute(connection)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts `rows`, skipping ids already present; returns the ids it inserted. `RETURNING`
+/// hands the rows from sqlx's SQLite thread to the caller's a few at a time, a wait each time
+/// that [`insert_rows`] does not pay.
+async fn insert_rows_returning(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[UsageRecord],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut insert = insert_statement(table, rows);
+    insert.push(" RETURNING id");
+    let inserted = insert.build().fetch_all(connection).await?;
+    Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
+}
+
+/// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
+/// concatenation is a sum); a histogram grown well past its last canonical size
+/// ([`compact_when`]) is then rewritten in canonical form (the transaction holds the write lock,
+/// so nothing changes it in between).
+async fn add_tier(
+    connection: &mut SqliteConnection,
+    config: &SqlConfig,
+    tier: Tier,
+    rows: &BTreeMap<RollupKey, Cell>,
+) -> Result<(), sqlx::Error> {
+    let table = tier.table(config);
+    let time = tier.column();
+    let rows: Vec<_> = rows.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
+             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
+             latency, latency_base) "
+        ));
+        upsert.push_values(chunk, |mut row, (key, cell)| {
+            let sums = &cell.sums;
+            let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
+            let base = latency.len() as i64;
+            row.push_bind(hour_text(key.start))
+                .push_bind(key.service.as_str())
+                .push_bind(key.operation.as_str())
+                .push_bind(key.tenant_id.as_str())
+                .push_bind(key.model.as_str())
+                .push_bind(key.outcome)
+                .push_bind(sums.calls)
+                .push_bind(sums.input_tokens)
+                .push_bind(sums.output_tokens)
+                .push_bind(sums.cached_input_tokens)
+                .push_bind(sums.cost_nano_usd)
+                .push_bind(sums.duration_us)
+                .push_bind(latency)
+                .push_bind(base);
+        });
+        upsert.push(format!(
+            // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
+            // float, which MIN then caps).
+            " ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET \
+             calls = MIN(calls + excluded.calls, 9223372036854775807), \
+             input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
+             output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
+             cached_input_tokens = \
+                 MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
+             cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
+             duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
+             latency = CAST(latency || excluded.latency AS BLOB) \
+             RETURNING CASE WHEN {} THEN rowid END",
+            compact_when("length(latency)")
+        ));
+        let long: Vec<Option<i64>> = upsert
+            .build_query_scalar()
+            .fetch_all(&mut *connection)
+            .await?;
+        for rowid in long.into_iter().flatten() {
+            let stored: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT latency FROM {table} WHERE rowid = ?"
+            )))
+            .bind(rowid)
+            .fetch_one(&mut *connection)
+            .await?;
+            let compact = compacted(&stored, &table);
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
+            )))
+            .bind(compact.len() as i64)
+            .bind(compact)
+            .bind(rowid)
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// An hour as stored in the rollups: RFC 3339, UTC, whole seconds.
+pub(crate) fn hour_text(hour: chrono::DateTime<chrono::Utc>) -> String {
+    hour.format("%Y-%m-%dT%H:00:00Z").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use crate::sink::Sink as _;
+
+    #[tokio::test]
+    async fn a_prune_stops_within_its_budget_and_goes_on_when_called_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("prune.db").display());
+        let mut sink = super::SqliteSink::connect(&url).await.unwrap();
+        let old = Utc::now() - chrono::Duration::days(40);
+        let records: Vec<_> = (0..25_000)
+            .map(|_| {
+                let mut record = crate::sink::probe_record();
+                record.id = uuid::Uuid::now_v7();
+                record.started_at = old;
+                record
+            })
+            .collect();
+        for batch in records.chunks(4096) {
+            sink.write(batch).await.unwrap();
+        }
+        // The unit-test budget is zero: one statement per call.
+        let before = Utc::now() - chrono::Duration::days(30);
+        let mut calls = Vec::new();
+        loop {
+            let deleted = sink.prune(before).await.unwrap();
+            calls.push(deleted);
+            if deleted == 0 {
+                break;
+            }
+        }
+        assert_eq!(calls, [10_000, 10_000, 5_000, 0]);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        for micros in [
+            0,
+            1,
+            999_999,
+            1_763_862_000_123_456,
+            253_402_300_799_999_999,
+        ] {
+            let at = DateTime::<Utc>::from_timestamp_micros(micros).unwrap();
+            assert_eq!(
+                super::timestamp_text(at),
+                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
+    }
+}
