@@ -330,25 +330,27 @@ pub async fn drop_mysql_tables(url: &str, prefix: &str) {
     }
 }
 
-/// Rollup sums keyed by (hour, operation, tenant, model, outcome), the hour as
+/// Rollup sums keyed by (hour, service, operation, tenant, model, outcome), the hour as
 /// `YYYY-MM-DDTHH:00:00Z`: calls, input tokens, output tokens, cost, duration.
-pub type RollupSums =
-    std::collections::BTreeMap<(String, String, String, String, String), (i64, i64, i64, i64, i64)>;
+pub type RollupSums = std::collections::BTreeMap<
+    (String, String, String, String, String, String),
+    (i64, i64, i64, i64, i64),
+>;
 
 /// Hourly rollup sums added up per UTC day (`YYYY-MM-DDT00:00:00Z`), as the daily rows hold them.
 pub fn by_day(hourly: &RollupSums) -> RollupSums {
     let mut days = RollupSums::new();
-    for ((hour, operation, tenant, model, outcome), sums) in hourly {
+    for ((hour, service, operation, tenant, model, outcome), sums) in hourly {
         let day = format!("{}T00:00:00Z", &hour[..10]);
-        let total = days
-            .entry((
-                day,
-                operation.clone(),
-                tenant.clone(),
-                model.clone(),
-                outcome.clone(),
-            ))
-            .or_default();
+        let key = (
+            day,
+            service.clone(),
+            operation.clone(),
+            tenant.clone(),
+            model.clone(),
+            outcome.clone(),
+        );
+        let total = days.entry(key).or_default();
         total.0 += sums.0;
         total.1 += sums.1;
         total.2 += sums.2;
