@@ -13,7 +13,8 @@ use syn::{
     ReturnType, Signature, Stmt, Type, TypeParamBound,
 };
 
-use crate::parse::{self, Args, Errors};
+use crate::errors::Errors;
+use crate::parse::{self, Args};
 use crate::valid::{self, Site};
 
 /// Entry point of `#[track_usage]`.
@@ -74,16 +75,10 @@ fn impl_block(args: &Args, mut block: ItemImpl, mut errors: Errors) -> TokenStre
             let body = tracked_body(&own, &method.sig, &method.block, self_name.as_deref());
             replace_body(&mut method.block, body);
         }
-        merge(&mut errors, method_errors);
+        errors.extend(method_errors);
     }
     let errors = errors.to_compile_errors();
     quote!(#block #errors)
-}
-
-fn merge(into: &mut Errors, from: Errors) {
-    if let Some(error) = from.into_error() {
-        into.push(error);
-    }
 }
 
 /// Removes a method's `#[track_usage(...)]` attributes and parses their arguments.

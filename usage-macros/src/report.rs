@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Field, Fields, Ident, Member, Path, Token, Type};
 
-use crate::parse::Errors;
+use crate::errors::Errors;
 
 const FIELD_KINDS: &str = "input_tokens, output_tokens, cached_input_tokens, model, flatten";
 
