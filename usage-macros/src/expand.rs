@@ -23,11 +23,10 @@ pub(crate) fn track_usage(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse::args(args, &mut errors);
     let item = match syn::parse2::<Item>(item.clone()) {
         Ok(item) => item,
-        Err(_) => {
-            errors.at(
-                Span::call_site(),
-                "`#[track_usage]` applies to a fn with a body or to an impl block",
-            );
+        // syn's own error points at the token it could not read (often in the body); the item is
+        // handed back as written, so the compiler reports its own view of it too.
+        Err(error) => {
+            errors.push(error);
             let errors = errors.to_compile_errors();
             return quote!(#item #errors);
         }
