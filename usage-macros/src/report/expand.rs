@@ -1,5 +1,6 @@
 //! Expansion: `UsageReport::usage` adds up the marked fields through the runtime's `__private`
-//! helpers.
+//! helpers. On a mistake the errors come with a stub impl, so code relying on `T: UsageReport`
+//! reports nothing of its own (thiserror's `fallback.rs`).
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -22,7 +23,9 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         let body = body(&input);
         implementation(&input, body)
     } else {
-        errors.to_compile_errors()
+        let stub = implementation(&input, quote!(::core::unreachable!()));
+        let errors = errors.to_compile_errors();
+        quote!(#errors #stub)
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Input<'a> {
     /// `#[usage(crate = path)]` on the type, for a renamed runtime dependency.
     pub(crate) krate: Option<Path>,
     pub(crate) data: Data<'a>,
+    /// Whether some field's `#[usage(...)]` had a mistake, which may have left the field unmarked.
+    pub(crate) misread: bool,
 }
 
 pub(crate) enum Data<'a> {
@@ -52,7 +54,8 @@ pub(crate) struct Marked<'a> {
 /// Reads the type's and its fields' `#[usage(...)]` attributes.
 pub(crate) fn input<'a>(original: &'a DeriveInput, errors: &mut Errors) -> Input<'a> {
     let krate = container(original, errors);
-    let mut marked_fields = |fields| marked_fields(fields, errors);
+    let mut misread = false;
+    let mut marked_fields = |fields| marked_fields(fields, errors, &mut misread);
     let data = match &original.data {
         syn::Data::Struct(data) => Data::Struct(marked_fields(&data.fields)),
         syn::Data::Enum(data) => Data::Enum(
@@ -70,6 +73,7 @@ pub(crate) fn input<'a>(original: &'a DeriveInput, errors: &mut Errors) -> Input
         original,
         krate,
         data,
+        misread,
     }
 }
 
@@ -91,12 +95,16 @@ fn container(input: &DeriveInput, errors: &mut Errors) -> Option<Path> {
     krate
 }
 
-fn marked_fields<'a>(fields: &'a syn::Fields, errors: &mut Errors) -> Vec<Marked<'a>> {
+fn marked_fields<'a>(
+    fields: &'a syn::Fields,
+    errors: &mut Errors,
+    misread: &mut bool,
+) -> Vec<Marked<'a>> {
     fields
         .iter()
         .enumerate()
         .filter_map(|(index, field)| {
-            let roles = roles(field, errors);
+            let roles = roles(field, errors, misread);
             (!roles.is_empty()).then(|| Marked {
                 member: match &field.ident {
                     Some(ident) => Member::Named(ident.clone()),
@@ -109,7 +117,7 @@ fn marked_fields<'a>(fields: &'a syn::Fields, errors: &mut Errors) -> Vec<Marked
         .collect()
 }
 
-fn roles(field: &syn::Field, errors: &mut Errors) -> Vec<(Role, Span)> {
+fn roles(field: &syn::Field, errors: &mut Errors, misread: &mut bool) -> Vec<(Role, Span)> {
     let mut roles: Vec<(Role, Span)> = Vec::new();
     for attr in field.attrs.iter().filter(|a| a.path().is_ident("usage")) {
         let parsed = attr.parse_args_with(|input: syn::parse::ParseStream<'_>| {
@@ -119,6 +127,7 @@ fn roles(field: &syn::Field, errors: &mut Errors) -> Vec<(Role, Span)> {
             Ok(words) => words,
             Err(error) => {
                 errors.push(error);
+                *misread = true;
                 continue;
             }
         };
@@ -136,6 +145,7 @@ fn roles(field: &syn::Field, errors: &mut Errors) -> Vec<(Role, Span)> {
                             "unknown `usage` field kind `{other}`; expected one of: {FIELD_KINDS}"
                         ),
                     );
+                    *misread = true;
                     continue;
                 }
             };

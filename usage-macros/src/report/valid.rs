@@ -28,7 +28,8 @@ pub(crate) fn check(input: &Input<'_>, errors: &mut Errors) {
             return;
         }
     };
-    if !any_marked {
+    // A misspelled kind leaves its field unmarked; saying so a second time would only repeat it.
+    if !any_marked && !input.misread {
         nothing_marked(input.original.ident.span(), errors);
     }
 }
