@@ -98,6 +98,8 @@ fn body(input: &Input<'_>) -> TokenStream {
 }
 
 /// The statements adding each marked field (reached through `bindings`, each a `&FieldType`).
+/// Each helper is named with the field's type (`add_field_count::<f32>`), so a type that cannot
+/// play its role is reported at the field's type rather than at `#[derive]`.
 fn adds(
     marked: &[Marked<'_>],
     bindings: Vec<TokenStream>,
@@ -112,7 +114,7 @@ fn adds(
                     __usage.merge(<#ty as #private::UsageReport>::usage(#binding));
                 },
                 Role::Model => quote_spanned! {*span=>
-                    #private::set_field_model(&mut __usage, #binding);
+                    #private::set_field_model::<#ty>(&mut __usage, #binding);
                 },
                 Role::Input | Role::Output | Role::CachedInput => {
                     let kind = match role {
@@ -121,7 +123,11 @@ fn adds(
                         _ => quote!(CachedInput),
                     };
                     quote_spanned! {*span=>
-                        #private::add_field_count(&mut __usage, #private::CountKind::#kind, #binding);
+                        #private::add_field_count::<#ty>(
+                            &mut __usage,
+                            #private::CountKind::#kind,
+                            #binding,
+                        );
                     }
                 }
             });
