@@ -13,7 +13,8 @@ use syn::{
     ReturnType, Signature, Stmt, Type, TypeParamBound,
 };
 
-use crate::parse::{self, Args, Errors};
+use crate::errors::Errors;
+use crate::parse::{self, Args};
 use crate::valid::{self, Site};
 
 /// Entry point of `#[track_usage]`.
@@ -22,11 +23,10 @@ pub(crate) fn track_usage(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse::args(args, &mut errors);
     let item = match syn::parse2::<Item>(item.clone()) {
         Ok(item) => item,
-        Err(_) => {
-            errors.at(
-                Span::call_site(),
-                "`#[track_usage]` applies to a fn with a body or to an impl block",
-            );
+        // syn's own error points at the token it could not read (often in the body); the item is
+        // handed back as written, so the compiler reports its own view of it too.
+        Err(error) => {
+            errors.push(error);
             let errors = errors.to_compile_errors();
             return quote!(#item #errors);
         }
@@ -74,16 +74,10 @@ fn impl_block(args: &Args, mut block: ItemImpl, mut errors: Errors) -> TokenStre
             let body = tracked_body(&own, &method.sig, &method.block, self_name.as_deref());
             replace_body(&mut method.block, body);
         }
-        merge(&mut errors, method_errors);
+        errors.extend(method_errors);
     }
     let errors = errors.to_compile_errors();
     quote!(#block #errors)
-}
-
-fn merge(into: &mut Errors, from: Errors) {
-    if let Some(error) = from.into_error() {
-        into.push(error);
-    }
 }
 
 /// Removes a method's `#[track_usage(...)]` attributes and parses their arguments.

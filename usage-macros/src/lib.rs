@@ -2,8 +2,10 @@
 //!
 //! Depend on `usage-runtime` and use `usage_runtime::track_usage`: the runtime crate re-exports these
 //! macros and documents them. Each macro is parsed (`parse`), checked (`valid`) and generated
-//! (`expand`), one phase per file.
+//! (`expand`), one phase per file: the attribute's at the top, the derive's under `report`. Both
+//! gather their mistakes in `errors`.
 
+mod errors;
 mod expand;
 mod parse;
 mod report;

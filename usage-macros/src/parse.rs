@@ -10,6 +10,8 @@ use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 
+use crate::errors::Errors;
+
 /// Every argument the attribute accepts, in the order the docs list them.
 pub(crate) const ARGUMENTS: &[&str] = &[
     "operation",
@@ -45,40 +47,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("model_name", "model"),
     ("streaming", "stream"),
 ];
-
-/// Mistakes found so far, folded into one `syn::Error` (serde_derive's `Ctxt`).
-#[derive(Default)]
-pub(crate) struct Errors {
-    error: Option<syn::Error>,
-}
-
-impl Errors {
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.error {
-            Some(existing) => existing.combine(error),
-            None => self.error = Some(error),
-        }
-    }
-
-    pub(crate) fn at(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.push(syn::Error::new(span, message));
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.error.is_none()
-    }
-
-    pub(crate) fn into_error(self) -> Option<syn::Error> {
-        self.error
-    }
-
-    pub(crate) fn to_compile_errors(&self) -> TokenStream {
-        self.error
-            .as_ref()
-            .map(syn::Error::to_compile_error)
-            .unwrap_or_default()
-    }
-}
 
 /// One argument's value and the span of its key; set at most once.
 pub(crate) struct Attr<T> {

@@ -27,11 +27,13 @@ impl TokenStreamFile {
     }
 }
 
-/// Expands the item's `#[track_usage(...)]` attribute, if it has one.
+/// Expands the item's `#[track_usage(...)]` attribute, if it has one, or follows a type with
+/// what `#[derive(UsageReport)]` generates for it.
 fn expand_item(mut item: Item) -> proc_macro2::TokenStream {
     let attrs = match &mut item {
         Item::Fn(f) => &mut f.attrs,
         Item::Impl(i) => &mut i.attrs,
+        Item::Struct(_) | Item::Enum(_) => return derive_usage_report(item),
         _ => return item.into_token_stream(),
     };
     let Some(index) = attrs.iter().position(|a| a.path().is_ident("track_usage")) else {
@@ -43,6 +45,23 @@ fn expand_item(mut item: Item) -> proc_macro2::TokenStream {
         _ => proc_macro2::TokenStream::new(),
     };
     crate::expand::track_usage(args, item.into_token_stream())
+}
+
+/// The item as written (less its derive, which the compiler would strip), then the impl.
+fn derive_usage_report(mut item: Item) -> proc_macro2::TokenStream {
+    let attrs = match &mut item {
+        Item::Struct(s) => &mut s.attrs,
+        Item::Enum(e) => &mut e.attrs,
+        _ => unreachable!("only types are derived"),
+    };
+    let Some(index) = attrs.iter().position(|a| a.path().is_ident("derive")) else {
+        return item.into_token_stream();
+    };
+    attrs.remove(index);
+    let derived = crate::report::derive(item.to_token_stream());
+    let mut out = item.into_token_stream();
+    out.extend(derived);
+    out
 }
 
 #[test]

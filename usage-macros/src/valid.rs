@@ -5,7 +5,8 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Item, Signature};
 
-use crate::parse::{Args, Errors};
+use crate::errors::Errors;
+use crate::parse::Args;
 
 /// Where a fn's attribute sits.
 #[derive(Clone, Copy, PartialEq, Eq)]
