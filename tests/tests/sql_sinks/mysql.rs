@@ -68,7 +68,8 @@ async fn nul_bytes_are_kept() {
 
 #[tokio::test]
 async fn token_counts_keep_the_full_u64_range() {
-    let Some((db, mut conn, records)) = awkward_written(Backend::MySql).await else {
+    let Some((db, mut conn, records)) = awkward_written(Backend::MySql, "awkward_counts").await
+    else {
         return;
     };
     let sql = format!(

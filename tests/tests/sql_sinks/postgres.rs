@@ -48,7 +48,8 @@ async fn nul_bytes_become_u_fffd() {
 
 #[tokio::test]
 async fn token_counts_are_held_at_bigints_maximum() {
-    let Some((db, mut conn, records)) = awkward_written(Backend::Postgres).await else {
+    let Some((db, mut conn, records)) = awkward_written(Backend::Postgres, "awkward_counts").await
+    else {
         return;
     };
     let (input, cached): (i64, i64) = conn

@@ -123,8 +123,12 @@ async fn writing_a_batch_twice_leaves_one_row_per_record(backend: Backend) {
 }
 
 /// [`tests::awkward_records`] written once, with a connection to read them back.
-pub(crate) async fn awkward_written(backend: Backend) -> Option<(Db, Conn, Vec<UsageRecord>)> {
-    let db = Db::fresh(backend, "awkward").await?;
+/// Each caller names its own tables: tests run at once.
+pub(crate) async fn awkward_written(
+    backend: Backend,
+    name: &str,
+) -> Option<(Db, Conn, Vec<UsageRecord>)> {
+    let db = Db::fresh(backend, name).await?;
     let records = tests::awkward_records();
     db.sink().await.write(&records).await.unwrap();
     let conn = db.open().await;
@@ -134,7 +138,7 @@ pub(crate) async fn awkward_written(backend: Backend) -> Option<(Db, Conn, Vec<U
 conformance!(awkward_values_round_trip_or_are_sanitised_as_documented: Sqlite, Postgres, MySql);
 /// The attributes of the first of [`tests::awkward_records`], written and read back.
 pub(crate) async fn awkward_attributes(backend: Backend) -> Option<serde_json::Value> {
-    let (db, mut conn, records) = awkward_written(backend).await?;
+    let (db, mut conn, records) = awkward_written(backend, "awkward_attrs").await?;
     let attributes: String = conn
         .scalar(&format!(
             "SELECT {} FROM {} WHERE id = '{}'",
@@ -149,7 +153,7 @@ pub(crate) async fn awkward_attributes(backend: Backend) -> Option<serde_json::V
 /// What holds on every backend; what NUL bytes and the largest token counts become is each
 /// backend's own (see `postgres`, `mysql`).
 async fn awkward_values_round_trip_or_are_sanitised_as_documented(backend: Backend) {
-    let Some((db, mut conn, records)) = awkward_written(backend).await else {
+    let Some((db, mut conn, records)) = awkward_written(backend, "awkward").await else {
         return;
     };
     let table = db.table("usage_records");
