@@ -12,7 +12,7 @@ use sqlx::Connection as _;
 use super::connect::{resolve, with_connect_timeout, CONNECT_TIMEOUT};
 use super::dialect::{Arg, Conn, Dialect, MigrationLock, Options};
 use super::split::Split;
-use super::{SqlConfig, StepClock, VerifyReport};
+use super::{Change, Migration, SqlConfig, StepClock, VerifyReport};
 use crate::catalog::Operation;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::{Outcome, UsageRecord};
@@ -132,11 +132,8 @@ impl<D: Dialect> SqlSink<D> {
         let fail = |step| move |error: sqlx::Error| Error::database(step, &self.target, error);
         let version = D::rows(&mut connection, D::VERSION.to_owned(), &[])
             .await
-            .map_err(fail(DbStep::Read))?
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten())
-            .unwrap_or_default();
+            .map_err(fail(DbStep::Read))?;
+        let version = first(&version).unwrap_or_default().to_owned();
         migrate::<D>(&mut connection, &self.config, &self.target).await?;
         clock.done(DbStep::Migrate);
         let probe = super::super::probe_record();
@@ -159,14 +156,7 @@ impl<D: Dialect> SqlSink<D> {
         )
         .await
         .map_err(fail(DbStep::Read))?;
-        if read
-            .first()
-            .and_then(|row| row.first())
-            .cloned()
-            .flatten()
-            .as_deref()
-            != Some(probe.operation.as_ref())
-        {
+        if first(&read) != Some(probe.operation.as_ref()) {
             return Err(Error::database(
                 DbStep::Read,
                 &self.target,
@@ -281,6 +271,19 @@ pub(crate) async fn prune<D: Dialect>(
     }
 }
 
+/// The statement creating `tier`'s rollup table.
+fn rollup_table<D: Dialect>(config: &SqlConfig, tier: Tier) -> String {
+    let sql = D::ROLLUP_TABLE
+        .replace("{prefix}{table}", &tier.table(config))
+        .replace("{time}", tier.column());
+    Migration::text(&sql, config)
+}
+
+/// The first column of the first row, if any.
+fn first(rows: &[Vec<Option<String>>]) -> Option<&str> {
+    rows.first()?.first()?.as_deref()
+}
+
 /// Whether the table `name` exists.
 async fn exists<D: Dialect>(connection: &mut Conn<D>, name: &str) -> Result<bool, sqlx::Error> {
     let rows = D::rows(connection, D::TABLE_EXISTS.to_owned(), &[Arg::Text(name)]).await?;
@@ -310,14 +313,7 @@ pub(crate) async fn migrate<D: Dialect>(
             let got = D::rows(connection, get.into(), &[Arg::Text(&table)])
                 .await
                 .map_err(fail)?;
-            if got
-                .first()
-                .and_then(|row| row.first())
-                .cloned()
-                .flatten()
-                .as_deref()
-                != Some("1")
-            {
+            if first(&got) != Some("1") {
                 return Err(Error::database(
                     DbStep::Migrate,
                     target,
@@ -374,14 +370,18 @@ async fn apply<D: Dialect>(
         )
         .await?;
         if applied.is_empty() {
-            if !migration.sql.is_empty() {
-                D::raw(connection, migration.sql_for(config)).await?;
-            }
-            if migration.version == D::ROLLUPS {
-                backfill::<D>(connection, config).await?;
-            }
-            if migration.version == D::DAILY {
-                upgrade_rollups::<D>(connection, config).await?;
+            match migration.change {
+                Change::Sql { sql, .. } => D::raw(connection, Migration::text(sql, config)).await?,
+                Change::Rollups => {
+                    for tier in [Tier::Hour, Tier::Day] {
+                        D::raw(connection, rollup_table::<D>(config, tier)).await?;
+                    }
+                    backfill::<D>(connection, config).await?;
+                }
+                Change::Catalog => {
+                    D::raw(connection, Migration::text(D::CATALOG_TABLE, config)).await?
+                }
+                Change::Daily => upgrade_rollups::<D>(connection, config).await?,
             }
             let now = D::time_text(Utc::now());
             D::execute(
@@ -394,7 +394,7 @@ async fn apply<D: Dialect>(
                 ),
                 &[
                     Arg::Int(migration.version),
-                    Arg::Text(migration.description),
+                    Arg::Text(migration.description()),
                     Arg::Text(&now),
                 ],
             )
@@ -456,6 +456,15 @@ fn key_of(row: &[Option<String>]) -> Result<RollupKey, sqlx::Error> {
     })
 }
 
+/// `columns` as text, comma-separated.
+fn texts<D: Dialect>(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|column| D::as_text(column))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The six key columns of a rollup row, as the core reads them.
 fn key_columns<D: Dialect>(time: &str) -> String {
     format!(
@@ -471,15 +480,17 @@ async fn backfill<D: Dialect>(
 ) -> Result<(), sqlx::Error> {
     D::before_backfill(connection, config).await?;
     let statement = format!(
-        "SELECT {}, {}, service, operation, tenant_id, model, outcome, {}, {}, {}, {}, {} \
+        "SELECT {}, {}, service, operation, tenant_id, model, outcome, {} \
          FROM {} WHERE id > {} ORDER BY id LIMIT {PAGE}",
         D::as_text("id"),
         D::time_as_text("started_at"),
-        D::as_text("duration_us"),
-        D::as_text("input_tokens"),
-        D::as_text("output_tokens"),
-        D::as_text("cached_input_tokens"),
-        D::as_text("cost_nano_usd"),
+        texts::<D>(&[
+            "duration_us",
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cost_nano_usd"
+        ]),
         config.records_table(),
         D::id_param(1),
     );
@@ -523,6 +534,7 @@ async fn upgrade_rollups<D: Dialect>(
     if !exists::<D>(connection, &legacy).await? {
         return Ok(());
     }
+    D::raw(connection, rollup_table::<D>(config, Tier::Day)).await?;
     D::before_upgrade(connection, config).await?;
     if D::UPGRADE_IN_TRANSACTION {
         D::raw(connection, "BEGIN".into()).await?;
@@ -550,19 +562,21 @@ async fn fold_histograms<D: Dialect>(
         (
             Tier::Hour,
             legacy.as_str(),
-            format!("{keys}, {}, {}", D::as_text("bucket"), D::as_text("calls")),
+            format!("{keys}, {}", texts::<D>(&["bucket", "calls"])),
         ),
         (
             Tier::Day,
             hourly.as_str(),
             format!(
-                "{keys}, {}, {}, {}, {}, {}, {}, {}",
-                D::as_text("calls"),
-                D::as_text("input_tokens"),
-                D::as_text("output_tokens"),
-                D::as_text("cached_input_tokens"),
-                D::as_text("cost_nano_usd"),
-                D::as_text("duration_us"),
+                "{keys}, {}, {}",
+                texts::<D>(&[
+                    "calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "cached_input_tokens",
+                    "cost_nano_usd",
+                    "duration_us"
+                ]),
                 D::hex("latency"),
             ),
         ),

@@ -2,7 +2,7 @@
 //! verification, the migration runner, writing in parts, backfill, the rollup upgrade, prune) is
 //! written once in [`core`](super::core) against it; each database's file keeps only its SQL.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use super::{Migration, SqlConfig};
 use crate::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::Rollup;
+use crate::rollup::{Cell, Rollup, RollupKey, Tier};
 
 /// A database's connection.
 pub(crate) type Conn<D> = <<D as Dialect>::Db as sqlx::Database>::Connection;
@@ -55,11 +55,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const SINK: &'static str;
     /// The schema, in order.
     const MIGRATIONS: &'static [Migration];
-    /// The migration that creates the rollups, after which existing records are rolled up.
-    const ROLLUPS: i64;
-    /// The migration that adds the daily tier and moves the latency histograms into the rollup
-    /// rows.
-    const DAILY: i64;
+    /// A rollup table: `{prefix}{table}` its name, `{time}` its hour or day column.
+    const ROLLUP_TABLE: &'static str;
+    /// The operation catalog's table (`{prefix}` the table prefix).
+    const CATALOG_TABLE: &'static str;
     const LOCK: MigrationLock;
     /// A statement answering the server's version.
     const VERSION: &'static str;
@@ -134,6 +133,20 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         connection: &mut Conn<Self>,
         config: &SqlConfig,
         rollup: &Rollup,
+    ) -> Result<(), sqlx::Error> {
+        for (tier, rows) in rollup.tiers() {
+            Self::add_tier(connection, config, tier, rows).await?;
+        }
+        Ok(())
+    }
+    /// Adds the rows of one tier, in the caller's transaction: sums added, each histogram
+    /// appended (a concatenation is a sum), a histogram grown well past its last canonical size
+    /// rewritten in canonical form.
+    async fn add_tier(
+        connection: &mut Conn<Self>,
+        config: &SqlConfig,
+        tier: Tier,
+        rows: &BTreeMap<RollupKey, Cell>,
     ) -> Result<(), sqlx::Error>;
     /// Records the operation catalog of `service`.
     async fn register(
@@ -150,7 +163,8 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         let _ = (connection, config);
         Ok(())
     }
-    /// Gives rollup tables made before the daily tier its columns, and creates the daily table.
+    /// Gives an hourly rollup table made before the daily tier its histogram columns (the daily
+    /// table exists by then).
     async fn before_upgrade(
         connection: &mut Conn<Self>,
         config: &SqlConfig,

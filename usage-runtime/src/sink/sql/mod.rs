@@ -139,17 +139,45 @@ impl SqlConfig {
     }
 }
 
-/// One schema change, applied once and recorded in the migrations table. `{prefix}` in the SQL
-/// stands for the validated table prefix.
+/// One schema change, applied once and recorded in the migrations table.
 pub(crate) struct Migration {
     pub(crate) version: i64,
-    pub(crate) description: &'static str,
-    pub(crate) sql: &'static str,
+    pub(crate) change: Change,
+}
+
+/// What a migration does. The changes every database makes are named, so the core applies them
+/// (and rolls up what they need) the same way everywhere from the dialect's table shapes.
+pub(crate) enum Change {
+    /// Statements of the database's own; `{prefix}` stands for the validated table prefix.
+    Sql {
+        description: &'static str,
+        sql: &'static str,
+    },
+    /// The hourly and daily rollup tables; the records already stored are rolled up.
+    Rollups,
+    /// The operation catalog.
+    Catalog,
+    /// The daily tier and the latency histograms inside the rollup rows, for rollups made before
+    /// them (nothing to do on rollups created in the current shape).
+    Daily,
 }
 
 impl Migration {
-    pub(crate) fn sql_for(&self, config: &SqlConfig) -> String {
-        Self::text(self.sql, config)
+    pub(crate) const fn new(version: i64, change: Change) -> Self {
+        Migration { version, change }
+    }
+
+    pub(crate) const fn sql(version: i64, description: &'static str, sql: &'static str) -> Self {
+        Migration::new(version, Change::Sql { description, sql })
+    }
+
+    pub(crate) fn description(&self) -> &'static str {
+        match self.change {
+            Change::Sql { description, .. } => description,
+            Change::Rollups => "hourly and daily rollups (backfilled from the records)",
+            Change::Catalog => "operation catalog",
+            Change::Daily => "daily rollups; latency histograms inside the rollup rows",
+        }
     }
 
     /// `sql` with `{prefix}` replaced.

@@ -14,24 +14,17 @@ use uuid::Uuid;
 
 use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
-use super::{sql_sink, Migration, SqlConfig};
+use super::{sql_sink, Change, Migration, SqlConfig};
 use crate::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, compacted, encode_latency, Cell, Rollup, RollupKey, Tier};
+use crate::rollup::{compact_when, compacted, encode_latency, Cell, RollupKey, Tier};
 
-/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
-macro_rules! rollup_table {
-    ($table:literal, $time:literal) => {
-        concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}"#,
-            $table,
-            r#" (
+/// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
+/// shape.
+const ROLLUP_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {prefix}{table} (
     rollup_key          BINARY(16)      NOT NULL PRIMARY KEY,
-    "#,
-            $time,
-            r#" DATETIME        NOT NULL,
+    {time} DATETIME        NOT NULL,
     service             VARCHAR(255)    NOT NULL,
     operation           VARCHAR(255)    NOT NULL,
     tenant_id           VARCHAR(255)    NOT NULL,
@@ -45,27 +38,14 @@ CREATE TABLE IF NOT EXISTS {prefix}"#,
     duration_us         BIGINT          NOT NULL,
     latency             MEDIUMBLOB      NULL,
     latency_base        BIGINT          NOT NULL DEFAULT 0,
-    KEY {prefix}usage_rollups_"#,
-            $time,
-            r#" ("#,
-            $time,
-            r#")
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"#
-        )
-    };
-}
-
-/// The migration that creates the rollups, after which existing records are rolled up.
-const ROLLUPS: i64 = 2;
-
-/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
-const DAILY: i64 = 4;
+    KEY {prefix}usage_rollups_{time} ({time})
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"#;
 
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "usage_records",
-        sql: r#"
+    Migration::sql(
+        1,
+        "usage_records",
+        r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id                  CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
     operation           VARCHAR(255)  NOT NULL,
@@ -91,20 +71,29 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     KEY {prefix}usage_records_operation_started_at (operation, started_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
-    },
-    Migration {
-        version: ROLLUPS,
-        description: "hourly and daily rollups (backfilled from the records)",
-        sql: concat!(
-            rollup_table!("usage_rollups_hourly", "hour"),
-            ";",
-            rollup_table!("usage_rollups_daily", "day")
-        ),
-    },
-    Migration {
-        version: 3,
-        description: "operation catalog",
-        sql: r#"
+    ),
+    Migration::new(2, Change::Rollups),
+    Migration::new(3, Change::Catalog),
+    Migration::new(4, Change::Daily),
+    // Which write inserted a row, so a batch can tell its new records from replayed ones
+    // without a locking read (whose gap locks deadlock concurrent writers).
+    Migration::sql(
+        5,
+        "write ids on records",
+        "ALTER TABLE {prefix}usage_records ADD COLUMN write_id BINARY(16) NULL",
+    ),
+    // How many later writes found the record already stored. Each one changes the row, so
+    // the server counts it twice in the statement's affected rows and a write learns how many
+    // of its rows were replays without reading them back.
+    Migration::sql(
+        6,
+        "replay counts on records",
+        "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
+    ),
+];
+
+/// The operation catalog.
+const CATALOG_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     operation_key BINARY(16)    NOT NULL PRIMARY KEY,
     service       VARCHAR(255)  NOT NULL,
@@ -115,31 +104,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     first_seen    DATETIME(6)   NOT NULL,
     last_seen     DATETIME(6)   NOT NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
-"#,
-    },
-    Migration {
-        version: DAILY,
-        description: "daily rollups; latency histograms inside the rollup rows",
-        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
-        // database whose rollups were created in the current shape).
-        sql: "",
-    },
-    Migration {
-        version: 5,
-        description: "write ids on records",
-        // Which write inserted a row, so a batch can tell its new records from replayed ones
-        // without a locking read (whose gap locks deadlock concurrent writers).
-        sql: "ALTER TABLE {prefix}usage_records ADD COLUMN write_id BINARY(16) NULL",
-    },
-    Migration {
-        version: 6,
-        description: "replay counts on records",
-        // How many later writes found the record already stored. Each one changes the row, so
-        // the server counts it twice in the statement's affected rows and a write learns how many
-        // of its rows were replays without reading them back.
-        sql: "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
-    },
-];
+"#;
 
 const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
     outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
@@ -171,8 +136,8 @@ impl Dialect for MySql8 {
 
     const SINK: &'static str = "MySqlSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
-    const ROLLUPS: i64 = ROLLUPS;
-    const DAILY: i64 = DAILY;
+    const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
+    const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     // DDL is not transactional in MySQL: a named lock keeps migrators one at a time.
     const LOCK: MigrationLock = MigrationLock::Named {
         get: "SELECT CAST(GET_LOCK(?, 30) AS CHAR)",
@@ -334,17 +299,6 @@ impl Dialect for MySql8 {
         Ok(inserted)
     }
 
-    async fn add_rollup(
-        connection: &mut MySqlConnection,
-        config: &SqlConfig,
-        rollup: &Rollup,
-    ) -> Result<(), sqlx::Error> {
-        for (tier, rows) in rollup.tiers() {
-            add_tier(connection, config, tier, rows).await?;
-        }
-        Ok(())
-    }
-
     async fn register(
         connection: &mut MySqlConnection,
         config: &SqlConfig,
@@ -389,15 +343,16 @@ impl Dialect for MySql8 {
         config: &SqlConfig,
     ) -> Result<(), sqlx::Error> {
         add_latency_columns(connection, &config.rollups_table()).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {}; DELETE FROM {}; DELETE FROM {}",
-            config.legacy_latency_table(),
-            config.rollups_table(),
-            config.daily_rollups_table()
-        )))
-        .execute(connection)
+        Self::raw(
+            connection,
+            format!(
+                "DROP TABLE IF EXISTS {}; DELETE FROM {}; DELETE FROM {}",
+                config.legacy_latency_table(),
+                config.rollups_table(),
+                config.daily_rollups_table()
+            ),
+        )
         .await
-        .map(|_| ())
     }
 
     /// The converted histograms and the daily rows are emptied first: an interrupted upgrade is
@@ -408,14 +363,14 @@ impl Dialect for MySql8 {
     ) -> Result<(), sqlx::Error> {
         let hourly = config.rollups_table();
         add_latency_columns(connection, &hourly).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "{}; UPDATE {hourly} SET latency = NULL; DELETE FROM {}",
-            Migration::text(rollup_table!("usage_rollups_daily", "day"), config),
-            config.daily_rollups_table()
-        )))
-        .execute(connection)
+        Self::raw(
+            connection,
+            format!(
+                "UPDATE {hourly} SET latency = NULL; DELETE FROM {}",
+                config.daily_rollups_table()
+            ),
+        )
         .await
-        .map(|_| ())
     }
 
     async fn check_schema(
@@ -442,6 +397,81 @@ impl Dialect for MySql8 {
                 missing.join(", ")
             )
         }))
+    }
+
+    /// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
+    /// concatenation is a sum); histograms grown well past their last canonical size
+    /// ([`compact_when`]) are then read (the upsert holds their rows' locks, and every row it touched
+    /// changed, so the transaction reads its own write) and rewritten in canonical form.
+    async fn add_tier(
+        connection: &mut MySqlConnection,
+        config: &SqlConfig,
+        tier: Tier,
+        rows: &BTreeMap<RollupKey, Cell>,
+    ) -> Result<(), sqlx::Error> {
+        let table = tier.table(config);
+        let time = tier.column();
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(key, cell)| (rollup_key(key), key, cell))
+            .collect();
+        for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+                "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
+                 outcome, calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
+                 duration_us, latency, latency_base) "
+            ));
+            upsert.push_values(chunk, |mut row, (id, key, cell)| {
+                let sums = &cell.sums;
+                let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
+                let base = latency.len() as i64;
+                row.push_bind(id.to_vec())
+                    .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
+                    .push_bind(key.service.as_str())
+                    .push_bind(key.operation.as_str())
+                    .push_bind(key.tenant_id.as_str())
+                    .push_bind(key.model.as_str())
+                    .push_bind(key.outcome)
+                    .push_bind(sums.calls)
+                    .push_bind(sums.input_tokens)
+                    .push_bind(sums.output_tokens)
+                    .push_bind(sums.cached_input_tokens)
+                    .push_bind(sums.cost_nano_usd)
+                    .push_bind(sums.duration_us)
+                    .push_bind(latency)
+                    .push_bind(base);
+            });
+            // Sums saturate at the largest BIGINT instead of failing the batch.
+            upsert.push(saturating_sums());
+            upsert.push(", latency = CONCAT(COALESCE(latency, ''), VALUES(latency))");
+            upsert.build().execute(&mut *connection).await?;
+            let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!(
+                "SELECT rollup_key, latency FROM {table} WHERE {} AND rollup_key IN (",
+                compact_when("LENGTH(latency)")
+            ));
+            let mut ids = select.separated(", ");
+            for (id, _, _) in chunk {
+                ids.push_bind(id.to_vec());
+            }
+            // Not a locking read: the upsert holds these rows and what this transaction reads of them
+            // is its own write (a locking read may scan, and lock, rows beyond them).
+            select.push(")");
+            let long = select.build().fetch_all(&mut *connection).await?;
+            for row in &long {
+                let id: Vec<u8> = row.get(0);
+                let stored: Vec<u8> = row.get(1);
+                let compact = compacted(&stored, &table);
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE {table} SET latency_base = ?, latency = ? WHERE rollup_key = ?"
+                )))
+                .bind(compact.len() as i64)
+                .bind(compact)
+                .bind(id)
+                .execute(&mut *connection)
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     statements!();
@@ -492,81 +522,6 @@ fn saturating_sums() -> String {
     .map(|c| format!("{c} = LEAST(CAST({c} AS DECIMAL(21)) + VALUES({c}), 9223372036854775807)"))
     .collect();
     format!(" ON DUPLICATE KEY UPDATE {}", sums.join(", "))
-}
-
-/// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
-/// concatenation is a sum); histograms grown well past their last canonical size
-/// ([`compact_when`]) are then read (the upsert holds their rows' locks, and every row it touched
-/// changed, so the transaction reads its own write) and rewritten in canonical form.
-async fn add_tier(
-    connection: &mut MySqlConnection,
-    config: &SqlConfig,
-    tier: Tier,
-    rows: &BTreeMap<RollupKey, Cell>,
-) -> Result<(), sqlx::Error> {
-    let table = tier.table(config);
-    let time = tier.column();
-    let rows: Vec<_> = rows
-        .iter()
-        .map(|(key, cell)| (rollup_key(key), key, cell))
-        .collect();
-    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-            "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
-             outcome, calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
-             duration_us, latency, latency_base) "
-        ));
-        upsert.push_values(chunk, |mut row, (id, key, cell)| {
-            let sums = &cell.sums;
-            let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
-            let base = latency.len() as i64;
-            row.push_bind(id.to_vec())
-                .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
-                .push_bind(key.service.as_str())
-                .push_bind(key.operation.as_str())
-                .push_bind(key.tenant_id.as_str())
-                .push_bind(key.model.as_str())
-                .push_bind(key.outcome)
-                .push_bind(sums.calls)
-                .push_bind(sums.input_tokens)
-                .push_bind(sums.output_tokens)
-                .push_bind(sums.cached_input_tokens)
-                .push_bind(sums.cost_nano_usd)
-                .push_bind(sums.duration_us)
-                .push_bind(latency)
-                .push_bind(base);
-        });
-        // Sums saturate at the largest BIGINT instead of failing the batch.
-        upsert.push(saturating_sums());
-        upsert.push(", latency = CONCAT(COALESCE(latency, ''), VALUES(latency))");
-        upsert.build().execute(&mut *connection).await?;
-        let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!(
-            "SELECT rollup_key, latency FROM {table} WHERE {} AND rollup_key IN (",
-            compact_when("LENGTH(latency)")
-        ));
-        let mut ids = select.separated(", ");
-        for (id, _, _) in chunk {
-            ids.push_bind(id.to_vec());
-        }
-        // Not a locking read: the upsert holds these rows and what this transaction reads of them
-        // is its own write (a locking read may scan, and lock, rows beyond them).
-        select.push(")");
-        let long = select.build().fetch_all(&mut *connection).await?;
-        for row in &long {
-            let id: Vec<u8> = row.get(0);
-            let stored: Vec<u8> = row.get(1);
-            let compact = compacted(&stored, &table);
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET latency_base = ?, latency = ? WHERE rollup_key = ?"
-            )))
-            .bind(compact.len() as i64)
-            .bind(compact)
-            .bind(id)
-            .execute(&mut *connection)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Adds the histogram columns to an hourly rollup table made by an earlier version (DDL is not

@@ -3,7 +3,7 @@
 //! reused across batches), idempotent with `ON CONFLICT (id) DO NOTHING`; native `uuid`,
 //! `timestamptz` and `jsonb` columns.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -14,23 +14,18 @@ use uuid::Uuid;
 use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::{attributes_without_nul, clamp, without_nul};
-use super::{sql_sink, Migration, SqlConfig};
+use super::{sql_sink, Change, Migration, SqlConfig};
 use crate::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, compacted, encode_latency, Rollup, RollupKey, RollupSums, Tier};
+use crate::rollup::{
+    compact_when, compacted, encode_latency, Cell, Rollup, RollupKey, RollupSums, Tier,
+};
 
-/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
-macro_rules! rollup_table {
-    ($table:literal, $time:literal) => {
-        concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}"#,
-            $table,
-            r#" (
-    "#,
-            $time,
-            r#" timestamptz NOT NULL,
+/// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
+/// shape.
+const ROLLUP_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {prefix}{table} (
+    {time} timestamptz NOT NULL,
     service             text        NOT NULL,
     operation           text        NOT NULL,
     tenant_id           text        NOT NULL,
@@ -44,25 +39,14 @@ CREATE TABLE IF NOT EXISTS {prefix}"#,
     duration_us         bigint      NOT NULL,
     latency             bytea       NOT NULL DEFAULT '\x',
     latency_base        bigint      NOT NULL DEFAULT 0,
-    PRIMARY KEY ("#,
-            $time,
-            r#", service, operation, tenant_id, model, outcome)
-)"#
-        )
-    };
-}
-
-/// The migration that creates the rollups, after which existing records are rolled up.
-const ROLLUPS: i64 = 2;
-
-/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
-const DAILY: i64 = 4;
+    PRIMARY KEY ({time}, service, operation, tenant_id, model, outcome)
+)"#;
 
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "usage_records",
-        sql: r#"
+    Migration::sql(
+        1,
+        "usage_records",
+        r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id                  uuid        PRIMARY KEY,
     operation           text        NOT NULL,
@@ -92,20 +76,14 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     ON {prefix}usage_records (operation, started_at);
 "#,
-    },
-    Migration {
-        version: ROLLUPS,
-        description: "hourly and daily rollups (backfilled from the records)",
-        sql: concat!(
-            rollup_table!("usage_rollups_hourly", "hour"),
-            ";",
-            rollup_table!("usage_rollups_daily", "day")
-        ),
-    },
-    Migration {
-        version: 3,
-        description: "operation catalog",
-        sql: r#"
+    ),
+    Migration::new(2, Change::Rollups),
+    Migration::new(3, Change::Catalog),
+    Migration::new(4, Change::Daily),
+];
+
+/// The operation catalog.
+const CATALOG_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     service    text        NOT NULL,
     operation  text        NOT NULL,
@@ -116,16 +94,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     last_seen  timestamptz NOT NULL,
     PRIMARY KEY (service, operation, function)
 );
-"#,
-    },
-    Migration {
-        version: DAILY,
-        description: "daily rollups; latency histograms inside the rollup rows",
-        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
-        // database whose rollups were created in the current shape).
-        sql: "",
-    },
-];
+"#;
 
 const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
     outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
@@ -151,8 +120,8 @@ impl Dialect for Postgres {
 
     const SINK: &'static str = "PostgresSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
-    const ROLLUPS: i64 = ROLLUPS;
-    const DAILY: i64 = DAILY;
+    const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
+    const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     const LOCK: MigrationLock =
         MigrationLock::OneTransaction("SELECT pg_advisory_xact_lock(hashtext($1))");
     const VERSION: &'static str = "SELECT version()";
@@ -262,12 +231,27 @@ impl Dialect for Postgres {
             .map(|rows| rows.iter().map(|row| row.get(0)).collect())
     }
 
+    /// Both tiers in one statement.
     async fn add_rollup(
         connection: &mut PgConnection,
         config: &SqlConfig,
         rollup: &Rollup,
     ) -> Result<(), sqlx::Error> {
         add_rollup(connection, config, rollup).await
+    }
+
+    async fn add_tier(
+        connection: &mut PgConnection,
+        config: &SqlConfig,
+        tier: Tier,
+        rows: &BTreeMap<RollupKey, Cell>,
+    ) -> Result<(), sqlx::Error> {
+        let mut rollup = Rollup::default();
+        match tier {
+            Tier::Hour => rollup.hours = rows.clone(),
+            Tier::Day => rollup.days = rows.clone(),
+        }
+        add_rollup(connection, config, &rollup).await
     }
 
     async fn register(
@@ -310,15 +294,15 @@ impl Dialect for Postgres {
         connection: &mut PgConnection,
         config: &SqlConfig,
     ) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x', \
-             ADD COLUMN latency_base bigint NOT NULL DEFAULT 0;{}",
-            config.rollups_table(),
-            Migration::text(rollup_table!("usage_rollups_daily", "day"), config)
-        )))
-        .execute(connection)
+        Self::raw(
+            connection,
+            format!(
+                "ALTER TABLE {} ADD COLUMN latency bytea NOT NULL DEFAULT '\\x', \
+             ADD COLUMN latency_base bigint NOT NULL DEFAULT 0",
+                config.rollups_table(),
+            ),
+        )
         .await
-        .map(|_| ())
     }
 
     statements!();

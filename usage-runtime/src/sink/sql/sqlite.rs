@@ -14,26 +14,19 @@ use uuid::Uuid;
 
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::clamp;
-use super::{sql_sink, Migration, SqlConfig};
+use super::{sql_sink, Change, Migration, SqlConfig};
 use crate::catalog::Operation;
 use crate::error::redact_url;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, compacted, encode_latency, Cell, Rollup, RollupKey, Tier};
+use crate::rollup::{compact_when, compacted, encode_latency, Cell, RollupKey, Tier};
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// A rollup table (`$table`, its hour or day in the `$time` column): both tiers have one shape.
-macro_rules! rollup_table {
-    ($table:literal, $time:literal) => {
-        concat!(
-            r#"
-CREATE TABLE IF NOT EXISTS {prefix}"#,
-            $table,
-            r#" (
-    "#,
-            $time,
-            r#" TEXT    NOT NULL,
+/// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
+/// shape.
+const ROLLUP_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {prefix}{table} (
+    {time} TEXT    NOT NULL,
     service             TEXT    NOT NULL,
     operation           TEXT    NOT NULL,
     tenant_id           TEXT    NOT NULL,
@@ -47,25 +40,14 @@ CREATE TABLE IF NOT EXISTS {prefix}"#,
     duration_us         INTEGER NOT NULL,
     latency             BLOB    NOT NULL DEFAULT x'',
     latency_base        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY ("#,
-            $time,
-            r#", service, operation, tenant_id, model, outcome)
-)"#
-        )
-    };
-}
-
-/// The migration that creates the rollups, after which existing records are rolled up.
-const ROLLUPS: i64 = 3;
-
-/// The migration that adds the daily tier and moves the latency histograms into the rollup rows.
-const DAILY: i64 = 5;
+    PRIMARY KEY ({time}, service, operation, tenant_id, model, outcome)
+)"#;
 
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "usage_records",
-        sql: r#"
+    Migration::sql(
+        1,
+        "usage_records",
+        r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id            TEXT    NOT NULL PRIMARY KEY,
     operation     TEXT    NOT NULL,
@@ -89,11 +71,11 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     ON {prefix}usage_records (operation, started_at);
 "#,
-    },
-    Migration {
-        version: 2,
-        description: "model, token counts and cost",
-        sql: r#"
+    ),
+    Migration::sql(
+        2,
+        "model, token counts and cost",
+        r#"
 ALTER TABLE {prefix}usage_records ADD COLUMN model TEXT;
 ALTER TABLE {prefix}usage_records ADD COLUMN input_tokens INTEGER;
 ALTER TABLE {prefix}usage_records ADD COLUMN output_tokens INTEGER;
@@ -101,20 +83,14 @@ ALTER TABLE {prefix}usage_records ADD COLUMN cached_input_tokens INTEGER;
 ALTER TABLE {prefix}usage_records ADD COLUMN cost_nano_usd INTEGER;
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usage_records (model, started_at);
 "#,
-    },
-    Migration {
-        version: ROLLUPS,
-        description: "hourly and daily rollups (backfilled from the records)",
-        sql: concat!(
-            rollup_table!("usage_rollups_hourly", "hour"),
-            ";",
-            rollup_table!("usage_rollups_daily", "day")
-        ),
-    },
-    Migration {
-        version: 4,
-        description: "operation catalog",
-        sql: r#"
+    ),
+    Migration::new(3, Change::Rollups),
+    Migration::new(4, Change::Catalog),
+    Migration::new(5, Change::Daily),
+];
+
+/// The operation catalog.
+const CATALOG_TABLE: &str = r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     service    TEXT    NOT NULL,
     operation  TEXT    NOT NULL,
@@ -125,16 +101,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     last_seen  TEXT    NOT NULL,
     PRIMARY KEY (service, operation, function)
 );
-"#,
-    },
-    Migration {
-        version: DAILY,
-        description: "daily rollups; latency histograms inside the rollup rows",
-        // Databases created before this version: done by `upgrade_rollups` (a no-op on a
-        // database whose rollups were created in the current shape).
-        sql: "",
-    },
-];
+"#;
 
 sql_sink!(
     /// Writes records to a SQLite database file, creating the file and the schema.
@@ -158,8 +125,8 @@ impl Dialect for Sqlite3 {
 
     const SINK: &'static str = "SqliteSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
-    const ROLLUPS: i64 = ROLLUPS;
-    const DAILY: i64 = DAILY;
+    const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
+    const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
     const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
     const TABLE_EXISTS: &'static str =
@@ -272,17 +239,6 @@ impl Dialect for Sqlite3 {
         Ok(fresh)
     }
 
-    async fn add_rollup(
-        connection: &mut SqliteConnection,
-        config: &SqlConfig,
-        rollup: &Rollup,
-    ) -> Result<(), sqlx::Error> {
-        for (tier, rows) in rollup.tiers() {
-            add_tier(connection, config, tier, rows).await?;
-        }
-        Ok(())
-    }
-
     async fn register(
         connection: &mut SqliteConnection,
         config: &SqlConfig,
@@ -322,14 +278,92 @@ impl Dialect for Sqlite3 {
         config: &SqlConfig,
     ) -> Result<(), sqlx::Error> {
         let hourly = config.rollups_table();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x''; \
-             ALTER TABLE {hourly} ADD COLUMN latency_base INTEGER NOT NULL DEFAULT 0;{}",
-            Migration::text(rollup_table!("usage_rollups_daily", "day"), config)
-        )))
-        .execute(connection)
+        Self::raw(
+            connection,
+            format!(
+                "ALTER TABLE {hourly} ADD COLUMN latency BLOB NOT NULL DEFAULT x''; \
+             ALTER TABLE {hourly} ADD COLUMN latency_base INTEGER NOT NULL DEFAULT 0"
+            ),
+        )
         .await
-        .map(|_| ())
+    }
+
+    /// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
+    /// concatenation is a sum); a histogram grown well past its last canonical size
+    /// ([`compact_when`]) is then rewritten in canonical form (the transaction holds the write lock,
+    /// so nothing changes it in between).
+    async fn add_tier(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+        tier: Tier,
+        rows: &BTreeMap<RollupKey, Cell>,
+    ) -> Result<(), sqlx::Error> {
+        let table = tier.table(config);
+        let time = tier.column();
+        let rows: Vec<_> = rows.iter().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
+                 input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
+                 latency, latency_base) "
+            ));
+            upsert.push_values(chunk, |mut row, (key, cell)| {
+                let sums = &cell.sums;
+                let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
+                let base = latency.len() as i64;
+                row.push_bind(hour_text(key.start))
+                    .push_bind(key.service.as_str())
+                    .push_bind(key.operation.as_str())
+                    .push_bind(key.tenant_id.as_str())
+                    .push_bind(key.model.as_str())
+                    .push_bind(key.outcome)
+                    .push_bind(sums.calls)
+                    .push_bind(sums.input_tokens)
+                    .push_bind(sums.output_tokens)
+                    .push_bind(sums.cached_input_tokens)
+                    .push_bind(sums.cost_nano_usd)
+                    .push_bind(sums.duration_us)
+                    .push_bind(latency)
+                    .push_bind(base);
+            });
+            upsert.push(format!(
+                // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
+                // float, which MIN then caps).
+                " ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET \
+                 calls = MIN(calls + excluded.calls, 9223372036854775807), \
+                 input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
+                 output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
+                 cached_input_tokens = \
+                     MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
+                 cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
+                 duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
+                 latency = CAST(latency || excluded.latency AS BLOB) \
+                 RETURNING CASE WHEN {} THEN rowid END",
+                compact_when("length(latency)")
+            ));
+            let long: Vec<Option<i64>> = upsert
+                .build_query_scalar()
+                .fetch_all(&mut *connection)
+                .await?;
+            for rowid in long.into_iter().flatten() {
+                let stored: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT latency FROM {table} WHERE rowid = ?"
+                )))
+                .bind(rowid)
+                .fetch_one(&mut *connection)
+                .await?;
+                let compact = compacted(&stored, &table);
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
+                )))
+                .bind(compact.len() as i64)
+                .bind(compact)
+                .bind(rowid)
+                .execute(&mut *connection)
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     statements!();
@@ -405,84 +439,6 @@ async fn insert_rows_returning(
     insert.push(" RETURNING id");
     let inserted = insert.build().fetch_all(connection).await?;
     Ok(inserted.iter().map(|row| row.get::<String, _>(0)).collect())
-}
-
-/// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a
-/// concatenation is a sum); a histogram grown well past its last canonical size
-/// ([`compact_when`]) is then rewritten in canonical form (the transaction holds the write lock,
-/// so nothing changes it in between).
-async fn add_tier(
-    connection: &mut SqliteConnection,
-    config: &SqlConfig,
-    tier: Tier,
-    rows: &BTreeMap<RollupKey, Cell>,
-) -> Result<(), sqlx::Error> {
-    let table = tier.table(config);
-    let time = tier.column();
-    let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
-             input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
-             latency, latency_base) "
-        ));
-        upsert.push_values(chunk, |mut row, (key, cell)| {
-            let sums = &cell.sums;
-            let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
-            let base = latency.len() as i64;
-            row.push_bind(hour_text(key.start))
-                .push_bind(key.service.as_str())
-                .push_bind(key.operation.as_str())
-                .push_bind(key.tenant_id.as_str())
-                .push_bind(key.model.as_str())
-                .push_bind(key.outcome)
-                .push_bind(sums.calls)
-                .push_bind(sums.input_tokens)
-                .push_bind(sums.output_tokens)
-                .push_bind(sums.cached_input_tokens)
-                .push_bind(sums.cost_nano_usd)
-                .push_bind(sums.duration_us)
-                .push_bind(latency)
-                .push_bind(base);
-        });
-        upsert.push(format!(
-            // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
-            // float, which MIN then caps).
-            " ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET \
-             calls = MIN(calls + excluded.calls, 9223372036854775807), \
-             input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
-             output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
-             cached_input_tokens = \
-                 MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
-             cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
-             duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
-             latency = CAST(latency || excluded.latency AS BLOB) \
-             RETURNING CASE WHEN {} THEN rowid END",
-            compact_when("length(latency)")
-        ));
-        let long: Vec<Option<i64>> = upsert
-            .build_query_scalar()
-            .fetch_all(&mut *connection)
-            .await?;
-        for rowid in long.into_iter().flatten() {
-            let stored: Vec<u8> = sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT latency FROM {table} WHERE rowid = ?"
-            )))
-            .bind(rowid)
-            .fetch_one(&mut *connection)
-            .await?;
-            let compact = compacted(&stored, &table);
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
-            )))
-            .bind(compact.len() as i64)
-            .bind(compact)
-            .bind(rowid)
-            .execute(&mut *connection)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// An hour as stored in the rollups: RFC 3339, UTC, whole seconds.
