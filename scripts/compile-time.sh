@@ -4,9 +4,10 @@
 # Generates three crates of the same fns (sync, async, returning `Result`, with a tenant and user,
 # with `fields(...)`): plain, each under `#[track_usage]`, each under `#[tracing::instrument]` with
 # the same information recorded. All three have the same dependencies (this workspace's
-# `usage-runtime` by path, `tracing`, `tokio`), which are built first; then each crate alone is
-# built from clean (`cargo clean -p`), in turn, `RUNS` times per profile, and the fastest build of
-# each is reported with the binary's size, as ratios against plain and against `instrument`.
+# `usage-runtime` by path without default features, `tracing`, `tokio`), which are built first;
+# then each crate alone is built from clean (`cargo clean -p`), in turn, `RUNS` times per profile,
+# and the fastest build of each is reported with the binary's size, as ratios against plain and
+# against `instrument`.
 #
 #   scripts/compile-time.sh                     # 300 fns, debug and release, 3 rounds
 #   FNS=600 PROFILES=release RUNS=1 scripts/compile-time.sh
