@@ -414,3 +414,33 @@ async fn drop_tables(url: &str, prefix: &str) {
         tests::drop_mysql_tables(url, prefix).await;
     }
 }
+
+/// `cargo run -p usage-cli -- <args>` (the README's way to try the command) needs the package to
+/// name its default binary, since it also holds `usage-load`.
+#[test]
+fn cargo_run_picks_the_usage_binary() {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let package = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "usage-cli")
+        .unwrap();
+    assert_eq!(package["default_run"], "usage");
+}
