@@ -32,7 +32,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use usage_runtime::report::{Dimension, Reader};
 use usage_runtime::tower::{Identity, UsageLayer};
-use usage_runtime::{track_usage, HealthState, Pricing, Tracker, TrackerGuard, UsageReport};
+use usage_runtime::{track_usage, HealthState, Pricing, Tracker, UsageReport};
 
 /// How the service is set up.
 #[derive(Clone)]
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field(
                 "database_url",
-                &usage_runtime::redact_url(&self.database_url),
+                &usage_runtime::error::redact_url(&self.database_url),
             )
             .field("api_keys", &self.api_keys.len())
             .field("model_latency", &self.model_latency)
@@ -104,7 +104,7 @@ impl std::fmt::Debug for AppState {
 #[derive(Debug)]
 pub struct App {
     /// Flush or shut it down; `None` when tracking is off.
-    pub tracker: Option<TrackerGuard>,
+    pub tracker: Option<Tracker>,
     /// The routes, layers included.
     pub router: Router,
     /// The state the auth layer needs (to build routers with the layers in another order).

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Error, Tracker, TrackerGuard, UsageRecord, UsageReport};
+use usage_runtime::{track_usage, Error, Tracker, UsageRecord, UsageReport};
 
 /// Calls timed between two drains of the queue: a quarter of its default capacity, so the
 /// queue never fills even with two threads calling.
-const CHUNK: u64 = usage_runtime::DEFAULT_QUEUE_CAPACITY as u64 / 4;
+const CHUNK: u64 = usage_runtime::tracker::DEFAULT_QUEUE_CAPACITY as u64 / 4;
 
 #[derive(Debug)]
 struct Discard;
@@ -116,7 +116,7 @@ fn poll_once<F: Future>(future: F) -> F::Output {
 
 /// Times `iters` calls of `call` on each of `threads` threads started together, in chunks with
 /// the queue drained between them; returns the wall time per call made across all threads.
-fn timed(tracker: &TrackerGuard, threads: u32, iters: u64, call: impl Fn() + Sync) -> Duration {
+fn timed(tracker: &Tracker, threads: u32, iters: u64, call: impl Fn() + Sync) -> Duration {
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {

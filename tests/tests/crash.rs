@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tests::postgres_url;
 use usage_runtime::sink::{PostgresSink, SqlConfig};
-use usage_runtime::{track_usage, Durability, Fsync, Tracker};
+use usage_runtime::{spool::Fsync, track_usage, tracker::Durability, Tracker};
 
 const PREFIX: &str = "pg_crash_";
 const CHILD: &str = "USAGE_CRASH_CHILD_SPOOL";

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
-    track_usage, DbStep, Error, FailureKind, HealthState, Overflow, Tracker, UsageRecord,
+    error::DbStep, error::FailureKind, track_usage, tracker::Overflow, Error, HealthState, Tracker,
+    UsageRecord,
 };
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -372,7 +373,7 @@ impl Sink for CatalogDown {
     async fn register(
         &mut self,
         _service: &str,
-        operations: &[&'static usage_runtime::Operation],
+        operations: &[&'static usage_runtime::catalog::Operation],
     ) -> Result<(), Error> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let left = self.failures.load(Ordering::SeqCst);

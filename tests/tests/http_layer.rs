@@ -11,7 +11,7 @@ use axum::Router;
 use futures::StreamExt;
 use usage_runtime::sink::MemorySink;
 use usage_runtime::tower::{Identity, UsageLayer};
-use usage_runtime::{track_usage, Outcome, Tracker, TrackerGuard, UsageRecord};
+use usage_runtime::{track_usage, Outcome, Tracker, UsageRecord};
 
 /// One tracker per process: the tests take turns.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -23,7 +23,7 @@ async fn serve(router: Router) -> SocketAddr {
     address
 }
 
-fn install() -> (TrackerGuard, MemorySink) {
+fn install() -> (Tracker, MemorySink) {
     let sink = MemorySink::new();
     let guard = Tracker::builder()
         .service("http")
@@ -36,7 +36,7 @@ fn install() -> (TrackerGuard, MemorySink) {
 
 /// Waits until `sink` holds `count` records (or panics after 10 s), and returns them; a record
 /// too many (a request recorded twice) fails.
-async fn wait_for(guard: &TrackerGuard, sink: &MemorySink, count: usize) -> Vec<UsageRecord> {
+async fn wait_for(guard: &Tracker, sink: &MemorySink, count: usize) -> Vec<UsageRecord> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         guard.flush().await.unwrap();

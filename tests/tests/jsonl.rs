@@ -1,7 +1,7 @@
 //! The JSON lines sink: one record per line, appended, readable back as `UsageRecord`s.
 
 use usage_runtime::sink::{JsonLinesSink, Sink};
-use usage_runtime::{track_usage, DbStep, Error, Outcome, Tracker, UsageRecord};
+use usage_runtime::{error::DbStep, track_usage, Error, Outcome, Tracker, UsageRecord};
 
 #[track_usage(operation = "jsonl", tenant = "acme", fields(n = n))]
 fn work(n: u32) -> Result<u32, String> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use usage_runtime::sink::{NatsConfig, NatsSink, Sink};
-use usage_runtime::{track_usage, DbStep, Error, FailureKind, Tracker, UsageRecord};
+use usage_runtime::{error::DbStep, error::FailureKind, track_usage, Error, Tracker, UsageRecord};
 
 /// One tracker per process: the tests that install one take turns.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

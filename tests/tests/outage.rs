@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tests::{mysql_url, postgres_url, upstream, Proxy};
 use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig};
-use usage_runtime::{track_usage, HealthState, Tracker, TrackerGuard};
+use usage_runtime::{track_usage, HealthState, Tracker};
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -25,7 +25,7 @@ fn call(n: u64) -> u64 {
 const CALLS: u64 = 100_000;
 
 /// Runs the load with an outage in the middle; returns the health states seen.
-fn load_with_outage(guard: &TrackerGuard, proxy: &Proxy) -> Vec<HealthState> {
+fn load_with_outage(guard: &Tracker, proxy: &Proxy) -> Vec<HealthState> {
     let done = Arc::new(AtomicBool::new(false));
     let load = {
         let done = Arc::clone(&done);

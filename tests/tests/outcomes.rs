@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use usage_runtime::testing::Capture;
-use usage_runtime::{track_usage, Classification, Classify, Outcome, UsageRecord};
+use usage_runtime::{
+    classify::Classification, classify::Classify, track_usage, Outcome, UsageRecord,
+};
 use uuid::Uuid;
 
 fn records_of(f: impl FnOnce()) -> Vec<UsageRecord> {
@@ -496,7 +498,7 @@ fn dimensions_convert_without_moving_arguments() {
     assert_eq!(
         first.user_id,
         Some(Uuid::new_v5(
-            &usage_runtime::DEFAULT_ID_NAMESPACE,
+            &usage_runtime::tracker::DEFAULT_ID_NAMESPACE,
             b"user_42"
         )),
         "a non-UUID id maps to UUIDv5 in the namespace"
@@ -566,7 +568,7 @@ fn records_carry_time_and_unique_v7_ids() {
 
 #[test]
 fn every_annotated_fn_is_in_the_catalog() {
-    let ops = usage_runtime::operations();
+    let ops = usage_runtime::catalog::operations();
     let chat = ops
         .iter()
         .find(|op| op.name() == "chat")

@@ -35,7 +35,7 @@ async fn write(sink: &mut impl Sink, batch: &[UsageRecord]) {
         match sink.write(batch).await {
             Ok(()) => return,
             Err(error)
-                if error.failure_kind() == usage_runtime::FailureKind::Transient
+                if error.failure_kind() == usage_runtime::error::FailureKind::Transient
                     && attempt < 50 =>
             {
                 RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

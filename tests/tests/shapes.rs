@@ -367,7 +367,7 @@ fn returned_futures_are_timed_from_first_poll() {
     assert_eq!(
         record.user_id,
         Some(Uuid::new_v5(
-            &usage_runtime::DEFAULT_ID_NAMESPACE,
+            &usage_runtime::tracker::DEFAULT_ID_NAMESPACE,
             b"user-9"
         ))
     );

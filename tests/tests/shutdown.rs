@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tests::{postgres_url, upstream, Proxy};
 use usage_runtime::sink::{MemorySink, PostgresSink, SqlConfig};
-use usage_runtime::{track_usage, Tracker, TrackerGuard};
+use usage_runtime::{track_usage, Tracker};
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -24,7 +24,7 @@ const CALLS: u64 = 1000;
 const DEADLINE: Duration = Duration::from_secs(1);
 
 /// A tracker writing through a proxy that is already cut.
-fn tracker_with_database_down(url: &str, spool: &std::path::Path) -> (TrackerGuard, Proxy) {
+fn tracker_with_database_down(url: &str, spool: &std::path::Path) -> (Tracker, Proxy) {
     let proxy = Proxy::start(&upstream(url));
     let config = SqlConfig::new().table_prefix("pg_shutdown_").unwrap();
     let sink = tokio::runtime::Runtime::new()

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
-    track_usage, DbStep, Error, FailureKind, Fsync, HealthState, Tracker, UsageRecord,
+    error::DbStep, error::FailureKind, spool::Fsync, track_usage, Error, HealthState, Tracker,
+    UsageRecord,
 };
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -111,7 +112,7 @@ fn an_outage_fills_the_spool_and_recovery_replays_it_in_order() {
     );
     let received = sink.received.lock().unwrap().clone();
     assert_eq!(received.len(), 450, "no record written twice");
-    let segments = usage_runtime::spool_status(dir.path()).unwrap().segments;
+    let segments = usage_runtime::spool::status(dir.path()).unwrap().segments;
     assert_eq!(segments, 0, "replayed segments are deleted");
 }
 
@@ -395,7 +396,7 @@ fn spool_first_puts_every_record_on_disk_before_writing_it() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Switch::default();
     let guard = tracker(&sink, dir.path())
-        .durability(usage_runtime::Durability::SpoolFirst)
+        .durability(usage_runtime::tracker::Durability::SpoolFirst)
         .install()
         .unwrap();
     for n in 0..300 {
@@ -419,7 +420,7 @@ fn spill_and_spool_first_need_a_spool() {
     let _serial = serial();
     let err = Tracker::builder()
         .sink(MemorySink::new())
-        .overflow(usage_runtime::Overflow::Spill)
+        .overflow(usage_runtime::tracker::Overflow::Spill)
         .install()
         .unwrap_err();
     assert!(
@@ -428,7 +429,7 @@ fn spill_and_spool_first_need_a_spool() {
     );
     let err = Tracker::builder()
         .sink(MemorySink::new())
-        .durability(usage_runtime::Durability::SpoolFirst)
+        .durability(usage_runtime::tracker::Durability::SpoolFirst)
         .install()
         .unwrap_err();
     assert!(

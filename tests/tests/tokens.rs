@@ -341,7 +341,7 @@ async fn body_async(steps: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let _ = step;
     }
-    usage_runtime::record_cached_input_tokens(5);
+    usage_runtime::tokens::record_cached_input_tokens(5);
     usage_runtime::set_model("gpt-4o");
     steps
 }
@@ -699,7 +699,10 @@ fn overflowing_counts_saturate_and_are_flagged() {
     capture.run(huge);
     let record = &capture.records()[0];
     assert_eq!(record.input_tokens, Some(u64::MAX));
-    assert_eq!(record.attributes[usage_runtime::SATURATED_ATTRIBUTE], true);
+    assert_eq!(
+        record.attributes[usage_runtime::tokens::SATURATED_ATTRIBUTE],
+        true
+    );
     assert_eq!(record.cost_nano_usd, Some(i64::MAX));
 }
 
@@ -726,7 +729,10 @@ fn a_wider_count_that_does_not_fit_is_held_and_flagged() {
     capture.run(wide);
     let record = &capture.records()[0];
     assert_eq!(record.output_tokens, Some(u64::MAX));
-    assert_eq!(record.attributes[usage_runtime::SATURATED_ATTRIBUTE], true);
+    assert_eq!(
+        record.attributes[usage_runtime::tokens::SATURATED_ATTRIBUTE],
+        true
+    );
 }
 
 #[test]

@@ -164,11 +164,11 @@ fn a_second_install_is_an_error_until_the_first_is_shut_down() {
 #[test]
 fn calls_without_a_tracker_are_counted_not_panics() {
     let _serial = serial();
-    let before = usage_runtime::calls_without_tracker();
+    let before = usage_runtime::tracker::calls_without_tracker();
     for n in 0..5 {
         assert_eq!(work(n), Ok(n));
     }
-    assert_eq!(usage_runtime::calls_without_tracker() - before, 5);
+    assert_eq!(usage_runtime::tracker::calls_without_tracker() - before, 5);
 }
 
 /// One thread's calls follow the tracker as it is shut down and another installed: none reaches
@@ -181,9 +181,9 @@ fn a_thread_follows_the_installed_tracker() {
     assert_eq!(work(1), Ok(1));
     guard.flush_blocking().unwrap();
     drop(guard);
-    let before = usage_runtime::calls_without_tracker();
+    let before = usage_runtime::tracker::calls_without_tracker();
     assert_eq!(work(2), Ok(2));
-    assert_eq!(usage_runtime::calls_without_tracker() - before, 1);
+    assert_eq!(usage_runtime::tracker::calls_without_tracker() - before, 1);
     let second = MemorySink::new();
     let guard = Tracker::builder().sink(second.clone()).install().unwrap();
     assert_eq!(work(3), Ok(3));
@@ -191,7 +191,7 @@ fn a_thread_follows_the_installed_tracker() {
     drop(guard);
     assert_eq!(first.records().len(), 1);
     assert_eq!(second.records().len(), 1);
-    assert_eq!(usage_runtime::calls_without_tracker() - before, 1);
+    assert_eq!(usage_runtime::tracker::calls_without_tracker() - before, 1);
 }
 
 /// Records the size of every batch it is given.

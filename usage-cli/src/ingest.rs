@@ -339,7 +339,9 @@ async fn write(
                 .unwrap_or(Err(Error::Timeout(timeout)));
             match attempt {
                 Ok(()) => break,
-                Err(error) if error.failure_kind() == usage_runtime::FailureKind::Rejected => {
+                Err(error)
+                    if error.failure_kind() == usage_runtime::error::FailureKind::Rejected =>
+                {
                     if let [record] = part {
                         let line = serde_json::json!({
                             "record": record,

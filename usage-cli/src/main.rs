@@ -368,7 +368,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Spool { command } => match command {
             SpoolCommand::Status { dir, format } => {
-                let status = usage_runtime::spool_status(&dir).map_err(|source| Error::Spool {
+                let status = usage_runtime::spool::status(&dir).map_err(|source| Error::Spool {
                     dir: dir.display().to_string(),
                     source,
                 })?;
@@ -439,7 +439,7 @@ async fn replay(
     quarantine: &std::path::Path,
     database: &Database,
 ) -> Result<(), Failure> {
-    let status = usage_runtime::spool_status(dir).map_err(|source| Error::Spool {
+    let status = usage_runtime::spool::status(dir).map_err(|source| Error::Spool {
         dir: dir.display().to_string(),
         source,
     })?;

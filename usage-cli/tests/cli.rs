@@ -199,10 +199,10 @@ fn spool_status_and_replay() {
             _: &[usage_runtime::UsageRecord],
         ) -> Result<(), usage_runtime::Error> {
             Err(usage_runtime::Error::Database {
-                step: usage_runtime::DbStep::Connect,
+                step: usage_runtime::error::DbStep::Connect,
                 target: "down".into(),
                 source: "refused".into(),
-                kind: usage_runtime::FailureKind::Transient,
+                kind: usage_runtime::error::FailureKind::Transient,
             })
         }
     }

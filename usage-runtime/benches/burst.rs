@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Error, Overflow, Tracker, UsageRecord};
+use usage_runtime::{track_usage, tracker::Overflow, Error, Tracker, UsageRecord};
 
 /// A sink that fails (as a timed-out database would) while `down`, and otherwise marks each
 /// call's number in a bitmap (one bit per call), counting any number seen twice.
@@ -90,7 +90,7 @@ fn main() {
         .install()
         .unwrap();
     let (before, _) = memory_kib();
-    let capacity = usage_runtime::DEFAULT_QUEUE_CAPACITY;
+    let capacity = usage_runtime::tracker::DEFAULT_QUEUE_CAPACITY;
 
     let started = Instant::now();
     for n in 0..calls {

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Durability, Error, Fsync, Tracker, UsageRecord};
+use usage_runtime::{spool::Fsync, track_usage, tracker::Durability, Error, Tracker, UsageRecord};
 
 #[derive(Debug)]
 struct Discard;

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Connection};
 use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig, SqliteSink};
-use usage_runtime::{UsageRecord, DEFAULT_BATCH_SIZE};
+use usage_runtime::{tracker::DEFAULT_BATCH_SIZE, UsageRecord};
 
 const PREFIX: &str = "bench_";
 const NAIVE_PREFIX: &str = "bench_naive_";
@@ -97,7 +97,7 @@ async fn batched(sink: &mut impl Sink, records: &[UsageRecord]) -> f64 {
 async fn tracked(sink: impl Sink, count: usize) -> f64 {
     let guard = usage_runtime::Tracker::builder()
         .sink(sink)
-        .overflow(usage_runtime::Overflow::Block(
+        .overflow(usage_runtime::tracker::Overflow::Block(
             std::time::Duration::from_secs(60),
         ))
         .install()

@@ -234,11 +234,11 @@ impl Failure for serde_json::Error {
 ///
 /// ```
 /// assert_eq!(
-///     usage_runtime::redact_url("postgres://app:hunter2@db:5432/usage?sslmode=require&password=x"),
+///     usage_runtime::error::redact_url("postgres://app:hunter2@db:5432/usage?sslmode=require&password=x"),
 ///     "postgres://app:***@db:5432/usage?sslmode=require&password=***",
 /// );
 /// assert_eq!(
-///     usage_runtime::redact_url("host=db user=app password=hunter2"),
+///     usage_runtime::error::redact_url("host=db user=app password=hunter2"),
 ///     "host=db user=app password=***",
 /// );
 /// ```

@@ -1,54 +1,77 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 
+// The folders follow the data flow (see ARCHITECTURE.md): the call on the caller's thread, the
+// pipeline that makes and delivers records, the spool, the sinks, and the read side.
 mod call;
-mod catalog;
-mod classify;
-mod dimension;
-mod error;
-mod guard;
-mod intern;
-mod pricing;
-mod queue;
-mod record;
+pub mod error;
+mod pipeline;
+pub mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod report;
-// Without a SQL sink, nothing maintains rollups; the public bucket functions remain.
+// Without a SQL sink, nothing maintains rollups; the public histogram functions remain.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
     allow(dead_code)
 )]
 pub mod rollup;
 pub mod sink;
-mod spool;
-mod stream;
+pub mod spool;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod tokens;
 #[cfg(feature = "tower")]
 pub mod tower;
-mod tracker;
-mod worker;
 
-pub use call::SATURATED_ATTRIBUTE;
-pub use catalog::{operations, Operation};
-pub use classify::{Classification, Classify};
-pub use dimension::{IdInput, IdValue, TenantValue};
-pub use error::{redact_url, BoxError, DbStep, Error, FailureKind, RecordIds};
-pub use pricing::{ModelPrice, ParsePriceError, Price, Pricing, PricingError};
-pub use record::{Outcome, ParseOutcomeError, UsageRecord};
-pub use spool::{status as spool_status, Fsync, SpoolStatus};
-pub use tokens::{
-    record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
-    UsageReport,
-};
-pub use tracker::{
-    calls_without_tracker, health, Durability, Health, HealthState, Overflow, Tracker,
-    TrackerBuilder, TrackerGuard, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT,
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC,
-    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WRITE_TIMEOUT,
-};
+pub use error::Error;
+pub use pipeline::builder::TrackerBuilder;
+pub use pipeline::health::{health, Health, HealthState};
+pub use pipeline::pricing::Pricing;
+pub use pipeline::tracker::Tracker;
+pub use record::{Outcome, UsageRecord};
+pub use sink::Sink;
+pub use tokens::{record_tokens, set_model, TokenUsage, UsageReport};
+
+/// The tracker's settings and their defaults (each documented beside its setter on
+/// [`TrackerBuilder`]), and its counters.
+pub mod tracker {
+    pub use crate::pipeline::builder::{
+        Durability, Overflow, TrackerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT,
+        DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
+        DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC,
+        DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WRITE_TIMEOUT,
+    };
+    pub use crate::pipeline::health::{calls_without_tracker, health, Health, HealthState};
+    pub use crate::pipeline::tracker::Tracker;
+}
+
+/// Token usage: what an LLM reply reports ([`UsageReport`], [`TokenUsage`]) and what a body
+/// records itself ([`record_tokens`], [`set_model`]).
+pub mod tokens {
+    pub use crate::call::tokens::{
+        record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
+        UsageReport,
+    };
+    pub use crate::pipeline::record::SATURATED_ATTRIBUTE;
+}
+
+pub use pipeline::pricing;
+
+/// What `tenant = ...`, `user = ...` and `session = ...` accept.
+pub mod dimensions {
+    pub use crate::call::dimension::{IdInput, IdValue, TenantValue, DEFAULT_ID_NAMESPACE};
+}
+
+/// How a call's outcome is decided: `ok_if`, `error_if`, or the return type's
+/// [`Classify`](crate::call::classify::Classify)
+/// (`Result` is an error when `Err`).
+pub mod classify {
+    pub use crate::call::classify::{Classification, Classify};
+}
+
+/// Every `#[track_usage]` operation linked into this program, called or not.
+pub mod catalog {
+    pub use crate::call::catalog::{operations, Operation};
+}
 
 /// Tracks every call of a fn, or of every method of an impl block.
 ///
@@ -59,8 +82,8 @@ pub use tracker::{
 /// | argument | meaning |
 /// |---|---|
 /// | `operation = "chat"` | the operation name; default: the fn's name |
-/// | `tenant = expr` | the tenant: anything string-like ([`TenantValue`]) |
-/// | `user = expr`, `session = expr` | a [`Uuid`](uuid::Uuid), a string or an `Option` ([`IdValue`]); non-UUID strings map to UUIDv5 |
+/// | `tenant = expr` | the tenant: anything string-like ([`TenantValue`](dimensions::TenantValue)) |
+/// | `user = expr`, `session = expr` | a [`Uuid`](uuid::Uuid), a string or an `Option` ([`IdValue`](dimensions::IdValue)); non-UUID strings map to UUIDv5 |
 /// | `fields(key = expr, ...)` | extra attributes, any `serde::Serialize` value |
 /// | `error_message = false` | keep error text out of the record |
 /// | `ok_if = f` / `error_if = f` | a fn or closure taking `&ReturnType`, returning `bool`, that decides the outcome |
@@ -123,14 +146,14 @@ pub use usage_macros::UsageReport;
 /// Items used by the code `#[track_usage]` generates. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::catalog::{Operation, Registration};
-    pub use crate::classify::{
+    pub use crate::call::catalog::{Operation, Registration};
+    pub use crate::call::classify::{
         error_if, ok_if, test, type_name_of_val, Probe, ViaClassify, ViaDefault, ViaResult,
     };
-    pub use crate::dimension::{field, fields, id, model, tenant, Dimensions};
-    pub use crate::guard::{call, CallGuard, Guarded};
-    pub use crate::stream::TrackedStream;
-    pub use crate::tokens::{
+    pub use crate::call::dimension::{field, fields, id, model, tenant, Dimensions};
+    pub use crate::call::guard::{call, CallGuard, Guarded};
+    pub use crate::call::stream::TrackedStream;
+    pub use crate::call::tokens::{
         add_field_count, set_field_model, CountKind, TokensProbe, UsageReport, ViaNoReport,
         ViaReport, ViaTokensAll, ViaTokensOk,
     };

@@ -71,7 +71,7 @@ pub struct UsageRecord {
 pub enum Outcome {
     /// The call returned a value classified as success.
     Success,
-    /// The call returned an error (`Err`, or a value its [`Classify`](crate::Classify) impl or
+    /// The call returned an error (`Err`, or a value its [`Classify`](crate::classify::Classify) impl or
     /// `error_if` / `ok_if` calls an error).
     Error,
     /// The call panicked; the panic went on unwinding after the record was made.

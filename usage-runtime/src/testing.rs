@@ -21,7 +21,6 @@
 //! [`Capture::run_async`]'s future on the same thread; calls on threads or tasks spawned from
 //! there go to the installed tracker as usual.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -29,26 +28,19 @@ use std::task::{Context, Poll};
 
 use uuid::Uuid;
 
-use crate::call::{Anchor, RawCall, RecordContext};
+use crate::call::capture::{Hook, Scope};
+use crate::call::raw::RawCall;
+use crate::pipeline::record::{Anchor, RecordContext};
 use crate::record::UsageRecord;
 
-thread_local! {
-    static CURRENT: RefCell<Option<Arc<CaptureBuffer>>> = const { RefCell::new(None) };
-}
-
-/// The capture active on this thread, if any.
-pub(crate) fn current() -> Option<Arc<CaptureBuffer>> {
-    CURRENT.with(|current| current.borrow().clone())
-}
-
 #[derive(Debug)]
-pub(crate) struct CaptureBuffer {
+struct CaptureBuffer {
     context: RecordContext,
     records: Mutex<Vec<UsageRecord>>,
 }
 
-impl CaptureBuffer {
-    pub(crate) fn push(&self, call: RawCall) {
+impl Hook for CaptureBuffer {
+    fn push(&self, call: RawCall) {
         let record = call.into_record(&self.context, &Anchor::now());
         self.records
             .lock()
@@ -74,7 +66,7 @@ impl Default for Capture {
 impl Capture {
     /// An empty capture.
     pub fn new() -> Self {
-        Self::with_namespace(crate::tracker::DEFAULT_ID_NAMESPACE)
+        Self::with_namespace(crate::call::dimension::DEFAULT_ID_NAMESPACE)
     }
 
     /// An empty capture mapping non-UUID ids in `namespace`.
@@ -108,7 +100,7 @@ impl Capture {
 
     /// Runs `f`, capturing the tracked calls it makes on this thread.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _scope = Scope::enter(&self.buffer);
+        let _scope = Scope::enter(self.buffer.clone());
         f()
     }
 
@@ -131,25 +123,6 @@ impl Capture {
     }
 }
 
-/// Sets the thread's capture, restoring the previous one when dropped.
-struct Scope {
-    previous: Option<Arc<CaptureBuffer>>,
-}
-
-impl Scope {
-    fn enter(buffer: &Arc<CaptureBuffer>) -> Scope {
-        let previous = CURRENT.with(|current| current.replace(Some(Arc::clone(buffer))));
-        Scope { previous }
-    }
-}
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        CURRENT.with(|current| *current.borrow_mut() = previous);
-    }
-}
-
 pin_project_lite::pin_project! {
     /// The future returned by [`Capture::run_async`].
     #[derive(Debug)]
@@ -162,7 +135,7 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for Captured<F> {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            let _scope = Scope::enter(this.buffer);
+            let _scope = Scope::enter(this.buffer.clone());
             this.future.set(None);
         }
     }
@@ -173,7 +146,7 @@ impl<F: Future> Future for Captured<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
-        let _scope = Scope::enter(this.buffer);
+        let _scope = Scope::enter(this.buffer.clone());
         let poll = match this.future.as_mut().as_pin_mut() {
             Some(future) => future.poll(cx),
             None => panic!("`Captured` polled after completion"),

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, Connection, FromRow};
 use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig, SqliteSink, VerifyReport};
-use usage_runtime::{Error, Operation, UsageRecord};
+use usage_runtime::{catalog::Operation, Error, UsageRecord};
 
 /// Stamps out one `#[tokio::test]` per backend named after it (`sqlite`, `postgres`, `mysql`)
 /// in a module named after the body, `async fn <body>(backend: Backend)` in the same module.

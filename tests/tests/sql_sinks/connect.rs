@@ -2,7 +2,7 @@
 //! by, never showing a password.
 
 use usage_runtime::sink::SqlConfig;
-use usage_runtime::{DbStep, Error};
+use usage_runtime::{error::DbStep, Error};
 
 use crate::backend::{Backend, Db};
 use crate::step_of;

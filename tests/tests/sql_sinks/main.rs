@@ -25,7 +25,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use usage_runtime::{track_usage, DbStep, Error};
+use usage_runtime::{error::DbStep, track_usage, Error};
 
 #[macro_use]
 mod backend;

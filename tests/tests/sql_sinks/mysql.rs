@@ -6,7 +6,7 @@ use sqlx::{MySqlConnection, Row};
 use crate::backend::{Backend, Conn, Db};
 use crate::step_of;
 use crate::writes::{awkward_attributes, awkward_written, written_twice};
-use usage_runtime::DbStep;
+use usage_runtime::error::DbStep;
 
 /// The MySQL connection inside `conn`, for values only MySQL decodes (unsigned integers).
 fn mysql(conn: &mut Conn) -> &mut MySqlConnection {

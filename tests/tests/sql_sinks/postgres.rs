@@ -2,8 +2,8 @@
 //! cannot hold them), token counts held at `bigint`'s maximum, password authentication.
 
 use sqlx::{Connection, PgConnection};
+use usage_runtime::error::DbStep;
 use usage_runtime::sink::PostgresSink;
-use usage_runtime::DbStep;
 
 use crate::backend::{Backend, Db};
 use crate::step_of;

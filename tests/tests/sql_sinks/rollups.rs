@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tests::{by_day, RollupSums as Sums};
 use usage_runtime::sink::Sink;
-use usage_runtime::{DbStep, Error, FailureKind, Tracker, UsageRecord};
+use usage_runtime::{error::DbStep, error::FailureKind, Error, Tracker, UsageRecord};
 
 use crate::backend::{Backend, Conn, Db};
 use crate::{serial, step_of};

@@ -5,7 +5,7 @@
 use sqlx::{Connection, SqliteConnection};
 use usage_runtime::sink::{Sink, SqliteSink};
 use usage_runtime::testing::Capture;
-use usage_runtime::{DbStep, Error, Tracker};
+use usage_runtime::{error::DbStep, Error, Tracker};
 
 use crate::{chat, complete, serial};
 

@@ -3,14 +3,14 @@
 
 use usage_runtime::sink::Sink;
 use usage_runtime::testing::Capture;
-use usage_runtime::{Tracker, TrackerGuard, UsageRecord};
+use usage_runtime::{Tracker, UsageRecord};
 use uuid::Uuid;
 
 use crate::backend::{Backend, Conn, Db};
 use crate::{chat, serial};
 
 /// The global tracker of `service`, writing to `db`.
-async fn track(db: &Db, service: &str) -> TrackerGuard {
+async fn track(db: &Db, service: &str) -> Tracker {
     let builder = Tracker::builder().service(service);
     builder.sink(db.sink().await).install().unwrap()
 }
@@ -77,7 +77,7 @@ async fn tracked_calls_become_rows(backend: Backend) {
     assert_eq!(tenant, "acme");
     assert_eq!(
         Uuid::parse_str(&user).unwrap(),
-        Uuid::new_v5(&usage_runtime::DEFAULT_ID_NAMESPACE, b"user_1")
+        Uuid::new_v5(&usage_runtime::tracker::DEFAULT_ID_NAMESPACE, b"user_1")
     );
     assert_eq!(session, None);
     assert_eq!(model, "gpt-4o");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use usage_runtime::sink::{NatsConfig, NatsSink};
-use usage_runtime::{track_usage, Overflow, Tracker};
+use usage_runtime::{track_usage, tracker::Overflow, Tracker};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::Error;
 use crate::record::UsageRecord;
 

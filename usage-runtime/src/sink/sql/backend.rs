@@ -1,6 +1,6 @@
 //! Which database a URL names, decided once for the sinks, the reader and the CLI.
 
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::{redact_url, Error};
 use crate::record::UsageRecord;
 use crate::sink::{Sink, SqlConfig, VerifyReport};

@@ -13,7 +13,7 @@ use super::connect::{resolve, with_connect_timeout, CONNECT_TIMEOUT};
 use super::dialect::{Arg, Conn, Dialect, MigrationLock, Options};
 use super::split::Split;
 use super::{Change, Migration, SqlConfig, StepClock, VerifyReport};
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::{Outcome, UsageRecord};
 use crate::rollup::{Cell, Parts, Rollup, RollupKey, Tier};

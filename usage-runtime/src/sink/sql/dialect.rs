@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Migration, SqlConfig};
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
 use crate::rollup::{Cell, Rollup, RollupKey, Tier};

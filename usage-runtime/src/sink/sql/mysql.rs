@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::{sql_sink, Change, Migration, SqlConfig};
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
 use crate::rollup::{compact_when, compacted, encode_latency, Cell, RollupKey, Tier};

@@ -15,7 +15,7 @@ use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::{attributes_without_nul, clamp, without_nul};
 use super::{sql_sink, Change, Migration, SqlConfig};
-use crate::catalog::Operation;
+use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
 use crate::rollup::{

@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::tokens::TokenUsage;
+use crate::call::tokens::TokenUsage;
 
 /// A price in USD per one million tokens, exact to 10⁻⁹ USD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

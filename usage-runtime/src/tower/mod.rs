@@ -45,12 +45,12 @@ use http::request::Parts;
 use http::{Extensions, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::catalog::Operation;
-use crate::classify::Classification;
-use crate::dimension::{Dimensions, IdInput, IdValue, TenantValue};
-use crate::guard::CallGuard;
-use crate::intern::Interner;
-use crate::tokens::TokenUsage;
+use crate::call::catalog::Operation;
+use crate::call::classify::Classification;
+use crate::call::dimension::{Dimensions, IdInput, IdValue, TenantValue};
+use crate::call::guard::CallGuard;
+use crate::call::intern::Interner;
+use crate::call::tokens::TokenUsage;
 
 /// Who made a request: tenant, user and session, shared by every layer and handler that sees the
 /// request. An auth layer sets them with [`Identity::of`]; [`UsageLayer`] reads them when the
@@ -296,7 +296,7 @@ impl Ending {
             fields.push(("response_bytes", response_bytes.into()));
         }
         self.guard.set_dimensions(Dimensions {
-            tenant: crate::dimension::tenant(&who.tenant),
+            tenant: crate::call::dimension::tenant(&who.tenant),
             user: who.user,
             session: who.session,
             model: None,

@@ -8,15 +8,19 @@ use std::thread::LocalKey;
 
 use serde::Serialize;
 
-use crate::intern::Interner;
+use crate::call::intern::Interner;
 use uuid::Uuid;
+
+/// The namespace in which non-UUID user and session ids are mapped to UUIDv5.
+pub const DEFAULT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8f0e_2c4b_6a1d_4e57_9b3c_d1f2_a0e4_c7b5);
 
 /// A value usable as `tenant = expr`: anything string-like, a UUID, an integer id, or an
 /// `Option` of those. An empty string means "no tenant".
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as `tenant = ...`",
     label = "expected a string, a UUID, an integer id, or an `Option` of those",
-    note = "implement `usage_runtime::TenantValue` for your own tenant type"
+    note = "implement `usage_runtime::dimensions::TenantValue` for your own tenant type"
 )]
 pub trait TenantValue {
     /// The tenant id, or `None`.
@@ -69,7 +73,7 @@ impl IdInput {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as a user or session id",
     label = "expected a `Uuid`, a string, an integer id, or an `Option` of those",
-    note = "implement `usage_runtime::IdValue` for your own id type"
+    note = "implement `usage_runtime::dimensions::IdValue` for your own id type"
 )]
 pub trait IdValue {
     /// The id, or `None`.
@@ -193,7 +197,7 @@ impl Dimensions {
 }
 
 #[doc(hidden)]
-pub fn model<T: crate::tokens::ModelName + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
+pub fn model<T: crate::call::tokens::ModelName + ?Sized>(value: &T) -> Option<Cow<'static, str>> {
     value.model_name().map(intern_model)
 }
 

@@ -1,5 +1,5 @@
-//! A finished call as it travels from the hot path to the worker, and its conversion into a
-//! [`UsageRecord`] (id, wall-clock time, resolved ids) off the hot path.
+//! Making a [`UsageRecord`] from a finished call, off the hot path: the id, the wall-clock
+//! start from the monotonic one, resolved ids, tokens and cost.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -7,54 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
-use crate::catalog::Operation;
-use crate::dimension::Dimensions;
-use crate::intern::Interner;
-use crate::pricing::Pricing;
-use crate::record::{Outcome, UsageRecord};
-use crate::tokens::{Tally, TokenUsage};
-
-/// What the hot path hands over: static metadata by reference, two clock readings,
-/// an interned tenant, the token usage when the call has any, and one box of rarer extras only
-/// when the call has them: 64 bytes.
-#[derive(Debug)]
-pub(crate) struct RawCall {
-    pub(crate) op: &'static Operation,
-    pub(crate) start: quanta::Instant,
-    /// When the call ended: the worker works out the duration.
-    pub(crate) end: quanta::Instant,
-    pub(crate) outcome: Outcome,
-    pub(crate) tenant: Option<&'static str>,
-    /// The box the call's usage was tallied in, handed on as it is.
-    pub(crate) tokens: Option<Box<Tally>>,
-    pub(crate) extras: Option<Box<Extras>>,
-}
-
-/// The rarer parts of a call: an error, declared dimensions.
-#[derive(Debug, Default)]
-pub(crate) struct Extras {
-    pub(crate) error: Option<Box<ErrorDetails>>,
-    pub(crate) dims: Option<Box<Dimensions>>,
-}
-
-impl Extras {
-    /// `None` when there is nothing to carry.
-    pub(crate) fn of(
-        error: Option<Box<ErrorDetails>>,
-        dims: Option<Box<Dimensions>>,
-    ) -> Option<Box<Extras>> {
-        if error.is_none() && dims.is_none() {
-            return None;
-        }
-        Some(Box::new(Extras { error, dims }))
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct ErrorDetails {
-    pub(crate) error_type: String,
-    pub(crate) message: Option<String>,
-}
+use super::pricing::Pricing;
+use crate::call::intern::Interner;
+use crate::call::raw::{Extras, RawCall};
+use crate::call::tokens::{Tally, TokenUsage};
+use crate::record::UsageRecord;
 
 /// What every record of one tracker shares.
 #[derive(Debug, Clone)]
@@ -150,11 +107,6 @@ impl Anchor {
     }
 }
 
-const _: () = assert!(
-    std::mem::size_of::<RawCall>() <= 64,
-    "a queue slot per cache line"
-);
-
 impl RawCall {
     /// Stamps the id (UUIDv7) and completes the record.
     pub(crate) fn into_record(self, ctx: &RecordContext, anchor: &Anchor) -> UsageRecord {
@@ -249,6 +201,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::call::catalog::Operation;
+    use crate::record::Outcome;
 
     static CHAT: Operation = Operation::new("chat", "app::chat", "src/app.rs", 1, true);
 

@@ -13,16 +13,18 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use crate::call::{ErrorDetails, Extras, RawCall};
-use crate::catalog::Operation;
-use crate::classify::Classification;
-use crate::dimension::Dimensions;
+use crate::call::catalog::Operation;
+use crate::call::classify::Classification;
+use crate::call::dimension::Dimensions;
+use crate::call::raw::{ErrorDetails, Extras, RawCall};
+use crate::call::tokens::{Slot, Tally, TallyScope, TokenUsage};
 use crate::record::Outcome;
-use crate::tokens::{Slot, Tally, TallyScope, TokenUsage};
 
 /// The byte limit of recorded error text, set by the installed tracker.
-pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize =
-    AtomicUsize::new(crate::tracker::DEFAULT_ERROR_MESSAGE_LIMIT);
+pub(crate) static ERROR_MESSAGE_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_ERROR_MESSAGE_LIMIT);
+
+/// Bytes of error text kept per record.
+pub const DEFAULT_ERROR_MESSAGE_LIMIT: usize = 1024;
 
 /// Times one call of a tracked fn.
 #[doc(hidden)]
@@ -46,7 +48,7 @@ pub struct CallGuard {
     cancellable: bool,
     finished: bool,
     #[cfg(feature = "testing")]
-    capture: Option<std::sync::Arc<crate::testing::CaptureBuffer>>,
+    capture: Option<std::sync::Arc<dyn super::capture::Hook>>,
 }
 
 impl CallGuard {
@@ -64,7 +66,7 @@ impl CallGuard {
             cancellable: false,
             finished: false,
             #[cfg(feature = "testing")]
-            capture: crate::testing::current(),
+            capture: super::capture::current(),
             start: quanta::Instant::now(),
         }
     }
@@ -213,7 +215,7 @@ impl CallGuard {
             capture.push(call);
             return;
         }
-        crate::tracker::submit(call);
+        super::handoff::submit(call);
     }
 }
 

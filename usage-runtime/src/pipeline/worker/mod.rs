@@ -10,14 +10,34 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::call::{Anchor, RawCall, RecordContext};
+use crate::call::handoff::{HealthState, Shared};
+use crate::call::raw::RawCall;
 use crate::error::{Error, FailureKind};
+use crate::pipeline::record::{Anchor, RecordContext};
 use crate::record::UsageRecord;
 use crate::sink::BoxedSink;
 use crate::spool::Spool;
-use crate::tracker::{HealthState, Retry, Shared};
 
-/// A request from the guard to the worker.
+/// How failed writes are retried.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub(crate) max_retries: u32,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Retry {
+    /// Exponential backoff with full jitter: a uniform wait in `[0, min(max, base × 2^(n-1))]`.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// A request from the tracker handle to the worker.
 pub(crate) enum Request {
     /// Write everything queued, then reply.
     Flush(Reply),
@@ -314,7 +334,7 @@ impl Worker {
         if limit.is_zero() {
             return false;
         }
-        let operations = crate::catalog::operations();
+        let operations = crate::call::catalog::operations();
         let service = self.config.context.service.clone();
         let sink = &mut self.config.sink;
         // A shutdown that begins meanwhile cuts it short, so its drain goes first; one under way
@@ -810,7 +830,7 @@ impl Worker {
             async fn register(
                 &mut self,
                 _service: &str,
-                _operations: &[&'static crate::catalog::Operation],
+                _operations: &[&'static crate::call::catalog::Operation],
             ) -> Result<(), Error> {
                 unreachable!("the sink is restored before it is used again")
             }
@@ -930,7 +950,7 @@ impl Worker {
         }
     }
 
-    fn status<T>(&self, update: impl FnOnce(&mut crate::tracker::Status) -> T) -> T {
+    fn status<T>(&self, update: impl FnOnce(&mut crate::call::handoff::Status) -> T) -> T {
         let mut status = self
             .config
             .shared
@@ -969,7 +989,7 @@ fn count_usage(shared: &Shared, record: &UsageRecord) {
     }
     if record
         .attributes
-        .contains_key(crate::call::SATURATED_ATTRIBUTE)
+        .contains_key(crate::pipeline::record::SATURATED_ATTRIBUTE)
     {
         counters.saturated.fetch_add(1, Ordering::Relaxed);
     }
@@ -1113,7 +1133,7 @@ struct Tallies {
 }
 
 impl Tallies {
-    fn read(counters: &crate::tracker::Counters) -> Self {
+    fn read(counters: &crate::call::handoff::Counters) -> Self {
         Tallies {
             dropped: counters.dropped_queue_full.load(Ordering::Relaxed),
         }

@@ -68,7 +68,7 @@ inventory::collect!(Registration);
 /// #[track_usage(operation = "chat")]
 /// fn chat() {}
 ///
-/// let ops = usage_runtime::operations();
+/// let ops = usage_runtime::catalog::operations();
 /// let chat = ops.iter().find(|op| op.name() == "chat").unwrap();
 /// assert!(chat.function().ends_with("::chat"));
 /// ```

@@ -81,7 +81,10 @@ impl<'a> TokenUsage<'a> {
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cached_input_tokens,
             // Interned: a model repeats on every call, so the hot path does not copy it.
-            model: self.model.as_deref().map(crate::dimension::intern_model),
+            model: self
+                .model
+                .as_deref()
+                .map(crate::call::dimension::intern_model),
             saturated: self.saturated,
         }
     }
@@ -387,7 +390,7 @@ pub fn record_cached_input_tokens(cached: u64) {
 /// tracked call it does nothing.
 pub fn set_model(model: impl Into<String>) {
     let model = model.into();
-    with_innermost(|tally| tally.model = Some(crate::dimension::intern_model(&model)));
+    with_innermost(|tally| tally.model = Some(crate::call::dimension::intern_model(&model)));
 }
 
 #[cfg(test)]
@@ -454,7 +457,7 @@ pub trait ViaReport<'a> {
     fn __usage_report(&self) -> TokenUsage<'a>;
 }
 
-impl<'a, T: UsageReport + ?Sized> ViaReport<'a> for &crate::classify::Probe<'a, T> {
+impl<'a, T: UsageReport + ?Sized> ViaReport<'a> for &crate::call::classify::Probe<'a, T> {
     fn __usage_report(&self) -> TokenUsage<'a> {
         self.0.usage()
     }
@@ -465,7 +468,7 @@ pub trait ViaNoReport<'a> {
     fn __usage_report(&self) -> TokenUsage<'a>;
 }
 
-impl<'a, T: ?Sized> ViaNoReport<'a> for crate::classify::Probe<'a, T> {
+impl<'a, T: ?Sized> ViaNoReport<'a> for crate::call::classify::Probe<'a, T> {
     fn __usage_report(&self) -> TokenUsage<'a> {
         TokenUsage::default()
     }

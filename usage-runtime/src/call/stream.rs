@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use crate::catalog::Operation;
-use crate::dimension::Dimensions;
-use crate::guard::CallGuard;
+use crate::call::catalog::Operation;
+use crate::call::dimension::Dimensions;
+use crate::call::guard::CallGuard;
 
 pin_project_lite::pin_project! {
     /// A stream whose run is one tracked call.

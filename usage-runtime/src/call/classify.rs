@@ -10,7 +10,7 @@ use std::fmt;
 /// Lets a returned type classify itself as success or error.
 ///
 /// ```
-/// use usage_runtime::{Classification, Classify};
+/// use usage_runtime::classify::{Classification, Classify};
 ///
 /// struct Response {
 ///     status: u16,
