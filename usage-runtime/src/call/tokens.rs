@@ -84,7 +84,7 @@ impl<'a> TokenUsage<'a> {
             model: self
                 .model
                 .as_deref()
-                .map(crate::call::dimension::intern_model),
+                .map(crate::call::intern::intern_model),
             saturated: self.saturated,
         }
     }
@@ -390,7 +390,7 @@ pub fn record_cached_input_tokens(cached: u64) {
 /// tracked call it does nothing.
 pub fn set_model(model: impl Into<String>) {
     let model = model.into();
-    with_innermost(|tally| tally.model = Some(crate::call::dimension::intern_model(&model)));
+    with_innermost(|tally| tally.model = Some(crate::call::intern::intern_model(&model)));
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ pub enum Durability {
     SpoolFirst,
 }
 
+impl Tracker {
+    /// A builder with the `DEFAULT_*` settings and no sink; its
+    /// [`install`](TrackerBuilder::install) starts the tracker.
+    pub fn builder() -> TrackerBuilder {
+        TrackerBuilder::new()
+    }
+}
+
 /// Configures and installs the process-wide tracker.
 pub struct TrackerBuilder {
     sink: Option<BoxedSink>,

@@ -6,7 +6,6 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::builder::TrackerBuilder;
 use super::health::Health;
 use super::worker::{Reply, ReplyTo, Request};
 use crate::call::handoff::{Shared, GLOBAL, INSTALL};
@@ -31,12 +30,6 @@ impl fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    /// A builder with the `DEFAULT_*` settings and no sink; its
-    /// [`install`](TrackerBuilder::install) starts the tracker.
-    pub fn builder() -> TrackerBuilder {
-        TrackerBuilder::new()
-    }
-
     /// Writes every call finished before this point; returns once they are written (or failed).
     pub async fn flush(&self) -> Result<(), Error> {
         let (reply, done) = tokio::sync::oneshot::channel();
