@@ -1,0 +1,224 @@
+//! The worker's side of the spool: records set aside while the sink fails, replayed in order
+//! when it answers, spilled from the queue before it overflows, and kept at the shutdown deadline.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn spool_waiting(&self) -> bool {
+        self.config
+            .spool
+            .as_ref()
+            .is_some_and(|spool| !spool.is_empty())
+    }
+
+    /// Records the sink could not take: into the spool when there is one with room, else failed.
+    pub(super) fn spool_or_fail(&mut self, records: &[UsageRecord], reason: &str) {
+        let count = records.len() as u64;
+        let counters = &self.config.shared.counters;
+        let appended = match &mut self.config.spool {
+            Some(spool) => match spool.append(records) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(crate::spool::Full)) => Err("the spool is full".to_owned()),
+                Err(error) => Err(format!("the spool could not be written: {error}")),
+            },
+            None => Err(reason.to_owned()),
+        };
+        match appended {
+            Ok(()) => {
+                counters.spooled.fetch_add(count, Ordering::Relaxed);
+                self.publish_spool();
+            }
+            Err(why) => {
+                let deadline = *self.config.shared.shutdown_deadline.borrow();
+                if self.config.spool.is_none()
+                    && deadline.is_some_and(|deadline| Instant::now() >= deadline)
+                {
+                    counters
+                        .dropped_at_shutdown
+                        .fetch_add(count, Ordering::Relaxed);
+                } else {
+                    counters.failed.fetch_add(count, Ordering::Relaxed);
+                }
+                if self.config.spool.is_some() {
+                    tracing::error!(records = count, error = %why, last_error = %reason, "usage records lost");
+                }
+                self.set_state(HealthState::Failing, Some(&format!("{reason} ({why})")));
+            }
+        }
+    }
+
+    /// Writes what waits in the spool, oldest first, a batch at a time, until the spool is empty
+    /// or the sink fails (then the rest waits for the next drain). A batch leaves the spool only
+    /// once every record in it is written or quarantined.
+    pub(super) fn replay(&mut self, asked: bool) {
+        if !asked && Instant::now() < self.next_replay {
+            return;
+        }
+        let shared = Arc::clone(&self.config.shared);
+        while self.spool_waiting() {
+            let deadline = *shared.shutdown_deadline.borrow();
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return;
+            }
+            let batch = match self
+                .config
+                .spool
+                .as_mut()
+                .expect("spool")
+                .peek(self.config.batch_size)
+            {
+                Ok(batch) if batch.is_empty() => return, // the spool recounted itself
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, "usage spool: cannot read the oldest segment");
+                    return;
+                }
+            };
+            let before = Tallies::read(&shared.counters);
+            let mut outcome = Delivery {
+                single_attempt: true,
+                ..Delivery::default()
+            };
+            if self.replay_quarantined.is_empty() {
+                self.deliver(&batch, &mut outcome);
+            } else {
+                // What an earlier attempt at this batch quarantined is settled: counted, not
+                // sent (nor quarantined) again.
+                let (settled, pending): (Vec<UsageRecord>, Vec<UsageRecord>) = batch
+                    .iter()
+                    .cloned()
+                    .partition(|record| self.replay_quarantined.contains(&record.id));
+                outcome.quarantined += settled.len() as u64;
+                if !pending.is_empty() {
+                    self.deliver(&pending, &mut outcome);
+                }
+            }
+            if !outcome.unsettled.is_empty() {
+                self.replay_quarantined
+                    .extend(std::mem::take(&mut outcome.quarantined_ids));
+                self.replay_failures += 1;
+                self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
+                let after = Tallies::read(&shared.counters);
+                self.settle(&outcome, before, after);
+                return;
+            }
+            self.replay_failures = 0;
+            self.replay_quarantined.clear();
+            self.count(&outcome);
+            if let Err(error) = self
+                .config
+                .spool
+                .as_mut()
+                .expect("spool")
+                .consume(batch.len())
+            {
+                tracing::error!(%error, "usage spool: cannot remove a replayed segment");
+            }
+            shared
+                .counters
+                .replayed
+                .fetch_add(outcome.written, Ordering::Relaxed);
+            self.publish_spool();
+            let after = Tallies::read(&shared.counters);
+            self.settle(&outcome, before, after);
+        }
+    }
+
+    /// Publishes the spool's size to the health report.
+    pub(super) fn publish_spool(&self) {
+        if let Some(spool) = &self.config.spool {
+            let counters = &self.config.shared.counters;
+            counters
+                .spool_records
+                .store(spool.records(), Ordering::Relaxed);
+            counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        }
+    }
+
+    /// Moves queued records to the spool while the queue is more than half full.
+    pub(super) fn spill(&mut self) {
+        let shared = Arc::clone(&self.config.shared);
+        let half = shared.queue.capacity() / 2;
+        if shared.queue.len() <= half {
+            return;
+        }
+        // A batch made during the write in flight is older than anything queued: spooled first.
+        if let Some(next) = self.prefetch.as_mut() {
+            next.filled = true;
+            let older = std::mem::take(&mut next.batch);
+            if !older.is_empty() {
+                self.spool_or_fail(
+                    &older,
+                    "the sink is failing; the queue spilled to the spool",
+                );
+            }
+        }
+        let anchor = Anchor::now();
+        let mut moved = Vec::with_capacity(self.config.batch_size);
+        while shared.queue.len() > half / 2 {
+            while moved.len() < self.config.batch_size {
+                let Some(call) = shared.queue.pop() else {
+                    break;
+                };
+                shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+                let record = call.into_record(&self.config.context, &anchor);
+                count_usage(&shared, &record);
+                moved.push(record);
+            }
+            if moved.is_empty() {
+                break;
+            }
+            self.spool_or_fail(
+                &moved,
+                "the sink is failing; the queue spilled to the spool",
+            );
+            moved.clear();
+        }
+    }
+
+    pub(super) fn drop_rest_at_deadline(&mut self) {
+        if self.config.spool.is_some() {
+            // Past the deadline, what is left goes to the spool for the next start.
+            let shared = Arc::clone(&self.config.shared);
+            let anchor = Anchor::now();
+            let mut rest = Vec::new();
+            while let Some(call) = shared.queue.pop() {
+                shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+                rest.push(call.into_record(&self.config.context, &anchor));
+            }
+            for chunk in rest.chunks(self.config.batch_size.max(1)) {
+                self.spool_or_fail(chunk, "the shutdown deadline passed");
+            }
+            if !rest.is_empty() {
+                tracing::warn!(
+                    records = rest.len(),
+                    "usage shutdown deadline passed: records kept in the spool"
+                );
+            }
+            return;
+        }
+        let mut left = 0u64;
+        while self.config.shared.queue.pop().is_some() {
+            left += 1;
+        }
+        let counters = &self.config.shared.counters;
+        counters.taken.fetch_add(left, Ordering::Relaxed);
+        // The total, not only the queue's: the batch whose write the deadline cut and the one
+        // made meanwhile were counted as they were given up.
+        let lost = counters
+            .dropped_at_shutdown
+            .fetch_add(left, Ordering::Relaxed)
+            + left;
+        // A drain that met the deadline may be followed by the shutdown's own: log once, unless
+        // more were lost since.
+        if lost > self.lost_at_deadline {
+            self.lost_at_deadline = lost;
+            tracing::error!(
+                records = lost,
+                "usage shutdown deadline passed: records were not written"
+            );
+            let reason = format!("{lost} record(s) missed the shutdown deadline");
+            self.set_state(HealthState::Failing, Some(&reason));
+        }
+    }
+}
