@@ -3,7 +3,7 @@
 //! classifies the value and hands the outcome to the guard. The logic lives in the runtime's
 //! `__private` module, so the expansion stays a few readable lines.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -308,10 +308,18 @@ fn inferable(ty: &Type) -> Type {
 /// of the declared type placed first in the body, so the closure or `async` block it now runs in
 /// takes that return type before the user's own `return`s and `?`s are checked, and they coerce
 /// to it (`Box<dyn Error>`, trait objects) as they did in the fn.
+///
+/// The body stays a block of its own (its items and bindings keep their scope), now the value of
+/// the block around it. Its braces are marked as generated, at the same place: braces around a
+/// single expression on one line, in value position, are what `unused_braces` lints, and these
+/// are the fn's own braces, which the user cannot remove.
 fn with_return_edge(private: &TokenStream, ty: &Type, block: &Block) -> TokenStream {
+    let stmts = &block.stmts;
+    let mut body = Group::new(Delimiter::Brace, quote!(#(#stmts)*));
+    body.set_span(Span::call_site().located_at(block.brace_token.span.join()));
     quote! {{
         #private::return_edge!(#ty);
-        #block
+        #body
     }}
 }
 
