@@ -81,10 +81,7 @@ impl<'a> TokenUsage<'a> {
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cached_input_tokens,
             // Interned: a model repeats on every call, so the hot path does not copy it.
-            model: self
-                .model
-                .as_deref()
-                .map(crate::call::intern::intern_model),
+            model: self.model.as_deref().map(crate::call::intern::intern_model),
             saturated: self.saturated,
         }
     }

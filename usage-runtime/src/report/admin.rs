@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 /// One operation of the catalog with its calls in a time range.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]

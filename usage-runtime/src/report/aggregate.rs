@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::query::{Dimension, Query, TimeBucket};
 use crate::rollup::{bucket_midpoint, Tier};
 
-
 /// Where a report was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -236,7 +235,6 @@ pub(super) fn finish(
         .collect();
     Report { rows, source }
 }
-
 
 /// A rollup sum as the database returns it: a number, or `high:low` halves (SQLite).
 pub(super) fn parse_sum(text: &str) -> Option<i128> {

@@ -19,7 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -28,8 +27,8 @@ use serde::Serialize;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::Outcome;
 use crate::rollup::{decode_latency, latency_bucket, LatencyDecodeError, Tier};
-use crate::sink::{Backend, SqlConfig};
 use crate::sink::Backend as Kind;
+use crate::sink::{Backend, SqlConfig};
 
 mod admin;
 mod aggregate;
@@ -37,10 +36,9 @@ mod query;
 mod read;
 
 pub use admin::OperationRow;
-pub use aggregate::{Report, ReportRow, Source};
 use aggregate::{add, finish, parse_sum, parse_time, plan, Fact, Group, Groups, Scratch};
+pub use aggregate::{Report, ReportRow, Source};
 pub use query::{hour_start, Dimension, Query, TimeBucket};
-
 
 enum Pool {
     #[cfg(feature = "sqlite")]
@@ -274,5 +272,4 @@ impl Reader {
             Pool::MySql(_) => Kind::MySql,
         }
     }
-
 }

@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::record::Outcome;
 
-
 /// What rows can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -36,7 +36,12 @@ impl Reader {
     /// up each rollup key's rows (per time bucket) and concatenates their histograms (which sums
     /// them, see [`encode_latency`](crate::rollup::encode_latency)), so what crosses the wire is
     /// one row per key however many hours or days the range holds.
-    pub(super) async fn read_tier(&self, query: &Query, tier: Tier, groups: &mut Groups) -> Result<(), Error> {
+    pub(super) async fn read_tier(
+        &self,
+        query: &Query,
+        tier: Tier,
+        groups: &mut Groups,
+    ) -> Result<(), Error> {
         use futures_util::TryStreamExt;
         use sqlx::Row;
         use std::fmt::Write;
@@ -288,7 +293,11 @@ impl Reader {
     }
 
     /// Runs `sql` (with `?` placeholders bound to `values`) and reads every column as text.
-    pub(super) async fn text_rows(&self, sql: &str, values: &[String]) -> Result<Vec<Vec<String>>, Error> {
+    pub(super) async fn text_rows(
+        &self,
+        sql: &str,
+        values: &[String],
+    ) -> Result<Vec<Vec<String>>, Error> {
         let mut rows = Vec::new();
         self.each_row(sql, values, |row| {
             rows.push(row.to_vec());

@@ -109,7 +109,12 @@ impl Maker {
         uuid::Uuid::from_u128(value)
     }
 
-    pub(super) fn make(&mut self, call: RawCall, context: &RecordContext, anchor: &Anchor) -> UsageRecord {
+    pub(super) fn make(
+        &mut self,
+        call: RawCall,
+        context: &RecordContext,
+        anchor: &Anchor,
+    ) -> UsageRecord {
         let id = self.id();
         call.into_record_with_id(context, anchor, id)
     }
@@ -140,7 +145,6 @@ impl Prefetch {
         true
     }
 }
-
 
 #[cfg(test)]
 mod tests {

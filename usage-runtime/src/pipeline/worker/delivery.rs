@@ -189,7 +189,11 @@ impl Worker {
         }
     }
 
-    pub(super) fn write_with(&mut self, sink: &mut BoxedSink, batch: &[UsageRecord]) -> Result<(), Error> {
+    pub(super) fn write_with(
+        &mut self,
+        sink: &mut BoxedSink,
+        batch: &[UsageRecord],
+    ) -> Result<(), Error> {
         use futures_util::FutureExt as _;
         let mut deadline = self.config.shared.shutdown_deadline.subscribe();
         let write_timeout = self.config.write_timeout;
@@ -294,4 +298,3 @@ impl Tallies {
         }
     }
 }
-

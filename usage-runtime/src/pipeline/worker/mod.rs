@@ -401,4 +401,3 @@ async fn until_deadline(deadline: &mut tokio::sync::watch::Receiver<Option<Insta
         }
     }
 }
-

@@ -12,6 +12,7 @@ mod connect;
 pub(crate) mod core;
 pub(crate) mod dialect;
 mod failure;
+mod migrate;
 mod public;
 mod split;
 pub(crate) mod values;

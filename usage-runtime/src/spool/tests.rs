@@ -1,0 +1,251 @@
+use super::*;
+
+fn record(n: u32) -> UsageRecord {
+    UsageRecord {
+        id: uuid::Uuid::now_v7(),
+        operation: format!("op-{n}").into(),
+        function: "spool::tests::record".into(),
+        service: "test".into(),
+        instance: "test".into(),
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_micros(7),
+        outcome: crate::record::Outcome::Success,
+        error_type: None,
+        error_message: None,
+        tenant_id: Some("acme".into()),
+        user_id: None,
+        session_id: None,
+        model: None,
+        input_tokens: Some(3),
+        output_tokens: None,
+        cached_input_tokens: None,
+        cost_nano_usd: None,
+        attributes: serde_json::Map::new(),
+    }
+}
+
+fn open(dir: &Path) -> (Spool, Recovery) {
+    Spool::open(dir, u64::MAX, Fsync::Always).unwrap()
+}
+
+fn drain(spool: &mut Spool) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let batch = spool.peek(3).unwrap();
+        if batch.is_empty() {
+            return seen;
+        }
+        seen.extend(batch.iter().map(|r| r.operation.to_string()));
+        spool.consume(batch.len()).unwrap();
+    }
+}
+
+#[test]
+fn records_come_back_in_order_and_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.append(&[record(1), record(2)]).unwrap().unwrap();
+    spool.append(&[record(3)]).unwrap().unwrap();
+    assert_eq!(spool.records(), 3);
+    // Reopened (a restart), then replayed.
+    drop(spool);
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 3,
+            torn: 0,
+            corrupt: 0
+        }
+    );
+    assert_eq!(drain(&mut spool), ["op-1", "op-2", "op-3"]);
+    assert_eq!((spool.records(), spool.bytes()), (0, 0));
+    assert_eq!(status(dir.path()).unwrap().segments, 0, "segments deleted");
+}
+
+#[test]
+fn only_the_head_segment_is_held_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.segment_bytes = 1; // every append starts a segment
+    for n in 0..5 {
+        spool
+            .append(&[record(2 * n), record(2 * n + 1)])
+            .unwrap()
+            .unwrap();
+    }
+    let held: Vec<bool> = spool.segments.iter().map(|s| s.pending.is_some()).collect();
+    assert_eq!(held, [true, false, false, false, false]);
+    // The others are read back from disk as each becomes the head, in order.
+    let expected: Vec<String> = (0..10).map(|n| format!("op-{n}")).collect();
+    assert_eq!(drain(&mut spool), expected);
+    assert_eq!(status(dir.path()).unwrap().segments, 0);
+}
+
+#[test]
+fn a_failed_append_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.append(&[record(0)]).unwrap().unwrap();
+    let before = (spool.records(), spool.bytes());
+    // The segment's writer can no longer write (as on a failing disk).
+    let path = segment(dir.path());
+    spool.writer = Some(File::open(&path).unwrap());
+    assert!(spool.append(&[record(1), record(2)]).is_err());
+    assert_eq!((spool.records(), spool.bytes()), before);
+    assert_eq!(fs::metadata(&path).unwrap().len(), before.1);
+    // The next append goes on (in a new segment), and only what was kept comes back.
+    spool.append(&[record(3)]).unwrap().unwrap();
+    drop(spool);
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(recovery.records, 2);
+    assert_eq!(drain(&mut spool), ["op-0", "op-3"]);
+}
+
+#[test]
+fn frames_a_failed_append_left_behind_are_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.segment_bytes = 1; // every append starts a segment
+    spool.append(&[record(0)]).unwrap().unwrap();
+    spool.append(&[record(1)]).unwrap().unwrap();
+    // An append that failed and could not be undone: its frames reached the tail segment
+    // (here, a copy of the frame already there), uncounted, and the segment was closed.
+    let tail = spool.segments.back().unwrap().path.clone();
+    let frame = fs::read(&tail).unwrap();
+    let mut file = OpenOptions::new().append(true).open(&tail).unwrap();
+    file.write_all(&frame).unwrap();
+    spool.writer = None;
+    assert_eq!(spool.records(), 2);
+    assert_eq!(drain(&mut spool), ["op-0", "op-1"]);
+    assert_eq!((spool.records(), spool.bytes()), (0, 0));
+}
+
+#[test]
+fn a_segment_damaged_while_open_is_counted_again_not_spun_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.segment_bytes = 1; // every append starts a segment
+    spool.append(&[record(0)]).unwrap().unwrap();
+    spool.append(&[record(1), record(2)]).unwrap().unwrap();
+    // The second segment loses its content on disk (not the head: read when it gets there).
+    let tail = spool.segments.back().unwrap().path.clone();
+    OpenOptions::new()
+        .write(true)
+        .open(&tail)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(drain(&mut spool), ["op-0"]);
+    assert_eq!(spool.records(), 0, "what is gone is no longer counted");
+}
+
+#[test]
+fn a_directory_is_owned_by_one_spool_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = open(dir.path());
+    let err = Spool::open(dir.path(), u64::MAX, Fsync::Always).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    let (_second, _) = open(dir.path());
+    // The lock file is not mistaken for a segment.
+    assert_eq!(status(dir.path()).unwrap(), SpoolStatus::default());
+}
+
+#[test]
+fn the_size_limit_refuses_whole_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 2000, Fsync::Never).unwrap();
+    spool.append(&[record(1)]).unwrap().unwrap();
+    let before = spool.records();
+    assert!(spool.append(&vec![record(2); 10]).unwrap().is_err());
+    assert_eq!(spool.records(), before);
+}
+
+fn segment(dir: &Path) -> PathBuf {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap()
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool
+        .append(&[record(1), record(2), record(3)])
+        .unwrap()
+        .unwrap();
+    drop(spool);
+    let path = segment(dir.path());
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 2,
+            torn: 1,
+            corrupt: 0
+        }
+    );
+    assert_eq!(drain(&mut spool), ["op-1", "op-2"]);
+}
+
+#[test]
+fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool
+        .append(&[record(1), record(2), record(3)])
+        .unwrap()
+        .unwrap();
+    drop(spool);
+    let path = segment(dir.path());
+    let mut data = fs::read(&path).unwrap();
+    let second = find_magic(&data, 1).unwrap();
+    data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload
+    fs::write(&path, &data).unwrap();
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 2,
+            torn: 0,
+            corrupt: 1
+        }
+    );
+    assert_eq!(drain(&mut spool), ["op-1", "op-3"]);
+}
+
+#[test]
+fn empty_and_junk_files_never_stop_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("spool-00000000000000000001.seg"), b"").unwrap();
+    fs::write(
+        dir.path().join("spool-00000000000000000002.seg"),
+        b"not a spool at all",
+    )
+    .unwrap();
+    fs::write(dir.path().join("notes.txt"), b"left alone").unwrap();
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(recovery.records, 0);
+    assert_eq!(recovery.corrupt, 1);
+    assert!(spool.is_empty());
+    assert!(dir
+        .path()
+        .join("spool-00000000000000000002.corrupt")
+        .exists());
+    assert!(!dir.path().join("spool-00000000000000000001.seg").exists());
+    // And it keeps working.
+    spool.append(&[record(9)]).unwrap().unwrap();
+    assert_eq!(drain(&mut spool), ["op-9"]);
+}
