@@ -81,6 +81,39 @@ pub enum Outcome {
 }
 
 impl UsageRecord {
+    /// A record with the required fields given and every optional one empty: no error, tenant,
+    /// ids, model, tokens, cost or attributes.
+    pub(crate) fn of_call(
+        id: Uuid,
+        (operation, function): (Cow<'static, str>, Cow<'static, str>),
+        (service, instance): (Cow<'static, str>, Cow<'static, str>),
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        outcome: Outcome,
+    ) -> Self {
+        UsageRecord {
+            id,
+            operation,
+            function,
+            service,
+            instance,
+            started_at,
+            duration,
+            outcome,
+            error_type: None,
+            error_message: None,
+            tenant_id: None,
+            user_id: None,
+            session_id: None,
+            model: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_input_tokens: None,
+            cost_nano_usd: None,
+            attributes: serde_json::Map::new(),
+        }
+    }
+
     /// Whether the record carries any token count.
     pub fn has_tokens(&self) -> bool {
         self.input_tokens.is_some()

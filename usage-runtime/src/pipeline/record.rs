@@ -121,27 +121,18 @@ impl RawCall {
         id: Uuid,
     ) -> UsageRecord {
         let started_at = anchor.wall_time_of(self.start);
-        let mut record = UsageRecord {
+        let mut record = UsageRecord::of_call(
             id,
-            operation: Cow::Borrowed(self.op.name()),
-            function: Cow::Borrowed(self.op.function()),
-            service: ctx.service.clone(),
-            instance: ctx.instance.clone(),
+            (
+                Cow::Borrowed(self.op.name()),
+                Cow::Borrowed(self.op.function()),
+            ),
+            (ctx.service.clone(), ctx.instance.clone()),
             started_at,
-            duration: self.end.saturating_duration_since(self.start),
-            outcome: self.outcome,
-            error_type: None,
-            error_message: None,
-            tenant_id: self.tenant.map(Cow::Borrowed),
-            user_id: None,
-            session_id: None,
-            model: None,
-            input_tokens: None,
-            output_tokens: None,
-            cached_input_tokens: None,
-            cost_nano_usd: None,
-            attributes: serde_json::Map::new(),
-        };
+            self.end.saturating_duration_since(self.start),
+            self.outcome,
+        );
+        record.tenant_id = self.tenant.map(Cow::Borrowed);
         if self.extras.is_some() || self.tokens.is_some() {
             complete(&mut record, self.extras, self.tokens, ctx);
         }

@@ -113,14 +113,7 @@ impl Reader {
                 .await
             }};
         }
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => prune!(pool, crate::sink::sql::sqlite::Sqlite3),
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => prune!(pool, crate::sink::sql::postgres::Postgres),
-            #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => prune!(pool, crate::sink::sql::mysql::MySql8),
-        }
-        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        on_pool!(self, |pool, Dialect, _kind| prune!(pool, Dialect))
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 }

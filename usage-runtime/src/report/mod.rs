@@ -40,6 +40,38 @@ use aggregate::{add, finish, parse_sum, parse_time, plan, Fact, Group, Groups, S
 pub use aggregate::{Report, ReportRow, Source};
 pub use query::{hour_start, Dimension, Query, TimeBucket};
 
+/// `$body` with `$pool` bound to `$reader`'s pool, `$dialect` to its SQL dialect (a type) and
+/// `$kind` to its backend.
+macro_rules! on_pool {
+    ($reader:expr, |$pool:ident, $dialect:ident, $kind:ident| $body:expr) => {
+        match &$reader.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $dialect = crate::sink::sql::sqlite::Sqlite3;
+                let $kind = Kind::Sqlite;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            Pool::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $dialect = crate::sink::sql::postgres::Postgres;
+                let $kind = Kind::Postgres;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            Pool::MySql($pool) => {
+                #[allow(dead_code)]
+                type $dialect = crate::sink::sql::mysql::MySql8;
+                let $kind = Kind::MySql;
+                $body
+            }
+        }
+    };
+}
+
+use on_pool;
+
 enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool),
@@ -263,13 +295,6 @@ impl Reader {
     }
 
     fn kind(&self) -> Kind {
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => Kind::Sqlite,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => Kind::Postgres,
-            #[cfg(feature = "mysql")]
-            Pool::MySql(_) => Kind::MySql,
-        }
+        on_pool!(self, |_pool, _Dialect, kind| kind)
     }
 }

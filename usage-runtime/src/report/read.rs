@@ -224,14 +224,10 @@ impl Reader {
                 Ok(())
             }};
         }
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => read!(pool, false),
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => read!(pool, true),
-            #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => read!(pool, false),
-        }
+        on_pool!(self, |pool, _Dialect, kind| read!(
+            pool,
+            kind == Kind::Postgres
+        ))
     }
 
     pub(super) async fn read_records(&self, query: &Query) -> Result<Report, Error> {
@@ -340,13 +336,9 @@ impl Reader {
                 Ok(())
             }};
         }
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(pool) => stream!(pool, false),
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => stream!(pool, true),
-            #[cfg(feature = "mysql")]
-            Pool::MySql(pool) => stream!(pool, false),
-        }
+        on_pool!(self, |pool, _Dialect, kind| stream!(
+            pool,
+            kind == Kind::Postgres
+        ))
     }
 }

@@ -109,28 +109,18 @@ impl<S: Sink> DynSink for S {
 pub(crate) fn probe_record() -> UsageRecord {
     use chrono::{SubsecRound, Utc};
 
-    UsageRecord {
-        id: uuid::Uuid::now_v7(),
-        operation: "usage.verify".into(),
-        function: "usage_runtime::sink::verify".into(),
-        service: "usage-verify".into(),
-        instance: gethostname::gethostname()
-            .to_string_lossy()
-            .into_owned()
-            .into(),
-        started_at: Utc::now().trunc_subsecs(6),
-        duration: std::time::Duration::ZERO,
-        outcome: crate::record::Outcome::Success,
-        error_type: None,
-        error_message: None,
-        tenant_id: None,
-        user_id: None,
-        session_id: None,
-        model: None,
-        input_tokens: None,
-        output_tokens: None,
-        cached_input_tokens: None,
-        cost_nano_usd: None,
-        attributes: serde_json::Map::new(),
-    }
+    UsageRecord::of_call(
+        uuid::Uuid::now_v7(),
+        ("usage.verify".into(), "usage_runtime::sink::verify".into()),
+        (
+            "usage-verify".into(),
+            gethostname::gethostname()
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        ),
+        Utc::now().trunc_subsecs(6),
+        std::time::Duration::ZERO,
+        crate::record::Outcome::Success,
+    )
 }

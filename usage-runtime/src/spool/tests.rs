@@ -1,27 +1,17 @@
 use super::*;
 
 fn record(n: u32) -> UsageRecord {
-    UsageRecord {
-        id: uuid::Uuid::now_v7(),
-        operation: format!("op-{n}").into(),
-        function: "spool::tests::record".into(),
-        service: "test".into(),
-        instance: "test".into(),
-        started_at: chrono::Utc::now(),
-        duration: Duration::from_micros(7),
-        outcome: crate::record::Outcome::Success,
-        error_type: None,
-        error_message: None,
-        tenant_id: Some("acme".into()),
-        user_id: None,
-        session_id: None,
-        model: None,
-        input_tokens: Some(3),
-        output_tokens: None,
-        cached_input_tokens: None,
-        cost_nano_usd: None,
-        attributes: serde_json::Map::new(),
-    }
+    let mut record = UsageRecord::of_call(
+        uuid::Uuid::now_v7(),
+        (format!("op-{n}").into(), "spool::tests::record".into()),
+        ("test".into(), "test".into()),
+        chrono::Utc::now(),
+        Duration::from_micros(7),
+        crate::record::Outcome::Success,
+    );
+    record.tenant_id = Some("acme".into());
+    record.input_tokens = Some(3);
+    record
 }
 
 fn open(dir: &Path) -> (Spool, Recovery) {
@@ -171,16 +161,21 @@ fn segment(dir: &Path) -> PathBuf {
         .unwrap()
 }
 
-#[test]
-fn a_torn_tail_is_truncated_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
+/// Spools records 1 to 3 in `dir` and closes the spool; answers its segment.
+fn spooled_three(dir: &Path) -> PathBuf {
+    let (mut spool, _) = open(dir);
     spool
         .append(&[record(1), record(2), record(3)])
         .unwrap()
         .unwrap();
     drop(spool);
-    let path = segment(dir.path());
+    segment(dir)
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = spooled_three(dir.path());
     let len = fs::metadata(&path).unwrap().len();
     OpenOptions::new()
         .write(true)
@@ -203,13 +198,7 @@ fn a_torn_tail_is_truncated_and_counted() {
 #[test]
 fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
-    spool
-        .append(&[record(1), record(2), record(3)])
-        .unwrap()
-        .unwrap();
-    drop(spool);
-    let path = segment(dir.path());
+    let path = spooled_three(dir.path());
     let mut data = fs::read(&path).unwrap();
     let second = find_magic(&data, 1).unwrap();
     data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload

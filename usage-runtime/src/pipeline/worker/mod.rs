@@ -352,18 +352,12 @@ impl Worker {
     }
 
     fn set_state(&self, state: HealthState, error: Option<&str>) {
-        let previous = {
-            let mut status = self
-                .config
-                .shared
-                .status
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = self.status(|status| {
             if let Some(error) = error {
                 status.last_error = Some(error.to_owned());
             }
             std::mem::replace(&mut status.state, state)
-        };
+        });
         if previous == state {
             return;
         }
