@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use usage_runtime::report::{Dimension, Reader};
+use usage_runtime::report::{GroupBy, Reader};
 use usage_runtime::tower::{Identity, UsageLayer};
 use usage_runtime::{track_usage, HealthState, Pricing, Tracker, UsageReport};
 
@@ -318,7 +318,7 @@ async fn usage(
     };
     let query = usage_runtime::report::Query::new()
         .since(since)
-        .group_by([Dimension::Operation, Dimension::Model]);
+        .group_by([GroupBy::Operation, GroupBy::Model]);
     match reader.for_tenant(tenant).report(&query).await {
         Ok(report) => Json(report.rows).into_response(),
         Err(error) => {

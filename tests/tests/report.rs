@@ -4,7 +4,7 @@
 use chrono::Timelike;
 use sqlx::Connection;
 use tests::{mysql_url, postgres_url, random_records};
-use usage_runtime::report::{Dimension, Query, Reader, Source, TimeBucket};
+use usage_runtime::report::{GroupBy, Query, Reader, Source, TimeBucket};
 use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig, SqliteSink};
 use usage_runtime::{Outcome, UsageRecord};
 
@@ -59,42 +59,42 @@ fn queries(records: &[UsageRecord]) -> Vec<Query> {
     vec![
         Query::new(),
         Query::new()
-            .group_by([Dimension::Tenant, Dimension::Operation])
+            .group_by([GroupBy::Tenant, GroupBy::Operation])
             .bucket(TimeBucket::Month),
         Query::new()
-            .group_by([Dimension::Model, Dimension::Outcome])
+            .group_by([GroupBy::Model, GroupBy::Outcome])
             .bucket(TimeBucket::Day),
         Query::new()
-            .group_by([Dimension::Operation])
+            .group_by([GroupBy::Operation])
             .bucket(TimeBucket::Hour),
         Query::new()
             .since(since)
             .until(since + chrono::Duration::hours(10))
-            .group_by([Dimension::Tenant]),
+            .group_by([GroupBy::Tenant]),
         Query::new()
             .tenant("acme")
             .model("gpt-4o")
-            .group_by([Dimension::Outcome]),
+            .group_by([GroupBy::Outcome]),
         Query::new()
             .outcome(Outcome::Error)
-            .group_by([Dimension::Service]),
+            .group_by([GroupBy::Service]),
         // Ranges that take whole days from the daily rows and their edges from the hourly ones.
         Query::new()
             .since(since)
             .until(since + chrono::Duration::hours(61))
-            .group_by([Dimension::Tenant, Dimension::Operation]),
+            .group_by([GroupBy::Tenant, GroupBy::Operation]),
         Query::new()
             .since(since + chrono::Duration::hours(7))
-            .group_by([Dimension::Operation])
+            .group_by([GroupBy::Operation])
             .bucket(TimeBucket::Day),
         Query::new()
             .until(since + chrono::Duration::hours(50))
-            .group_by([Dimension::Outcome])
+            .group_by([GroupBy::Outcome])
             .bucket(TimeBucket::Month),
         Query::new()
             .since(day(since) + chrono::Duration::days(1))
             .until(day(since) + chrono::Duration::days(3))
-            .group_by([Dimension::Model]),
+            .group_by([GroupBy::Model]),
         Query::new()
             .since(day(since) + chrono::Duration::hours(25))
             .until(day(since) + chrono::Duration::hours(47)),
@@ -160,7 +160,7 @@ async fn check(reader: &Reader, records: &[UsageRecord]) {
     // A tenant's reader sees only its own rows, whatever the query asks.
     let acme = reader
         .for_tenant("acme")
-        .report(&Query::new().tenant("globex").group_by([Dimension::Tenant]))
+        .report(&Query::new().tenant("globex").group_by([GroupBy::Tenant]))
         .await
         .unwrap();
     assert_eq!(acme.rows.len(), 1);
@@ -188,7 +188,7 @@ async fn check(reader: &Reader, records: &[UsageRecord]) {
 
     // Distinct users need the records.
     let users = reader
-        .report(&Query::new().distinct_users().group_by([Dimension::Tenant]))
+        .report(&Query::new().distinct_users().group_by([GroupBy::Tenant]))
         .await
         .unwrap();
     assert_eq!(users.source, Source::Records);
@@ -507,7 +507,7 @@ async fn histograms_compact(
         .unwrap();
         assert_eq!(histogram, expected);
     }
-    let query = Query::new().group_by([Dimension::Operation]);
+    let query = Query::new().group_by([GroupBy::Operation]);
     let rolled = reader.report(&query).await.unwrap();
     assert_eq!(
         rolled.rows,

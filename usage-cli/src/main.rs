@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 mod ingest;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use usage_runtime::report::{Dimension, Query, Reader, Report, TimeBucket};
+use usage_runtime::report::{GroupBy, Query, Reader, Report, TimeBucket};
 use usage_runtime::sink::{AnySqlSink, SqlConfig};
 use usage_runtime::{Error, Tracker};
 
@@ -264,7 +264,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     "day" => Some(TimeBucket::Day),
                     "month" => Some(TimeBucket::Month),
                     other => {
-                        dimensions.push(other.parse::<Dimension>().map_err(usage_error)?);
+                        dimensions.push(other.parse::<GroupBy>().map_err(usage_error)?);
                         None
                     }
                 };

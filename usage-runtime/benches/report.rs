@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use usage_runtime::report::{Dimension, Query, Reader, TimeBucket};
+use usage_runtime::report::{GroupBy, Query, Reader, TimeBucket};
 use usage_runtime::sink::{MemorySink, Sink, SqliteSink};
 use usage_runtime::{track_usage, Outcome, Tracker, UsageRecord};
 
@@ -101,7 +101,7 @@ async fn main() {
     let reader = Reader::connect(&url).await.unwrap();
     let query = Query::new()
         .since(usage_runtime::report::hour_start(month))
-        .group_by([Dimension::Tenant, Dimension::Operation])
+        .group_by([GroupBy::Tenant, GroupBy::Operation])
         .bucket(TimeBucket::Month);
     let mut best = Duration::MAX;
     let mut rows = 0;

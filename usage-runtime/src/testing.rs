@@ -1,5 +1,5 @@
 //! Capturing the records of tracked calls inside a test, without installing the process-wide
-//! tracker (so tests running in parallel never clash).
+//! tracker (so tests running in parallel never clash). Feature `testing`.
 //!
 //! ```
 //! use usage_runtime::{testing::Capture, track_usage, Outcome};

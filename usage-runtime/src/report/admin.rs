@@ -52,7 +52,7 @@ impl Reader {
             self.config.operations_table()
         );
         let catalog = self.text_rows(&sql, &[]).await?;
-        let mut query = Query::new().group_by([Dimension::Service, Dimension::Operation]);
+        let mut query = Query::new().group_by([GroupBy::Service, GroupBy::Operation]);
         if let Some(since) = since {
             // Whole hours, so the rollups answer.
             query = query.since(TimeBucket::Hour.start(since));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::query::{Dimension, Query, TimeBucket};
+use super::query::{GroupBy, Query, TimeBucket};
 use crate::rollup::{bucket_midpoint, Tier};
 
 /// Where a report was read from.
@@ -97,12 +97,12 @@ impl Query {
         let mut key = BTreeMap::new();
         for dimension in &self.group_by {
             let value = match dimension {
-                Dimension::Service => &fact.service,
-                Dimension::Operation => &fact.operation,
-                Dimension::Tenant => &fact.tenant,
-                Dimension::User => &fact.user,
-                Dimension::Model => &fact.model,
-                Dimension::Outcome => &fact.outcome,
+                GroupBy::Service => &fact.service,
+                GroupBy::Operation => &fact.operation,
+                GroupBy::Tenant => &fact.tenant,
+                GroupBy::User => &fact.user,
+                GroupBy::Model => &fact.model,
+                GroupBy::Outcome => &fact.outcome,
             };
             key.insert(dimension.name().to_owned(), value.clone());
         }

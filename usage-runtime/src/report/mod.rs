@@ -1,15 +1,15 @@
-//! Reports: calls, errors, tokens, cost and latency percentiles, filtered and grouped, read from
+//! Reports (with any SQL sink's feature): calls, errors, tokens, cost and latency percentiles, filtered and grouped, read from
 //! the hourly rollups when the question allows it and from the records otherwise, with the same
 //! answer either way (percentiles come from the same log-linear histogram in both).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), usage_runtime::Error> {
-//! use usage_runtime::report::{Dimension, Query, Reader, TimeBucket};
+//! use usage_runtime::report::{GroupBy, Query, Reader, TimeBucket};
 //!
 //! let reader = Reader::connect("sqlite://usage.db").await?;
 //! let month = Query::new()
 //!     .since("2026-11-01T00:00:00Z".parse().unwrap())
-//!     .group_by([Dimension::Tenant, Dimension::Operation])
+//!     .group_by([GroupBy::Tenant, GroupBy::Operation])
 //!     .bucket(TimeBucket::Month);
 //! for row in reader.report(&month).await?.rows {
 //!     println!("{:?}: {} calls, {} nano-USD, p95 {} ms", row.group, row.calls, row.cost_nano_usd, row.p95_ms);
@@ -38,7 +38,7 @@ mod read;
 pub use admin::OperationRow;
 use aggregate::{add, finish, parse_sum, parse_time, plan, Fact, Group, Groups, Scratch};
 pub use aggregate::{Report, ReportRow, Source};
-pub use query::{hour_start, Dimension, Query, TimeBucket};
+pub use query::{hour_start, GroupBy, Query, TimeBucket};
 
 /// `$body` with `$pool` bound to `$reader`'s pool, `$dialect` to its SQL dialect (a type) and
 /// `$kind` to its backend.

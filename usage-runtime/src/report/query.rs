@@ -11,7 +11,7 @@ use crate::record::Outcome;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum Dimension {
+pub enum GroupBy {
     /// The service name.
     Service,
     /// The operation.
@@ -26,31 +26,31 @@ pub enum Dimension {
     Outcome,
 }
 
-impl Dimension {
+impl GroupBy {
     /// The name used in [`ReportRow::group`].
     pub fn name(self) -> &'static str {
         match self {
-            Dimension::Service => "service",
-            Dimension::Operation => "operation",
-            Dimension::Tenant => "tenant",
-            Dimension::User => "user",
-            Dimension::Model => "model",
-            Dimension::Outcome => "outcome",
+            GroupBy::Service => "service",
+            GroupBy::Operation => "operation",
+            GroupBy::Tenant => "tenant",
+            GroupBy::User => "user",
+            GroupBy::Model => "model",
+            GroupBy::Outcome => "outcome",
         }
     }
 }
 
-impl FromStr for Dimension {
+impl FromStr for GroupBy {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         [
-            Dimension::Service,
-            Dimension::Operation,
-            Dimension::Tenant,
-            Dimension::User,
-            Dimension::Model,
-            Dimension::Outcome,
+            GroupBy::Service,
+            GroupBy::Operation,
+            GroupBy::Tenant,
+            GroupBy::User,
+            GroupBy::Model,
+            GroupBy::Outcome,
         ]
         .into_iter()
         .find(|d| d.name() == name)
@@ -98,7 +98,7 @@ pub struct Query {
     pub(super) user: Option<uuid::Uuid>,
     pub(super) model: Option<String>,
     pub(super) outcome: Option<Outcome>,
-    pub(super) group_by: Vec<Dimension>,
+    pub(super) group_by: Vec<GroupBy>,
     pub(super) bucket: Option<TimeBucket>,
     pub(super) distinct_users: bool,
 }
@@ -149,7 +149,7 @@ impl Query {
         self
     }
     /// Groups by these dimensions, in this order.
-    pub fn group_by(mut self, dimensions: impl IntoIterator<Item = Dimension>) -> Self {
+    pub fn group_by(mut self, dimensions: impl IntoIterator<Item = GroupBy>) -> Self {
         self.group_by = dimensions.into_iter().collect();
         self
     }
@@ -173,7 +173,7 @@ impl Query {
         };
         self.user.is_none()
             && !self.distinct_users
-            && !self.group_by.contains(&Dimension::User)
+            && !self.group_by.contains(&GroupBy::User)
             && whole_hour(&self.since)
             && whole_hour(&self.until)
     }

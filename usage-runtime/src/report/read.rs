@@ -112,12 +112,12 @@ impl Reader {
             .map(|dimension| {
                 first
                     + match dimension {
-                        Dimension::Service => 0,
-                        Dimension::Operation => 1,
-                        Dimension::Tenant => 2,
-                        Dimension::Model => 3,
-                        Dimension::Outcome => 4,
-                        Dimension::User => unreachable!("the rollups do not answer for users"),
+                        GroupBy::Service => 0,
+                        GroupBy::Operation => 1,
+                        GroupBy::Tenant => 2,
+                        GroupBy::Model => 3,
+                        GroupBy::Outcome => 4,
+                        GroupBy::User => unreachable!("the rollups do not answer for users"),
                     }
             })
             .collect();

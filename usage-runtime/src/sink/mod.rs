@@ -1,5 +1,14 @@
 //! Where records go. A sink writes one batch at a time and must be idempotent on the record id:
 //! a batch written twice leaves one copy of each record.
+//!
+//! | sink | feature |
+//! |---|---|
+//! | [`MemorySink`], [`JsonLinesSink`] | always |
+//! | `SqliteSink` | `sqlite` (default) |
+//! | `PostgresSink` | `postgres` |
+//! | `MySqlSink` | `mysql` |
+//! | `AnySqlSink`, `Backend`, `SqlConfig` | any of the three |
+//! | `NatsSink` | `nats` |
 
 use std::fmt;
 use std::future::Future;

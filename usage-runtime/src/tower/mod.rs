@@ -1,4 +1,5 @@
-//! HTTP services: [`UsageLayer`], a tower layer that records one usage record per request.
+//! HTTP services: [`UsageLayer`], a tower layer that records one usage record per request
+//! (feature `tower`; feature `axum` adds route templates).
 //!
 //! ```no_run
 //! use axum::{routing::post, Router};
@@ -17,7 +18,8 @@
 //! ```
 //!
 //! - **Operation**: `"<METHOD> <route template>"` (`"POST /v1/chat/{id}"`) from axum's
-//!   `MatchedPath`, so ids in paths never become operation names; `"<METHOD> (unmatched)"` when no
+//!   `MatchedPath` (feature `axum`), so ids in paths never become operation names;
+//!   `"<METHOD> (unmatched)"` when no
 //!   route matched (add the layer with `Router::layer` or `route_layer` so it sees the route).
 //!   [`UsageLayer::name_with`] names requests yourself.
 //! - **Outcome**: a 5xx status is `Error` (`error_type` `"HTTP 503"`); any other status is
@@ -232,10 +234,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let matched = parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .is_some();
+        let matched = route(&parts).is_some();
         let name = match &self.naming {
             Some(naming) => Cow::Owned(naming(&parts)),
             None => default_name(&parts),
@@ -444,9 +443,23 @@ where
 
 fn default_name(parts: &Parts) -> Cow<'static, str> {
     let method = standard_method(&parts.method);
-    match parts.extensions.get::<axum::extract::MatchedPath>() {
-        Some(route) => Cow::Owned(format!("{method} {}", route.as_str())),
+    match route(parts) {
+        Some(route) => Cow::Owned(format!("{method} {route}")),
         None => Cow::Owned(format!("{method} (unmatched)")),
+    }
+}
+
+/// The route template the router matched (axum's `MatchedPath`, with the `axum` feature).
+fn route(parts: &Parts) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    return parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|route| route.as_str());
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
     }
 }
 

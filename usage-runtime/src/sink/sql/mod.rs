@@ -101,11 +101,6 @@ impl SqlConfig {
         Ok(self)
     }
 
-    /// The connections a batch is written over (see [`write_connections`](Self::write_connections)).
-    pub fn connections(&self) -> usize {
-        self.write_connections
-    }
-
     /// The table of records.
     pub fn records_table(&self) -> String {
         format!("{}usage_records", self.table_prefix)
@@ -257,9 +252,15 @@ mod tests {
 
     #[test]
     fn write_connections_are_bounded() {
-        assert_eq!(SqlConfig::new().connections(), DEFAULT_WRITE_CONNECTIONS);
         assert_eq!(
-            SqlConfig::new().write_connections(1).unwrap().connections(),
+            SqlConfig::new().write_connections,
+            DEFAULT_WRITE_CONNECTIONS
+        );
+        assert_eq!(
+            SqlConfig::new()
+                .write_connections(1)
+                .unwrap()
+                .write_connections,
             1
         );
         for bad in [0, 65] {

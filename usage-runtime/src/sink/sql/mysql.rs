@@ -114,7 +114,7 @@ const COLUMNS: &str = "id, operation, function, service, instance, started_at, d
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
 
 sql_sink!(
-    /// Writes records to MySQL or MariaDB.
+    /// Writes records to MySQL or MariaDB (feature `mysql`).
     ///
     /// Columns: `CHAR(36)` ids, `DATETIME(6)` UTC times, `BIGINT UNSIGNED` counts (the full
     /// `u64` range), `MEDIUMTEXT` error messages (up to 16 MiB), `JSON` attributes, `utf8mb4`

@@ -101,7 +101,7 @@ const COLUMNS: &str = "id, operation, function, service, instance, started_at, d
     output_tokens, cached_input_tokens, cost_nano_usd, attributes";
 
 sql_sink!(
-    /// Writes records to PostgreSQL.
+    /// Writes records to PostgreSQL (feature `postgres`).
     ///
     /// Values are stored as given, except: NUL characters (which PostgreSQL rejects in `text`
     /// and `jsonb`) become U+FFFD, and token counts above `i64::MAX` are stored as `i64::MAX`.

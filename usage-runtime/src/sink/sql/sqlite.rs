@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 "#;
 
 sql_sink!(
-    /// Writes records to a SQLite database file, creating the file and the schema.
+    /// Writes records to a SQLite database file, creating the file and the schema (feature
+    /// `sqlite`, on by default).
     ///
     /// `started_at` is stored as RFC 3339 text in UTC with microseconds
     /// (`2026-11-22T23:26:23.123456Z`, which sorts in time order), ids as hyphenated UUID text,
