@@ -46,28 +46,19 @@ macro_rules! on_pool {
     ($reader:expr, |$pool:ident, $dialect:ident, $kind:ident| $body:expr) => {
         match &$reader.pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite($pool) => {
-                #[allow(dead_code)]
-                type $dialect = crate::sink::sql::sqlite::Sqlite3;
-                let $kind = Kind::Sqlite;
-                $body
-            }
+            Pool::Sqlite($pool) => on_pool!(@arm $dialect = crate::sink::sql::sqlite::Sqlite3, $kind = Kind::Sqlite, $body),
             #[cfg(feature = "postgres")]
-            Pool::Postgres($pool) => {
-                #[allow(dead_code)]
-                type $dialect = crate::sink::sql::postgres::Postgres;
-                let $kind = Kind::Postgres;
-                $body
-            }
+            Pool::Postgres($pool) => on_pool!(@arm $dialect = crate::sink::sql::postgres::Postgres, $kind = Kind::Postgres, $body),
             #[cfg(feature = "mysql")]
-            Pool::MySql($pool) => {
-                #[allow(dead_code)]
-                type $dialect = crate::sink::sql::mysql::MySql8;
-                let $kind = Kind::MySql;
-                $body
-            }
+            Pool::MySql($pool) => on_pool!(@arm $dialect = crate::sink::sql::mysql::MySql8, $kind = Kind::MySql, $body),
         }
     };
+    (@arm $dialect:ident = $ty:ty, $kind:ident = $backend:expr, $body:expr) => {{
+        #[allow(dead_code)]
+        type $dialect = $ty;
+        let $kind = $backend;
+        $body
+    }};
 }
 
 use on_pool;

@@ -24,6 +24,7 @@ pub(crate) type Options<D> = <Conn<D> as sqlx::Connection>::Options;
 pub(crate) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
+    Bytes(&'a [u8]),
 }
 
 /// How migrators in several processes keep out of each other's way.
@@ -148,6 +149,25 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         tier: Tier,
         rows: &BTreeMap<RollupKey, Cell>,
     ) -> Result<(), sqlx::Error>;
+    /// Rewrites in canonical form the histogram `stored` of the row of `table` whose `key` column
+    /// is `id`, grown well past its last canonical size by appends (the caller's transaction
+    /// holds the row).
+    async fn rewrite_compacted(
+        connection: &mut Conn<Self>,
+        table: &str,
+        (key, id): (&str, Arg<'_>),
+        stored: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        let compact = crate::rollup::compacted(stored, table);
+        let sql = format!(
+            "UPDATE {table} SET latency_base = {}, latency = {} WHERE {key} = {}",
+            Self::param(1),
+            Self::param(2),
+            Self::param(3)
+        );
+        let args = [Arg::Int(compact.len() as i64), Arg::Bytes(&compact), id];
+        Self::execute(connection, sql, &args).await.map(|_| ())
+    }
     /// Records the operation catalog of `service`.
     async fn register(
         connection: &mut Conn<Self>,
@@ -244,6 +264,7 @@ macro_rules! bound {
             query = match *arg {
                 crate::sink::sql::dialect::Arg::Int(value) => query.bind(value),
                 crate::sink::sql::dialect::Arg::Text(value) => query.bind(value),
+                crate::sink::sql::dialect::Arg::Bytes(value) => query.bind(value),
             };
         }
         query

@@ -13,12 +13,12 @@ use sqlx::{AssertSqlSafe, MySql, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::connect::describe;
-use super::dialect::{statements, Dialect, MigrationLock, Options};
+use super::dialect::{statements, Arg, Dialect, MigrationLock, Options};
 use super::{sql_sink, Change, Migration, SqlConfig};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, compacted, encode_latency, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, encode_latency, Cell, RollupKey, Tier};
 
 /// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
 /// shape.
@@ -460,14 +460,12 @@ impl Dialect for MySql8 {
             for row in &long {
                 let id: Vec<u8> = row.get(0);
                 let stored: Vec<u8> = row.get(1);
-                let compact = compacted(&stored, &table);
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE {table} SET latency_base = ?, latency = ? WHERE rollup_key = ?"
-                )))
-                .bind(compact.len() as i64)
-                .bind(compact)
-                .bind(id)
-                .execute(&mut *connection)
+                Self::rewrite_compacted(
+                    connection,
+                    &table,
+                    ("rollup_key", Arg::Bytes(&id)),
+                    &stored,
+                )
                 .await?;
             }
         }

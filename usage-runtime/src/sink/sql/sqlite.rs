@@ -12,13 +12,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::dialect::{statements, Dialect, MigrationLock, Options};
+use super::dialect::{statements, Arg, Dialect, MigrationLock, Options};
 use super::values::clamp;
 use super::{sql_sink, Change, Migration, SqlConfig};
 use crate::call::catalog::Operation;
 use crate::error::redact_url;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, compacted, encode_latency, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, encode_latency, Cell, RollupKey, Tier};
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -353,15 +353,8 @@ impl Dialect for Sqlite3 {
                 .bind(rowid)
                 .fetch_one(&mut *connection)
                 .await?;
-                let compact = compacted(&stored, &table);
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE {table} SET latency_base = ?, latency = ? WHERE rowid = ?"
-                )))
-                .bind(compact.len() as i64)
-                .bind(compact)
-                .bind(rowid)
-                .execute(&mut *connection)
-                .await?;
+                Self::rewrite_compacted(connection, &table, ("rowid", Arg::Int(rowid)), &stored)
+                    .await?;
             }
         }
         Ok(())
