@@ -2,12 +2,13 @@
 //! log-linear histogram whichever table the rows came from, and the plan of which ranges the
 //! rollups answer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::query::{GroupBy, Query, TimeBucket};
+use super::{Fact, Group};
 use crate::rollup::{bucket_midpoint, Tier};
 
 /// Where a report was read from.
@@ -60,36 +61,6 @@ pub struct Report {
     pub rows: Vec<ReportRow>,
     /// The rollups or the records.
     pub source: Source,
-}
-
-/// One call (or one rollup row standing for `calls` calls) as the aggregation sees it.
-pub(super) struct Fact {
-    pub(super) at: DateTime<Utc>,
-    pub(super) service: String,
-    pub(super) operation: String,
-    pub(super) tenant: String,
-    pub(super) user: String,
-    pub(super) model: String,
-    pub(super) outcome: String,
-    pub(super) calls: u64,
-    pub(super) input: u64,
-    pub(super) output: u64,
-    pub(super) cached: u64,
-    pub(super) cost: i64,
-}
-
-#[derive(Default)]
-pub(super) struct Group {
-    pub(super) calls: u64,
-    pub(super) errors: u64,
-    pub(super) input: u64,
-    pub(super) output: u64,
-    pub(super) cached: u64,
-    pub(super) cost: i64,
-    /// Calls per latency bucket, by bucket (sparse: groups can be many).
-    pub(super) histogram: Vec<(u32, u64)>,
-    pub(super) operations: BTreeSet<String>,
-    pub(super) users: BTreeSet<String>,
 }
 
 impl Query {
@@ -242,13 +213,6 @@ pub(super) fn parse_sum(text: &str) -> Option<i128> {
         Some((high, low)) => Some((high.parse::<i128>().ok()? << 32) + low.parse::<i128>().ok()?),
         None => text.split('.').next()?.parse().ok(),
     }
-}
-
-/// Groups being summed from rollup rows, found by their values without allocating per row.
-#[derive(Default)]
-pub(super) struct Groups {
-    pub(super) index: std::collections::HashMap<String, usize>,
-    pub(super) rows: Vec<(Vec<String>, Group)>,
 }
 
 /// A time range: since, until.

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,9 +36,49 @@ mod query;
 mod read;
 
 pub use admin::OperationRow;
-use aggregate::{add, finish, parse_sum, parse_time, plan, Fact, Group, Groups, Scratch};
+use aggregate::{add, finish, parse_sum, parse_time, plan, Scratch};
 pub use aggregate::{Report, ReportRow, Source};
 pub use query::{hour_start, GroupBy, Query, TimeBucket};
+
+// The rows the read side adds up, shared by `aggregate` and `read` (their fields private to
+// this module and its children).
+
+/// One call (or one rollup row standing for `calls` calls) as the aggregation sees it.
+struct Fact {
+    at: DateTime<Utc>,
+    service: String,
+    operation: String,
+    tenant: String,
+    user: String,
+    model: String,
+    outcome: String,
+    calls: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    cost: i64,
+}
+
+#[derive(Default)]
+struct Group {
+    calls: u64,
+    errors: u64,
+    input: u64,
+    output: u64,
+    cached: u64,
+    cost: i64,
+    /// Calls per latency bucket, by bucket (sparse: groups can be many).
+    histogram: Vec<(u32, u64)>,
+    operations: BTreeSet<String>,
+    users: BTreeSet<String>,
+}
+
+/// Groups being summed from rollup rows, found by their values without allocating per row.
+#[derive(Default)]
+struct Groups {
+    index: std::collections::HashMap<String, usize>,
+    rows: Vec<(Vec<String>, Group)>,
+}
 
 /// `$body` with `$pool` bound to `$reader`'s pool, `$dialect` to its SQL dialect (a type) and
 /// `$kind` to its backend.

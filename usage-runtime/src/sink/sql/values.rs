@@ -66,12 +66,11 @@ pub(crate) fn clamp(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(feature = "postgres")]
     fn nul_is_replaced_everywhere() {
         assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
         let clean = serde_json::json!({"k": ["x", {"y": "z"}], "n": 1});
