@@ -103,6 +103,11 @@ macro_rules! on_pool {
 
 use on_pool;
 
+/// A reader's pool: connecting may take up to 10 s before it is an error.
+fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new().acquire_timeout(std::time::Duration::from_secs(10))
+}
+
 enum Pool {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool),
@@ -192,26 +197,13 @@ impl Reader {
                     .row_buffer_size(4096)
                     // Rollup reports group in temporary b-trees: in memory, not temp files.
                     .pragma("temp_store", "memory");
-                Pool::Sqlite(
-                    sqlx::sqlite::SqlitePoolOptions::new()
-                        .acquire_timeout(std::time::Duration::from_secs(10))
-                        .connect_with(options)
-                        .await
-                        .map_err(fail)?,
-                )
+                Pool::Sqlite(pool_options().connect_with(options).await.map_err(fail)?)
             }
             #[cfg(feature = "postgres")]
-            Backend::Postgres => Pool::Postgres(
-                sqlx::postgres::PgPoolOptions::new()
-                    .acquire_timeout(std::time::Duration::from_secs(10))
-                    .connect(url)
-                    .await
-                    .map_err(fail)?,
-            ),
+            Backend::Postgres => Pool::Postgres(pool_options().connect(url).await.map_err(fail)?),
             #[cfg(feature = "mysql")]
             Backend::MySql => Pool::MySql(
-                sqlx::mysql::MySqlPoolOptions::new()
-                    .acquire_timeout(std::time::Duration::from_secs(10))
+                pool_options()
                     // Rollup histograms are added up with GROUP_CONCAT, whose result is cut at
                     // 1 KiB (MySQL) or 1 MiB (MariaDB) unless raised.
                     .after_connect(|connection, _| {

@@ -354,14 +354,8 @@ mod tests {
 
     #[test]
     fn histograms_round_trip_and_merge() {
-        let histogram: Histogram = [
-            (0, 1),
-            (31, 5),
-            (40, u64::MAX),
-            (latency_bucket(u64::MAX), 2),
-        ]
-        .into_iter()
-        .collect();
+        let top = latency_bucket(u64::MAX);
+        let histogram: Histogram = [(0, 1), (31, 5), (40, u64::MAX), (top, 2)].into();
         let bytes = encode_latency(histogram.clone());
         let mut decoded = Histogram::new();
         decode_latency(&bytes, |b, c| {
@@ -381,15 +375,7 @@ mod tests {
             assert!(sum.insert(b, c).is_none(), "each bucket once");
         })
         .unwrap();
-        let expected: Histogram = [
-            (0, 1),
-            (31, 6),
-            (35, 2),
-            (40, u64::MAX),
-            (latency_bucket(u64::MAX), 2),
-        ]
-        .into_iter()
-        .collect();
+        let expected: Histogram = [(0, 1), (31, 6), (35, 2), (40, u64::MAX), (top, 2)].into();
         assert_eq!(sum, expected);
 
         // Concatenated encodings are their sum.

@@ -14,6 +14,15 @@ fn record(n: u32) -> UsageRecord {
     record
 }
 
+/// What opening a spool found: `records` to replay, `torn` tails cut, `corrupt` frames skipped.
+fn recovered(records: u64, torn: u64, corrupt: u64) -> Recovery {
+    Recovery {
+        records,
+        torn,
+        corrupt,
+    }
+}
+
 fn open(dir: &Path) -> (Spool, Recovery) {
     Spool::open(dir, u64::MAX, Fsync::Always).unwrap()
 }
@@ -40,14 +49,7 @@ fn records_come_back_in_order_and_segments_are_deleted() {
     // Reopened (a restart), then replayed.
     drop(spool);
     let (mut spool, recovery) = open(dir.path());
-    assert_eq!(
-        recovery,
-        Recovery {
-            records: 3,
-            torn: 0,
-            corrupt: 0
-        }
-    );
+    assert_eq!(recovery, recovered(3, 0, 0));
     assert_eq!(drain(&mut spool), ["op-1", "op-2", "op-3"]);
     assert_eq!((spool.records(), spool.bytes()), (0, 0));
     assert_eq!(status(dir.path()).unwrap().segments, 0, "segments deleted");
@@ -184,14 +186,7 @@ fn a_torn_tail_is_truncated_and_counted() {
         .set_len(len - 10)
         .unwrap();
     let (mut spool, recovery) = open(dir.path());
-    assert_eq!(
-        recovery,
-        Recovery {
-            records: 2,
-            torn: 1,
-            corrupt: 0
-        }
-    );
+    assert_eq!(recovery, recovered(2, 1, 0));
     assert_eq!(drain(&mut spool), ["op-1", "op-2"]);
 }
 
@@ -204,14 +199,7 @@ fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
     data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload
     fs::write(&path, &data).unwrap();
     let (mut spool, recovery) = open(dir.path());
-    assert_eq!(
-        recovery,
-        Recovery {
-            records: 2,
-            torn: 0,
-            corrupt: 1
-        }
-    );
+    assert_eq!(recovery, recovered(2, 0, 1));
     assert_eq!(drain(&mut spool), ["op-1", "op-3"]);
 }
 
