@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 
 use super::connect::{resolve, with_connect_timeout, CONNECT_TIMEOUT};
-use super::dialect::{Arg, Conn, Dialect, Options};
+use super::dialect::{first, Arg, Conn, Dialect, Options};
 use super::migrate::migrate;
 use super::split::Split;
 use super::{SqlConfig, StepClock, VerifyReport};
@@ -266,9 +266,4 @@ pub(crate) async fn prune<D: Dialect>(
             return Ok(total);
         }
     }
-}
-
-/// The first column of the first row, if any.
-pub(crate) fn first(rows: &[Vec<Option<String>>]) -> Option<&str> {
-    rows.first()?.first()?.as_deref()
 }

@@ -215,6 +215,11 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     async fn raw(connection: &mut Conn<Self>, sql: String) -> Result<(), sqlx::Error>;
 }
 
+/// The first column of the first row, if any.
+pub(crate) fn first(rows: &[Vec<Option<String>>]) -> Option<&str> {
+    rows.first()?.first()?.as_deref()
+}
+
 /// [`Dialect::execute`], [`Dialect::rows`] and [`Dialect::raw`], the same text for every
 /// database (sqlx's generic bounds are not implied, so each is written against a concrete one).
 macro_rules! statements {

@@ -5,8 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::core::first;
-use super::dialect::{Arg, Conn, Dialect, MigrationLock};
+use super::dialect::{first, Arg, Conn, Dialect, MigrationLock};
 use super::{Change, Migration, SqlConfig};
 use crate::error::{DbStep, Error};
 use crate::record::Outcome;
