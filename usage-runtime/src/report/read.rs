@@ -102,7 +102,7 @@ impl Reader {
             sum("output_tokens"),
             sum("cached_input_tokens"),
             sum("cost_nano_usd"),
-            tier.table(&self.config)
+            self.config.tier_table(tier)
         );
         // Where each grouping value is in a row.
         let first = usize::from(bucket.is_some());

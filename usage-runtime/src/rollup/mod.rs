@@ -21,6 +21,10 @@ pub use histogram::{
     bucket_lower_bound, bucket_midpoint, decode_latency, encode_latency, latency_bucket,
     LatencyDecodeError,
 };
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(unused_imports)
+)]
 pub(crate) use histogram::{compact_when, compacted, Histogram, BUCKETS};
 
 /// Which rollup table.
@@ -36,15 +40,6 @@ impl Tier {
         match self {
             Tier::Hour => "hour",
             Tier::Day => "day",
-        }
-    }
-
-    /// The table of this tier.
-    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-    pub(crate) fn table(self, config: &crate::sink::SqlConfig) -> String {
-        match self {
-            Tier::Hour => config.rollups_table(),
-            Tier::Day => config.daily_rollups_table(),
         }
     }
 

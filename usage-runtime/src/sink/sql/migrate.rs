@@ -17,7 +17,7 @@ const PAGE: usize = 10_000;
 /// The statement creating `tier`'s rollup table.
 fn rollup_table<D: Dialect>(config: &SqlConfig, tier: Tier) -> String {
     let sql = D::ROLLUP_TABLE
-        .replace("{prefix}{table}", &tier.table(config))
+        .replace("{prefix}{table}", &config.tier_table(tier))
         .replace("{time}", tier.column());
     Migration::text(&sql, config)
 }

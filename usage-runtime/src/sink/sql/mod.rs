@@ -111,6 +111,14 @@ impl SqlConfig {
         format!("{}usage_rollups_hourly", self.table_prefix)
     }
 
+    /// The rollups of `tier`.
+    pub(crate) fn tier_table(&self, tier: crate::rollup::Tier) -> String {
+        match tier {
+            crate::rollup::Tier::Hour => self.rollups_table(),
+            crate::rollup::Tier::Day => self.daily_rollups_table(),
+        }
+    }
+
     /// The daily rollups.
     pub fn daily_rollups_table(&self) -> String {
         format!("{}usage_rollups_daily", self.table_prefix)

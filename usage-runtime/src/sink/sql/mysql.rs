@@ -409,7 +409,7 @@ impl Dialect for MySql8 {
         tier: Tier,
         rows: &BTreeMap<RollupKey, Cell>,
     ) -> Result<(), sqlx::Error> {
-        let table = tier.table(config);
+        let table = config.tier_table(tier);
         let time = tier.column();
         let rows: Vec<_> = rows
             .iter()

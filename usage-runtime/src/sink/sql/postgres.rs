@@ -359,7 +359,7 @@ async fn add_rollup(
     let rollup = rollup.map_text(|text| without_nul(text).into_owned());
     let key = "service, operation, tenant_id, model, outcome";
     let upsert = |tier: Tier, first: usize| {
-        let table = tier.table(config);
+        let table = config.tier_table(tier);
         let time = tier.column();
         let saturating = |column: &str| {
             format!(
@@ -445,7 +445,7 @@ async fn add_rollup(
     for tier in [Tier::Hour, Tier::Day] {
         let mut keys: Vec<StoredKey> = Vec::new();
         let mut compact: Vec<Vec<u8>> = Vec::new();
-        let table = tier.table(config);
+        let table = config.tier_table(tier);
         for row in &long {
             if (row.get::<&str, _>(0) == "hour") != (tier == Tier::Hour) {
                 continue;

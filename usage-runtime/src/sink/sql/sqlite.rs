@@ -299,7 +299,7 @@ impl Dialect for Sqlite3 {
         tier: Tier,
         rows: &BTreeMap<RollupKey, Cell>,
     ) -> Result<(), sqlx::Error> {
-        let table = tier.table(config);
+        let table = config.tier_table(tier);
         let time = tier.column();
         let rows: Vec<_> = rows.iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
