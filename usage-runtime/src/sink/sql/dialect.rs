@@ -24,6 +24,7 @@ pub(crate) type Options<D> = <Conn<D> as sqlx::Connection>::Options;
 pub(crate) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     Bytes(&'a [u8]),
 }
 
@@ -276,4 +277,62 @@ macro_rules! bound {
     }};
 }
 
+/// Binds a record's columns, in [`RECORD_COLUMNS`](super::RECORD_COLUMNS) order, to one row of a
+/// multi-row `VALUES`: `started` and `duration` as the database stores them, each token count
+/// passed through `count`. Text is bound by reference (sqlx copies it once, into its arguments),
+/// and the attributes are serialised from the map without cloning it first.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+macro_rules! push_record {
+    ($row:expr, $record:expr, started: $started:expr, duration: $duration:expr, count: $count:expr) => {
+        $row.push_bind($record.id.hyphenated().to_string())
+            .push_bind($record.operation.as_ref())
+            .push_bind($record.function.as_ref())
+            .push_bind($record.service.as_ref())
+            .push_bind($record.instance.as_ref())
+            .push_bind($started)
+            .push_bind($duration)
+            .push_bind($record.outcome.as_str())
+            .push_bind($record.error_type.as_deref())
+            .push_bind($record.error_message.as_deref())
+            .push_bind($record.tenant_id.as_deref())
+            .push_bind($record.user_id.map(|id| id.hyphenated().to_string()))
+            .push_bind($record.session_id.map(|id| id.hyphenated().to_string()))
+            .push_bind($record.model.as_deref())
+            .push_bind($record.input_tokens.map($count))
+            .push_bind($record.output_tokens.map($count))
+            .push_bind($record.cached_input_tokens.map($count))
+            .push_bind($record.cost_nano_usd)
+            .push_bind(crate::sink::sql::values::attributes_json(
+                &$record.attributes,
+            ))
+    };
+}
+
+/// Binds a rollup row (`start` as the database stores it, then the key, the sums, the encoded
+/// histogram and its length) to one row of a multi-row `VALUES`.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+macro_rules! push_rollup {
+    ($row:expr, start: $start:expr, $key:expr, $cell:expr) => {{
+        let sums = &$cell.sums;
+        let latency = crate::rollup::encode_latency($cell.latency.iter().map(|(b, c)| (*b, *c)));
+        let base = latency.len() as i64;
+        $row.push_bind($start)
+            .push_bind($key.service.as_str())
+            .push_bind($key.operation.as_str())
+            .push_bind($key.tenant_id.as_str())
+            .push_bind($key.model.as_str())
+            .push_bind($key.outcome)
+            .push_bind(sums.calls)
+            .push_bind(sums.input_tokens)
+            .push_bind(sums.output_tokens)
+            .push_bind(sums.cached_input_tokens)
+            .push_bind(sums.cost_nano_usd)
+            .push_bind(sums.duration_us)
+            .push_bind(latency)
+            .push_bind(base)
+    }};
+}
+
 pub(crate) use {bound, statements};
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) use {push_record, push_rollup};

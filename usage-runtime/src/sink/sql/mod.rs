@@ -25,6 +25,11 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 pub use backend::{AnySqlSink, Backend};
+
+/// The records table's columns, in the order every insert binds them.
+pub(crate) const RECORD_COLUMNS: &str = "id, operation, function, service, instance, started_at, \
+    duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, model, \
+    input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, attributes";
 pub(crate) use public::sql_sink;
 
 /// Connections a PostgreSQL or MySQL sink writes one large batch over at once (see

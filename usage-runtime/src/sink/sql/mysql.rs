@@ -13,12 +13,12 @@ use sqlx::{AssertSqlSafe, MySql, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::connect::describe;
-use super::dialect::{statements, Arg, Dialect, MigrationLock, Options};
-use super::{sql_sink, Change, Migration, SqlConfig};
+use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
+use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, encode_latency, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, Cell, RollupKey, Tier};
 
 /// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
 /// shape.
@@ -105,10 +105,6 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     last_seen     DATETIME(6)   NOT NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#;
-
-const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
-    outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
-    output_tokens, cached_input_tokens, cost_nano_usd, attributes";
 
 /// At most this many rows per statement (19 placeholders each, far below MySQL's 65,535).
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
@@ -386,7 +382,7 @@ impl Dialect for MySql8 {
         .bind(&table)
         .fetch_all(&mut *connection)
         .await?;
-        let missing: Vec<&str> = COLUMNS
+        let missing: Vec<&str> = RECORD_COLUMNS
             .split(", ")
             .map(str::trim)
             .filter(|column| !present.iter().any(|p| p.eq_ignore_ascii_case(column)))
@@ -422,24 +418,8 @@ impl Dialect for MySql8 {
                  duration_us, latency, latency_base) "
             ));
             upsert.push_values(chunk, |mut row, (id, key, cell)| {
-                let sums = &cell.sums;
-                let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
-                let base = latency.len() as i64;
-                row.push_bind(id.to_vec())
-                    .push_bind(key.start.format("%Y-%m-%d %H:00:00").to_string())
-                    .push_bind(key.service.as_str())
-                    .push_bind(key.operation.as_str())
-                    .push_bind(key.tenant_id.as_str())
-                    .push_bind(key.model.as_str())
-                    .push_bind(key.outcome)
-                    .push_bind(sums.calls)
-                    .push_bind(sums.input_tokens)
-                    .push_bind(sums.output_tokens)
-                    .push_bind(sums.cached_input_tokens)
-                    .push_bind(sums.cost_nano_usd)
-                    .push_bind(sums.duration_us)
-                    .push_bind(latency)
-                    .push_bind(base);
+                let start = key.start.format("%Y-%m-%d %H:00:00").to_string();
+                push_rollup!(row.push_bind(id.to_vec()), start: start, key, cell);
             });
             // Sums saturate at the largest BIGINT instead of failing the batch.
             upsert.push(saturating_sums());
@@ -569,37 +549,16 @@ async fn insert_rows(
     write_id: uuid::Uuid,
 ) -> Result<u64, sqlx::Error> {
     let mut insert: QueryBuilder<MySql> =
-        QueryBuilder::new(format!("INSERT INTO {table} ({COLUMNS}, write_id) "));
+        QueryBuilder::new(format!("INSERT INTO {table} ({RECORD_COLUMNS}, write_id) "));
     insert.push_values(rows, |mut row, record| {
-        // Text is bound by reference (sqlx copies it once, into its arguments), and the
-        // attributes are serialised from the map without cloning it first.
-        row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.as_ref())
-            .push_bind(record.function.as_ref())
-            .push_bind(record.service.as_ref())
-            .push_bind(record.instance.as_ref())
-            .push_bind(
-                record
-                    .started_at
-                    .format("%Y-%m-%d %H:%M:%S%.6f")
-                    .to_string(),
-            )
-            .push_bind(u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX))
-            .push_bind(record.outcome.as_str())
-            .push_bind(record.error_type.as_deref())
-            .push_bind(record.error_message.as_deref())
-            .push_bind(record.tenant_id.as_deref())
-            .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(record.model.as_deref())
-            .push_bind(record.input_tokens)
-            .push_bind(record.output_tokens)
-            .push_bind(record.cached_input_tokens)
-            .push_bind(record.cost_nano_usd)
-            .push_bind(
-                serde_json::to_string(&record.attributes).unwrap_or_else(|_| String::from("{}")),
-            )
-            .push_bind(write_id.as_bytes().as_slice());
+        push_record!(
+            row,
+            record,
+            started: record.started_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            duration: u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+            count: std::convert::identity
+        )
+        .push_bind(write_id.as_bytes().as_slice());
     });
     insert.push(" ON DUPLICATE KEY UPDATE replays = replays + 1");
     let done = insert.build().execute(connection).await?;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::{attributes_without_nul, clamp, without_nul};
-use super::{sql_sink, Change, Migration, SqlConfig};
+use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
@@ -95,10 +95,6 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
     PRIMARY KEY (service, operation, function)
 );
 "#;
-
-const COLUMNS: &str = "id, operation, function, service, instance, started_at, duration_us, \
-    outcome, error_type, error_message, tenant_id, user_id, session_id, model, input_tokens, \
-    output_tokens, cached_input_tokens, cost_nano_usd, attributes";
 
 sql_sink!(
     /// Writes records to PostgreSQL (feature `postgres`).
@@ -217,7 +213,7 @@ impl Dialect for Postgres {
         records: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
         let statement = format!(
-            "INSERT INTO {table} ({COLUMNS}) \
+            "INSERT INTO {table} ({RECORD_COLUMNS}) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                          $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
                          $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \

@@ -12,13 +12,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::dialect::{statements, Arg, Dialect, MigrationLock, Options};
+use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
 use super::values::clamp;
-use super::{sql_sink, Change, Migration, SqlConfig};
+use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::redact_url;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, encode_latency, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, Cell, RollupKey, Tier};
 
 /// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -309,23 +309,7 @@ impl Dialect for Sqlite3 {
                  latency, latency_base) "
             ));
             upsert.push_values(chunk, |mut row, (key, cell)| {
-                let sums = &cell.sums;
-                let latency = encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c)));
-                let base = latency.len() as i64;
-                row.push_bind(hour_text(key.start))
-                    .push_bind(key.service.as_str())
-                    .push_bind(key.operation.as_str())
-                    .push_bind(key.tenant_id.as_str())
-                    .push_bind(key.model.as_str())
-                    .push_bind(key.outcome)
-                    .push_bind(sums.calls)
-                    .push_bind(sums.input_tokens)
-                    .push_bind(sums.output_tokens)
-                    .push_bind(sums.cached_input_tokens)
-                    .push_bind(sums.cost_nano_usd)
-                    .push_bind(sums.duration_us)
-                    .push_bind(latency)
-                    .push_bind(base);
+                push_rollup!(row, start: hour_text(key.start), key, cell);
             });
             upsert.push(format!(
                 // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
@@ -369,40 +353,18 @@ fn timestamp_text(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// `attributes` as JSON text, without copying the map first.
-fn attributes_text(attributes: &serde_json::Map<String, serde_json::Value>) -> String {
-    serde_json::to_string(attributes).unwrap_or_else(|_| String::from("{}"))
-}
-
 /// The statement inserting `rows`, skipping ids already present.
 fn insert_statement(table: &str, rows: &[UsageRecord]) -> QueryBuilder<Sqlite> {
-    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "INSERT INTO {table} (id, operation, function, service, instance, started_at, \
-         duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, \
-         attributes, model, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd) "
-    ));
+    let mut insert: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("INSERT INTO {table} ({RECORD_COLUMNS}) "));
     insert.push_values(rows, |mut row, record| {
-        // Text is bound by reference (sqlx copies it once, into its arguments), and the
-        // attributes are serialised from the map without cloning it first.
-        row.push_bind(record.id.hyphenated().to_string())
-            .push_bind(record.operation.as_ref())
-            .push_bind(record.function.as_ref())
-            .push_bind(record.service.as_ref())
-            .push_bind(record.instance.as_ref())
-            .push_bind(timestamp_text(record.started_at))
-            .push_bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
-            .push_bind(record.outcome.as_str())
-            .push_bind(record.error_type.as_deref())
-            .push_bind(record.error_message.as_deref())
-            .push_bind(record.tenant_id.as_deref())
-            .push_bind(record.user_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(record.session_id.map(|id| id.hyphenated().to_string()))
-            .push_bind(attributes_text(&record.attributes))
-            .push_bind(record.model.as_deref())
-            .push_bind(record.input_tokens.map(clamp))
-            .push_bind(record.output_tokens.map(clamp))
-            .push_bind(record.cached_input_tokens.map(clamp))
-            .push_bind(record.cost_nano_usd);
+        push_record!(
+            row,
+            record,
+            started: timestamp_text(record.started_at),
+            duration: i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
+            count: clamp
+        );
     });
     insert.push(" ON CONFLICT (id) DO NOTHING");
     insert

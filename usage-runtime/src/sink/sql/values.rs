@@ -59,6 +59,12 @@ fn map_without_nul(
         .collect()
 }
 
+/// `attributes` as JSON text, without copying the map first.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn attributes_json(attributes: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(attributes).unwrap_or_else(|_| String::from("{}"))
+}
+
 /// A count as a signed 64-bit integer (PostgreSQL `bigint`, SQLite `INTEGER`), held at
 /// `i64::MAX`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
