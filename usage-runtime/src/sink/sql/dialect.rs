@@ -153,6 +153,7 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// Rewrites in canonical form the histogram `stored` of the row of `table` whose `key` column
     /// is `id`, grown well past its last canonical size by appends (the caller's transaction
     /// holds the row).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     async fn rewrite_compacted(
         connection: &mut Conn<Self>,
         table: &str,
