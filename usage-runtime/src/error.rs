@@ -244,8 +244,8 @@ impl Failure for serde_json::Error {
 /// ```
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL: redact `key=value` secrets (libpq-style connection strings).
-        return redact_pairs(url, ' ');
+        // Not a URL: a libpq-style `key = value` connection string, its secrets redacted.
+        return redact_conninfo(url);
     };
     // The user info ends at the last `@`: a password may hold `/`, `?` or `#` unescaped, and
     // cutting too much only hides more.
@@ -271,6 +271,65 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&redact_pairs(query, '&'));
     }
     out
+}
+
+/// A `key = value` connection string (libpq's form: spaces around `=` allowed, values in single
+/// quotes with `\'` and `\\` escapes) with each secret value replaced by `***`. A string that does
+/// not read as one is not shown at all when it might hold a secret.
+fn redact_conninfo(text: &str) -> String {
+    match conninfo_pairs(text) {
+        Some(pairs) => pairs
+            .iter()
+            .map(|(key, value)| match is_secret_key(key) {
+                true => format!("{key}=***"),
+                false => format!("{key}={value}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None if text.contains('=') || text.contains('\'') => {
+            "<a connection string that does not parse, not shown>".to_owned()
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// The `key=value` pairs of a libpq connection string, each value as written (quotes kept), or
+/// `None` when it is not one.
+fn conninfo_pairs(text: &str) -> Option<Vec<(&str, &str)>> {
+    let mut pairs = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace())?;
+        let key = &rest[..key_end];
+        rest = rest[key_end..].trim_start().strip_prefix('=')?.trim_start();
+        if key.is_empty() {
+            return None;
+        }
+        let value_end = if rest.starts_with('\'') {
+            let mut escaped = false;
+            let close = rest
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| match (escaped, c) {
+                    (true, _) => {
+                        escaped = false;
+                        false
+                    }
+                    (false, '\\') => {
+                        escaped = true;
+                        false
+                    }
+                    (false, c) => c == '\'',
+                })?
+                .0;
+            close + 1
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        pairs.push((key, &rest[..value_end]));
+        rest = rest[value_end..].trim_start();
+    }
+    Some(pairs)
 }
 
 fn is_sql_scheme(scheme: &str) -> bool {
@@ -329,6 +388,19 @@ mod tests {
                 "host=db user=app password=hunter2",
                 "host=db user=app password=***",
             ),
+            (
+                "host=db user=app password = hunter2",
+                "host=db user=app password=***",
+            ),
+            (
+                "host=db password='hunter 2' dbname=x",
+                "host=db password=*** dbname=x",
+            ),
+            (
+                r"password='it\'s a secret' host='my db'",
+                "password=*** host='my db'",
+            ),
+            ("usage.db", "usage.db"),
         ] {
             assert_eq!(redact_url(url), expected);
         }
@@ -338,6 +410,12 @@ mod tests {
             "postgres://a:top?secret@h/d?x=1",
             "redis://topsecret@h",
             "dbname=x password=topsecret",
+            "host=db user=app password = topsecret",
+            "host=db password='top secret'",
+            "host=db PASSWORD =   'topsecret' port=5",
+            "host=db password='topsecret",
+            "host=db password=",
+            "password=topsecret=more",
         ] {
             assert!(
                 !redact_url(url).contains("secret"),

@@ -491,3 +491,25 @@ type StoredKey = (
     String,
     String,
 );
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+
+    /// libpq's `key = value` form is refused with a named error that never shows the password,
+    /// whatever spacing or quoting holds it.
+    #[tokio::test]
+    async fn a_key_value_connection_string_is_refused_without_its_password() {
+        for conninfo in [
+            "host=db user=app password = hunter2",
+            "host=db user=app password='hunter 2'",
+            "host=db password =  'it\\'s hunter2' dbname=usage",
+        ] {
+            let error = super::PostgresSink::connect(conninfo).await.unwrap_err();
+            assert!(matches!(error, Error::InvalidUrl { .. }), "{error:?}");
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(!shown.contains("hunter"), "{conninfo}: {shown}");
+            }
+        }
+    }
+}
