@@ -279,7 +279,7 @@ async fn chat(
 async fn health() -> Response {
     match usage_runtime::health() {
         Some(health) => {
-            let status = if health.state == HealthState::Failing {
+            let status = if matches!(health.state, HealthState::Failing | HealthState::Stopped) {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::OK

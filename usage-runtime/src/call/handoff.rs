@@ -96,6 +96,10 @@ pub enum HealthState {
     Degraded,
     /// Writes are failing (being retried, or given up on).
     Failing,
+    /// The worker thread stopped (it panicked): nothing is written any more, calls fill the
+    /// queue and are then dropped and counted, and `flush` answers `WorkerStopped`. Only a new
+    /// tracker recovers; `last_error` says why it stopped.
+    Stopped,
 }
 
 impl Shared {

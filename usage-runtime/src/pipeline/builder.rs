@@ -29,6 +29,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// How long dropping the guard (or `shutdown`) may take to write what is left.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub use crate::call::dimension::DEFAULT_ID_NAMESPACE;
+
+/// The longest any time setting may be (a year): each is added to the clock, and a sum near
+/// `Duration::MAX` would overflow it.
+pub const LONGEST_SETTING: Duration = Duration::from_secs(365 * 86_400);
 pub use crate::call::guard::DEFAULT_ERROR_MESSAGE_LIMIT;
 /// Attempts after the first for a batch whose write failed transiently.
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
@@ -304,6 +308,33 @@ impl TrackerBuilder {
     }
 
     fn check(&self) -> Result<(), Error> {
+        // Times are added to `Instant::now()`: a setting near `Duration::MAX` would overflow and
+        // stop the worker (or, with `Overflow::Block`, panic in the caller).
+        let fsync = match self.spool.fsync {
+            Some(crate::spool::Fsync::Interval(interval)) => Some(interval),
+            _ => None,
+        };
+        let block = match self.overflow {
+            Some(Overflow::Block(timeout)) => Some(timeout),
+            _ => None,
+        };
+        let durations = [
+            ("flush_interval", Some(self.flush_interval)),
+            ("shutdown_timeout", Some(self.shutdown_timeout)),
+            ("write_timeout", Some(self.write_timeout)),
+            ("retry_backoff's base", Some(self.retry.base)),
+            ("retry_backoff's max", Some(self.retry.max)),
+            ("spool_fsync's Fsync::Interval", fsync),
+            ("Overflow::Block's timeout", block),
+        ];
+        for (name, value) in durations {
+            if let Some(value) = value.filter(|value| *value > LONGEST_SETTING) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be at most {} days, not {value:?}",
+                    LONGEST_SETTING.as_secs() / 86_400
+                )));
+            }
+        }
         if self.batch() == 0 {
             return Err(Error::InvalidConfig("batch_size must be at least 1".into()));
         }
@@ -504,6 +535,52 @@ mod tests {
         );
         assert_eq!(builder.durability, Durability::Memory);
         assert!(builder.check().is_ok());
+    }
+
+    #[test]
+    fn a_time_setting_too_long_for_the_clock_is_refused_at_install() {
+        let sink = crate::sink::MemorySink::new;
+        let long = Duration::MAX;
+        let builders = [
+            ("flush_interval", Tracker::builder().flush_interval(long)),
+            (
+                "shutdown_timeout",
+                Tracker::builder().shutdown_timeout(long),
+            ),
+            ("write_timeout", Tracker::builder().write_timeout(long)),
+            (
+                "retry_backoff",
+                Tracker::builder().retry_backoff(long, long),
+            ),
+            (
+                "retry_backoff",
+                Tracker::builder().retry_backoff(Duration::ZERO, long),
+            ),
+            (
+                "Overflow::Block",
+                Tracker::builder().overflow(Overflow::Block(long)),
+            ),
+            (
+                "Fsync::Interval",
+                Tracker::builder()
+                    .spool_dir(std::env::temp_dir().join("usage-never-opened"))
+                    .spool_fsync(crate::spool::Fsync::Interval(long)),
+            ),
+        ];
+        for (name, builder) in builders {
+            let error = builder.sink(sink()).install().unwrap_err();
+            assert!(
+                matches!(error, Error::InvalidConfig(ref message) if message.contains(name)),
+                "{name}: {error}"
+            );
+        }
+        // A year is accepted (and installs: the worker adds it to the clock without overflow).
+        let tracker = Tracker::builder()
+            .sink(sink())
+            .flush_interval(LONGEST_SETTING)
+            .install()
+            .unwrap();
+        drop(tracker);
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("usage-worker".into())
         .spawn(move || {
-            Worker {
+            let shared = Arc::clone(&config.shared);
+            let worker = Worker {
                 config,
                 runtime,
                 replay_failures: 0,
@@ -146,9 +147,30 @@ pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
                 next_replay: Instant::now(),
                 next_prune: Instant::now(),
                 lost_at_deadline: 0,
-            }
-            .run()
+            };
+            run_guarded(&shared, || worker.run());
         })
+}
+
+/// Runs the worker; a panic that escapes it (a bug: a sink's own panic is caught per write) is
+/// shown in health as [`HealthState::Stopped`] and logged, rather than leaving a tracker that
+/// says it is healthy while nothing is written.
+fn run_guarded(shared: &Shared, run: impl FnOnce()) {
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) else {
+        return;
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(%message, "the usage worker stopped; records are no longer written");
+    let mut status = shared
+        .status
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    status.state = HealthState::Stopped;
+    status.last_error = Some(format!("the worker stopped: {message}"));
 }
 
 struct Worker {
@@ -367,6 +389,8 @@ impl Worker {
             HealthState::Failing => {
                 tracing::error!(from = ?previous, error = error.unwrap_or(""), "usage tracker is failing")
             }
+            // Set only when the worker ends (`run_guarded`).
+            HealthState::Stopped => {}
         }
     }
 
@@ -393,5 +417,26 @@ async fn until_deadline(deadline: &mut tokio::sync::watch::Receiver<Option<Insta
         if deadline.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::call::handoff::{HealthState, Overflow, Shared};
+    use crate::pipeline::health::Health;
+
+    #[test]
+    fn a_worker_that_panics_shows_as_stopped_with_the_reason() {
+        let shared = Shared::new(64, 64, Overflow::DropNewest);
+        assert_eq!(Health::of(&shared).state, HealthState::Healthy);
+        super::run_guarded(&shared, || panic!("overflow when adding a duration"));
+        let health = Health::of(&shared);
+        assert_eq!(health.state, HealthState::Stopped);
+        let error = health.last_error.unwrap();
+        assert!(error.contains("overflow when adding a duration"), "{error}");
+        // A worker that ends without a panic leaves the state as it was.
+        let shared = Shared::new(64, 64, Overflow::DropNewest);
+        super::run_guarded(&shared, || {});
+        assert_eq!(Health::of(&shared).state, HealthState::Healthy);
     }
 }
