@@ -91,8 +91,9 @@ pub enum HealthState {
     /// The last batch was written on the first attempt, and nothing was dropped since.
     #[default]
     Healthy,
-    /// Records are being written, but the last batch needed retries, or records were dropped or
-    /// quarantined since.
+    /// Records are being written, but the last batch needed retries, or records were quarantined
+    /// in it, or calls were dropped on a full queue since the batch before it (during its write
+    /// or between the two).
     Degraded,
     /// Writes are failing (being retried, or given up on).
     Failing,

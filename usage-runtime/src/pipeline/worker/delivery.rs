@@ -141,10 +141,17 @@ impl Worker {
     }
 
     /// Updates the health state after a batch, logging each transition.
-    pub(super) fn settle(&self, outcome: &Delivery, before: Tallies, after: Tallies) {
+    pub(super) fn settle(&mut self, outcome: &Delivery) {
+        let dropped = self
+            .config
+            .shared
+            .counters
+            .dropped_queue_full
+            .load(Ordering::Relaxed);
+        let dropped_since = dropped > std::mem::replace(&mut self.drops_seen, dropped);
         let state = if outcome.failed > 0 || !outcome.unsettled.is_empty() || self.spool_waiting() {
             HealthState::Failing
-        } else if outcome.retried || outcome.quarantined > 0 || after.dropped > before.dropped {
+        } else if outcome.retried || outcome.quarantined > 0 || dropped_since {
             HealthState::Degraded
         } else {
             HealthState::Healthy
@@ -283,18 +290,4 @@ pub(super) struct Delivery {
     /// Replaying from the spool: one attempt per batch, the next drain tries again.
     pub(super) single_attempt: bool,
     pub(super) last_error: Option<String>,
-}
-
-/// Counters compared around a batch.
-#[derive(Clone, Copy)]
-pub(super) struct Tallies {
-    pub(super) dropped: u64,
-}
-
-impl Tallies {
-    pub(super) fn read(counters: &crate::call::handoff::Counters) -> Self {
-        Tallies {
-            dropped: counters.dropped_queue_full.load(Ordering::Relaxed),
-        }
-    }
 }

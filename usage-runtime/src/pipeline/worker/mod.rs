@@ -24,7 +24,7 @@ mod maintenance;
 mod spooling;
 
 use batch::{count_usage, Maker, Prefetch, PREFETCH_SLICE, SPILL_AFTER, SPILL_CHECK};
-use delivery::{Delivery, Tallies};
+use delivery::Delivery;
 use maintenance::{CATALOG_RETRY, CATALOG_RETRY_MAX};
 
 /// How failed writes are retried.
@@ -130,26 +130,11 @@ pub(crate) struct Config {
 }
 
 pub(crate) fn spawn(config: Config) -> std::io::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let shared = Arc::clone(&config.shared);
+    let worker = Worker::new(config)?;
     thread::Builder::new()
         .name("usage-worker".into())
-        .spawn(move || {
-            let shared = Arc::clone(&config.shared);
-            let worker = Worker {
-                config,
-                runtime,
-                replay_failures: 0,
-                replay_quarantined: std::collections::HashSet::new(),
-                prefetch: None,
-                maker: Maker::default(),
-                next_replay: Instant::now(),
-                next_prune: Instant::now(),
-                lost_at_deadline: 0,
-            };
-            run_guarded(&shared, || worker.run());
-        })
+        .spawn(move || run_guarded(&shared, || worker.run()))
 }
 
 /// Runs the worker; a panic that escapes it (a bug: a sink's own panic is caught per write) is
@@ -191,9 +176,30 @@ struct Worker {
     next_prune: Instant,
     /// Records lost at the shutdown deadline that were already logged.
     lost_at_deadline: u64,
+    /// Calls dropped on a full queue as of the last health update: a batch after new drops
+    /// (during its write or before it, between batches) is degraded.
+    drops_seen: u64,
 }
 
 impl Worker {
+    fn new(config: Config) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Worker {
+            config,
+            runtime,
+            replay_failures: 0,
+            replay_quarantined: std::collections::HashSet::new(),
+            prefetch: None,
+            maker: Maker::default(),
+            next_replay: Instant::now(),
+            next_prune: Instant::now(),
+            lost_at_deadline: 0,
+            drops_seen: 0,
+        })
+    }
+
     fn run(mut self) {
         let interval = self.config.flush_interval;
         self.publish_spool();
@@ -283,7 +289,6 @@ impl Worker {
     /// dropped and logged.
     fn drain(&mut self, whole_batches_only: bool) {
         let shared = Arc::clone(&self.config.shared);
-        let counters = &shared.counters;
         let left = shared.queue.waiting();
         let mut budget: usize = left.iter().sum();
         if whole_batches_only {
@@ -319,7 +324,6 @@ impl Worker {
                     "the sink is failing; older records wait in the spool",
                 );
             } else {
-                let before = Tallies::read(counters);
                 let mut outcome = Delivery::default();
                 // The next batch is made while this one's first write is in flight.
                 next.batch = next.maker.batch(self.config.batch_size);
@@ -334,8 +338,7 @@ impl Worker {
                     let reason = outcome.last_error.clone().unwrap_or_default();
                     self.spool_or_fail(&unsettled, &reason);
                 }
-                let after = Tallies::read(counters);
-                self.settle(&outcome, before, after);
+                self.settle(&outcome);
             }
             next.maker.recycle(batch);
         }
@@ -422,8 +425,62 @@ async fn until_deadline(deadline: &mut tokio::sync::watch::Receiver<Option<Insta
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Config, Delivery, Retry, Worker};
     use crate::call::handoff::{HealthState, Overflow, Shared};
     use crate::pipeline::health::Health;
+    use crate::pipeline::record::RecordContext;
+
+    fn worker(shared: &Arc<Shared>) -> Worker {
+        let (_requests, inbox) = std::sync::mpsc::channel();
+        Worker::new(Config {
+            shared: Arc::clone(shared),
+            sink: Box::new(crate::sink::MemorySink::new()),
+            context: RecordContext {
+                service: "test".into(),
+                instance: "test".into(),
+                namespace: crate::call::dimension::DEFAULT_ID_NAMESPACE,
+                pricing: None,
+            },
+            batch_size: 64,
+            flush_interval: Duration::from_secs(1),
+            retry: Retry {
+                max_retries: 0,
+                base: Duration::ZERO,
+                max: Duration::ZERO,
+            },
+            write_timeout: Duration::from_secs(1),
+            quarantine_file: None,
+            spool: None,
+            spill: false,
+            spool_first: false,
+            retention: None,
+            inbox,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn calls_dropped_between_batches_make_the_next_batch_degraded() {
+        let shared = Arc::new(Shared::new(64, 64, Overflow::DropNewest));
+        let mut worker = worker(&shared);
+        worker.settle(&Delivery::default());
+        assert_eq!(Health::of(&shared).state, HealthState::Healthy);
+        // Calls dropped on a full queue while no batch was being written.
+        shared
+            .counters
+            .dropped_queue_full
+            .fetch_add(5, Ordering::Relaxed);
+        worker.settle(&Delivery::default());
+        assert_eq!(Health::of(&shared).state, HealthState::Degraded);
+        // A batch with no drops since is healthy again (the counter keeps the drops).
+        worker.settle(&Delivery::default());
+        assert_eq!(Health::of(&shared).state, HealthState::Healthy);
+        assert_eq!(Health::of(&shared).dropped_queue_full, 5);
+    }
 
     #[test]
     fn a_worker_that_panics_shows_as_stopped_with_the_reason() {

@@ -74,7 +74,6 @@ impl Worker {
                     return;
                 }
             };
-            let before = Tallies::read(&shared.counters);
             let mut outcome = Delivery {
                 single_attempt: true,
                 ..Delivery::default()
@@ -98,8 +97,7 @@ impl Worker {
                     .extend(std::mem::take(&mut outcome.quarantined_ids));
                 self.replay_failures += 1;
                 self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
-                let after = Tallies::read(&shared.counters);
-                self.settle(&outcome, before, after);
+                self.settle(&outcome);
                 return;
             }
             self.replay_failures = 0;
@@ -119,8 +117,7 @@ impl Worker {
                 .replayed
                 .fetch_add(outcome.written, Ordering::Relaxed);
             self.publish_spool();
-            let after = Tallies::read(&shared.counters);
-            self.settle(&outcome, before, after);
+            self.settle(&outcome);
         }
     }
 
