@@ -4,19 +4,15 @@
 #![allow(missing_debug_implementations)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::{serial, Hung};
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
     error::DbStep, error::FailureKind, track_usage, tracker::Overflow, Error, HealthState, Tracker,
     UsageRecord,
 };
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "work", tenant = tenant)]
 fn work(tenant: &str) -> u32 {
@@ -174,11 +170,7 @@ fn rejected_records_are_split_out_and_quarantined_with_the_reason() {
     );
     assert_eq!(health.state, HealthState::Degraded);
     assert_eq!(sink.records.records().len(), 62);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&quarantine)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let lines = tests::quarantined(&quarantine);
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["record"]["tenant_id"], "poison");
@@ -265,16 +257,6 @@ fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
         "every call written or counted as dropped: {health:?}"
     );
     assert_ne!(health.state, HealthState::Failing);
-}
-
-/// Never finishes a write.
-#[derive(Debug)]
-struct Hung;
-
-impl Sink for Hung {
-    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
-        std::future::pending().await
-    }
 }
 
 #[test]

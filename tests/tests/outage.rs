@@ -4,18 +4,13 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use tests::{mysql_url, postgres_url, upstream, Proxy};
+use tests::{mysql_url, postgres_url, serial, upstream, Proxy};
 use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig};
 use usage_runtime::{track_usage, HealthState, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "outage.call", tenant = "acme")]
 fn call(n: u64) -> u64 {

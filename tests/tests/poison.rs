@@ -2,17 +2,10 @@
 //! database's reason; the rest of the batch is written.
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
-
 use sqlx::Connection;
-use tests::{mysql_url, postgres_url};
+use tests::{mysql_url, postgres_url, quarantined, serial};
 use usage_runtime::sink::{MySqlSink, PostgresSink, SqlConfig};
 use usage_runtime::{track_usage, Error, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "fine", tenant = tenant)]
 fn fine(tenant: &str) {}
@@ -23,14 +16,6 @@ fn fine(tenant: &str) {}
     tenant = "acme"
 )]
 fn too_long() {}
-
-fn quarantined(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
 
 #[tokio::test]
 async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {

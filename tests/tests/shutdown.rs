@@ -3,17 +3,11 @@
 //! the records wait in the spool for the next start.
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tests::{postgres_url, upstream, Proxy};
+use tests::{postgres_url, serial, upstream, Proxy};
 use usage_runtime::sink::{MemorySink, PostgresSink, SqlConfig};
 use usage_runtime::{track_usage, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "shutdown.call")]
 fn call(n: u64) -> u64 {

@@ -4,19 +4,15 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::{serial, Hung};
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
     error::DbStep, error::FailureKind, spool::Fsync, track_usage, Error, HealthState, Tracker,
     UsageRecord,
 };
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "work", fields(n = n))]
 fn work(n: u64) -> u64 {
@@ -143,16 +139,6 @@ fn what_a_stopped_process_left_is_replayed_at_the_next_start() {
     assert_eq!(numbers(&records), (0..130).collect::<Vec<_>>());
     let ids: HashSet<_> = records.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 130);
-}
-
-/// Never finishes a write.
-#[derive(Debug)]
-struct Hung;
-
-impl Sink for Hung {
-    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
-        std::future::pending().await
-    }
 }
 
 #[test]
