@@ -191,6 +191,26 @@ struct Gate {
     records: MemorySink,
 }
 
+impl Gate {
+    /// A gate not yet opened.
+    fn closed() -> Self {
+        Gate {
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+            records: MemorySink::new(),
+        }
+    }
+
+    /// A tracker writing batches of 4 through the gate from a queue of `capacity` calls, a call
+    /// waiting up to `wait` for room.
+    fn blocking_tracker(&self, capacity: usize, wait: Duration) -> usage_runtime::TrackerBuilder {
+        Tracker::builder()
+            .sink(self.clone())
+            .batch_size(4)
+            .queue_capacity(capacity)
+            .overflow(Overflow::Block(wait))
+    }
+}
+
 impl Sink for Gate {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         self.open.acquire().await.unwrap().forget();
@@ -202,15 +222,9 @@ impl Sink for Gate {
 #[test]
 fn overflow_block_waits_for_room_instead_of_dropping() {
     let _serial = serial();
-    let sink = Gate {
-        open: Arc::new(tokio::sync::Semaphore::new(0)),
-        records: MemorySink::new(),
-    };
-    let guard = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(4)
-        .queue_capacity(8)
-        .overflow(Overflow::Block(Duration::from_secs(10)))
+    let sink = Gate::closed();
+    let guard = sink
+        .blocking_tracker(8, Duration::from_secs(10))
         .install()
         .unwrap();
     let opener = {
@@ -232,15 +246,9 @@ fn overflow_block_waits_for_room_instead_of_dropping() {
 #[test]
 fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
     let _serial = serial();
-    let sink = Gate {
-        open: Arc::new(tokio::sync::Semaphore::new(0)),
-        records: MemorySink::new(),
-    };
-    let guard = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(4)
-        .queue_capacity(4)
-        .overflow(Overflow::Block(Duration::from_millis(20)))
+    let sink = Gate::closed();
+    let guard = sink
+        .blocking_tracker(4, Duration::from_millis(20))
         .shutdown_timeout(Duration::from_secs(10))
         .install()
         .unwrap();
