@@ -24,6 +24,65 @@ pub fn nats_url() -> Option<String> {
     service_url("USAGE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 }
 
+/// Held by each test that installs the process-wide tracker (or shares a table), so the tests of
+/// one binary take turns; a test that failed while holding it does not stop the rest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A multi-thread runtime of two workers, for tests that block on async code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A sink that never finishes a write.
+#[derive(Debug)]
+pub struct Hung;
+
+impl usage_runtime::sink::Sink for Hung {
+    async fn write(
+        &mut self,
+        _batch: &[usage_runtime::UsageRecord],
+    ) -> Result<(), usage_runtime::Error> {
+        std::future::pending().await
+    }
+}
+
+/// The lines of a quarantine file, each parsed as JSON; none when there is no file yet.
+pub fn quarantined(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// A PostgreSQL sink configuration writing tables named with `prefix`, those tables dropped first.
+pub async fn fresh_postgres(url: &str, prefix: &str) -> usage_runtime::sink::SqlConfig {
+    drop_postgres_tables(url, prefix).await;
+    usage_runtime::sink::SqlConfig::new()
+        .table_prefix(prefix)
+        .unwrap()
+}
+
+/// A MySQL sink configuration writing tables named with `prefix`, those tables dropped first.
+pub async fn fresh_mysql(url: &str, prefix: &str) -> usage_runtime::sink::SqlConfig {
+    drop_mysql_tables(url, prefix).await;
+    usage_runtime::sink::SqlConfig::new()
+        .table_prefix(prefix)
+        .unwrap()
+}
+
+/// The URL of a new SQLite database file `usage.db` in `dir`.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("usage.db").display())
+}
+
 /// The URL in `var` (or `default`) if its host answers on its port. Otherwise `None` after a
 /// loud message, or a panic when the `CI` environment variable is set.
 pub fn service_url(var: &str, default: &str) -> Option<String> {

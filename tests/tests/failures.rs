@@ -4,19 +4,15 @@
 #![allow(missing_debug_implementations)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::{serial, Hung};
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
     error::DbStep, error::FailureKind, track_usage, tracker::Overflow, Error, HealthState, Tracker,
     UsageRecord,
 };
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "work", tenant = tenant)]
 fn work(tenant: &str) -> u32 {
@@ -174,11 +170,7 @@ fn rejected_records_are_split_out_and_quarantined_with_the_reason() {
     );
     assert_eq!(health.state, HealthState::Degraded);
     assert_eq!(sink.records.records().len(), 62);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&quarantine)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let lines = tests::quarantined(&quarantine);
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["record"]["tenant_id"], "poison");
@@ -199,6 +191,26 @@ struct Gate {
     records: MemorySink,
 }
 
+impl Gate {
+    /// A gate not yet opened.
+    fn closed() -> Self {
+        Gate {
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+            records: MemorySink::new(),
+        }
+    }
+
+    /// A tracker writing batches of 4 through the gate from a queue of `capacity` calls, a call
+    /// waiting up to `wait` for room.
+    fn blocking_tracker(&self, capacity: usize, wait: Duration) -> usage_runtime::TrackerBuilder {
+        Tracker::builder()
+            .sink(self.clone())
+            .batch_size(4)
+            .queue_capacity(capacity)
+            .overflow(Overflow::Block(wait))
+    }
+}
+
 impl Sink for Gate {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         self.open.acquire().await.unwrap().forget();
@@ -210,15 +222,9 @@ impl Sink for Gate {
 #[test]
 fn overflow_block_waits_for_room_instead_of_dropping() {
     let _serial = serial();
-    let sink = Gate {
-        open: Arc::new(tokio::sync::Semaphore::new(0)),
-        records: MemorySink::new(),
-    };
-    let guard = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(4)
-        .queue_capacity(8)
-        .overflow(Overflow::Block(Duration::from_secs(10)))
+    let sink = Gate::closed();
+    let guard = sink
+        .blocking_tracker(8, Duration::from_secs(10))
         .install()
         .unwrap();
     let opener = {
@@ -240,15 +246,9 @@ fn overflow_block_waits_for_room_instead_of_dropping() {
 #[test]
 fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
     let _serial = serial();
-    let sink = Gate {
-        open: Arc::new(tokio::sync::Semaphore::new(0)),
-        records: MemorySink::new(),
-    };
-    let guard = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(4)
-        .queue_capacity(4)
-        .overflow(Overflow::Block(Duration::from_millis(20)))
+    let sink = Gate::closed();
+    let guard = sink
+        .blocking_tracker(4, Duration::from_millis(20))
         .shutdown_timeout(Duration::from_secs(10))
         .install()
         .unwrap();
@@ -265,16 +265,6 @@ fn overflow_block_gives_up_after_its_timeout_and_counts_the_drop() {
         "every call written or counted as dropped: {health:?}"
     );
     assert_ne!(health.state, HealthState::Failing);
-}
-
-/// Never finishes a write.
-#[derive(Debug)]
-struct Hung;
-
-impl Sink for Hung {
-    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
-        std::future::pending().await
-    }
 }
 
 #[test]

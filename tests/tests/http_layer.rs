@@ -56,6 +56,59 @@ async fn wait_for(guard: &Tracker, sink: &MemorySink, count: usize) -> Vec<Usage
     }
 }
 
+/// A test's tracked server: its turn, the tracker and its sink, where the router listens, a client.
+struct Served {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    guard: Tracker,
+    sink: MemorySink,
+    address: SocketAddr,
+    client: reqwest::Client,
+}
+
+/// Takes this test's turn, installs a tracker and serves `app`.
+async fn serve_tracked(app: Router) -> Served {
+    let turn = TURN.lock().await;
+    let (guard, sink) = install();
+    let address = serve(app).await;
+    Served {
+        _turn: turn,
+        guard,
+        sink,
+        address,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Served {
+    /// The URL of `path` on the server.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// GET `path`.
+    async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.client.get(self.url(path)).send().await
+    }
+
+    /// The body of a GET of `path`.
+    async fn text(&self, path: &str) -> String {
+        self.get(path).await.unwrap().text().await.unwrap()
+    }
+
+    /// The `count` records of the requests, as [`wait_for`] finds them.
+    async fn records(&self, count: usize) -> Vec<UsageRecord> {
+        wait_for(&self.guard, &self.sink, count).await
+    }
+}
+
+/// The record of operation `name`.
+fn find<'a>(records: &'a [UsageRecord], name: &str) -> &'a UsageRecord {
+    records
+        .iter()
+        .find(|r| r.operation == name)
+        .unwrap_or_else(|| panic!("no {name} in {records:?}"))
+}
+
 #[track_usage(operation = "lookup")]
 async fn lookup(id: u64) -> String {
     format!("item {id}")
@@ -63,30 +116,23 @@ async fn lookup(id: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_are_route_templates_never_raw_paths() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route(
-            "/items/{id}",
-            get(|axum::extract::Path(id): axum::extract::Path<u64>| lookup(id)),
-        )
-        .layer(UsageLayer::new());
-    let address = serve(app).await;
+    let served = serve_tracked(
+        Router::new()
+            .route(
+                "/items/{id}",
+                get(|axum::extract::Path(id): axum::extract::Path<u64>| lookup(id)),
+            )
+            .layer(UsageLayer::new()),
+    )
+    .await;
     for id in [1, 22, 333] {
-        let text = reqwest::get(format!("http://{address}/items/{id}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = served.text(&format!("/items/{id}")).await;
         assert_eq!(text, format!("item {id}"));
     }
-    let missing = reqwest::get(format!("http://{address}/nowhere/42"))
-        .await
-        .unwrap();
+    let missing = served.get("/nowhere/42").await.unwrap();
     assert_eq!(missing.status(), 404);
 
-    let records = wait_for(&guard, &sink, 7).await;
+    let records = served.records(7).await;
     let mut names: Vec<_> = records.iter().map(|r| r.operation.as_ref()).collect();
     names.sort();
     assert_eq!(
@@ -101,84 +147,74 @@ async fn operations_are_route_templates_never_raw_paths() {
             "lookup"
         ]
     );
-    let unmatched = records
-        .iter()
-        .find(|r| r.operation == "GET (unmatched)")
-        .unwrap();
+    let unmatched = find(&records, "GET (unmatched)");
     assert_eq!(unmatched.outcome, Outcome::Success, "a 404 is the client's");
     assert_eq!(unmatched.attributes["http_status"], 404);
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_naming_closure_names_requests() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route("/v2/{*rest}", get(|| async { "ok" }))
-        .layer(UsageLayer::new().name_with(|parts| {
-            let version = parts.uri.path().split('/').nth(1).unwrap_or("");
-            format!("api.{version}")
-        }));
-    let address = serve(app).await;
-    reqwest::get(format!("http://{address}/v2/a/b/c"))
-        .await
-        .unwrap();
-    let records = wait_for(&guard, &sink, 1).await;
+    let served = serve_tracked(
+        Router::new()
+            .route("/v2/{*rest}", get(|| async { "ok" }))
+            .layer(UsageLayer::new().name_with(|parts| {
+                let version = parts.uri.path().split('/').nth(1).unwrap_or("");
+                format!("api.{version}")
+            })),
+    )
+    .await;
+    served.get("/v2/a/b/c").await.unwrap();
+    let records = served.records(1).await;
     assert_eq!(records[0].operation, "api.v2");
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_panics_and_dropped_requests_are_classified() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route(
-            "/fail",
-            get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
-        )
-        .route("/bad", get(|| async { StatusCode::BAD_REQUEST }))
-        .route(
-            "/panic",
-            get(|| async {
-                if true {
-                    panic!("handler bug (simulated)");
-                }
-                "unreachable"
-            }),
-        )
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "late"
-            }),
-        )
-        .layer(UsageLayer::new());
-    let address = serve(app).await;
-    let client = reqwest::Client::new();
-    let get = |path: &str| client.get(format!("http://{address}{path}")).send();
+    let served = serve_tracked(
+        Router::new()
+            .route(
+                "/fail",
+                get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
+            )
+            .route("/bad", get(|| async { StatusCode::BAD_REQUEST }))
+            .route(
+                "/panic",
+                get(|| async {
+                    if true {
+                        panic!("handler bug (simulated)");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .layer(UsageLayer::new()),
+    )
+    .await;
+    let get = |path| served.get(path);
     assert_eq!(get("/fail").await.unwrap().status(), 502);
     assert_eq!(get("/bad").await.unwrap().status(), 400);
     assert!(
         get("/panic").await.is_err(),
         "the connection dies with the handler"
     );
-    let slow = client
-        .get(format!("http://{address}/slow"))
+    let slow = served
+        .client
+        .get(served.url("/slow"))
         .timeout(Duration::from_millis(200))
         .send()
         .await;
     assert!(slow.is_err(), "the client gives up");
 
-    let records = wait_for(&guard, &sink, 4).await;
-    let find = |name: &str| {
-        records
-            .iter()
-            .find(|r| r.operation == name)
-            .unwrap_or_else(|| panic!("no {name} in {records:?}"))
-    };
+    let records = served.records(4).await;
+    let find = |name| find(&records, name);
     let fail = find("GET /fail");
     assert_eq!(fail.outcome, Outcome::Error);
     assert_eq!(fail.error_type.as_deref(), Some("HTTP 502"));
@@ -188,34 +224,34 @@ async fn server_errors_panics_and_dropped_requests_are_classified() {
     let slow = find("GET /slow");
     assert_eq!(slow.outcome, Outcome::Cancelled);
     assert!(slow.duration >= Duration::from_millis(150), "{slow:?}");
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_are_counted_and_timed_to_their_end() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route(
-            "/upload",
-            post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }),
-        )
-        .route(
-            "/stream",
-            get(|| async {
-                let chunks = futures::stream::iter(0..10).then(|n| async move {
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    Ok::<_, Infallible>(format!("chunk {n}\n"))
-                });
-                Response::new(Body::from_stream(chunks))
-            }),
-        )
-        .layer(UsageLayer::new());
-    let address = serve(app).await;
-    let client = reqwest::Client::new();
+    let served = serve_tracked(
+        Router::new()
+            .route(
+                "/upload",
+                post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }),
+            )
+            .route(
+                "/stream",
+                get(|| async {
+                    let chunks = futures::stream::iter(0..10).then(|n| async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        Ok::<_, Infallible>(format!("chunk {n}\n"))
+                    });
+                    Response::new(Body::from_stream(chunks))
+                }),
+            )
+            .layer(UsageLayer::new()),
+    )
+    .await;
     let upload = vec![b'x'; 100_000];
-    let reply = client
-        .post(format!("http://{address}/upload"))
+    let reply = served
+        .client
+        .post(served.url("/upload"))
         .body(upload)
         .send()
         .await
@@ -224,26 +260,13 @@ async fn streamed_bodies_are_counted_and_timed_to_their_end() {
         .await
         .unwrap();
     assert_eq!(reply, "100000 bytes");
-    let streamed = client
-        .get(format!("http://{address}/stream"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let streamed = served.text("/stream").await;
 
-    let records = wait_for(&guard, &sink, 2).await;
-    let upload = records
-        .iter()
-        .find(|r| r.operation == "POST /upload")
-        .unwrap();
+    let records = served.records(2).await;
+    let upload = find(&records, "POST /upload");
     assert_eq!(upload.attributes["request_bytes"], 100_000);
     assert_eq!(upload.attributes["response_bytes"], "100000 bytes".len());
-    let stream = records
-        .iter()
-        .find(|r| r.operation == "GET /stream")
-        .unwrap();
+    let stream = find(&records, "GET /stream");
     assert_eq!(stream.attributes["response_bytes"], streamed.len());
     assert_eq!(stream.outcome, Outcome::Success);
     assert!(
@@ -251,7 +274,7 @@ async fn streamed_bodies_are_counted_and_timed_to_their_end() {
         "timed until the last chunk was sent: {:?}",
         stream.duration
     );
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,28 +306,24 @@ async fn an_error_from_the_inner_service_is_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_without_a_body_are_complete_not_cancelled() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route("/page", get(|| async { "a page with a body" }))
-        .route("/gone", get(|| async { StatusCode::NO_CONTENT }))
-        .layer(UsageLayer::new());
-    let address = serve(app).await;
-    let client = reqwest::Client::new();
-    let head = client
-        .head(format!("http://{address}/page"))
+    let served = serve_tracked(
+        Router::new()
+            .route("/page", get(|| async { "a page with a body" }))
+            .route("/gone", get(|| async { StatusCode::NO_CONTENT }))
+            .layer(UsageLayer::new()),
+    )
+    .await;
+    let head = served
+        .client
+        .head(served.url("/page"))
         .send()
         .await
         .unwrap();
     assert_eq!(head.status(), 200);
-    let gone = client
-        .get(format!("http://{address}/gone"))
-        .send()
-        .await
-        .unwrap();
+    let gone = served.get("/gone").await.unwrap();
     assert_eq!(gone.status(), 204);
 
-    let records = wait_for(&guard, &sink, 2).await;
+    let records = served.records(2).await;
     for record in &records {
         assert_eq!(record.outcome, Outcome::Success, "{record:?}");
         assert_eq!(record.attributes["response_bytes"], 0, "{record:?}");
@@ -312,58 +331,53 @@ async fn responses_without_a_body_are_complete_not_cancelled() {
     let mut names: Vec<_> = records.iter().map(|r| r.operation.as_ref()).collect();
     names.sort();
     assert_eq!(names, ["GET /gone", "HEAD /page"]);
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_short_is_cancelled_and_a_panicking_stream_is_a_panic() {
-    let _turn = TURN.lock().await;
-    let (guard, sink) = install();
-    let app = Router::new()
-        .route(
-            "/endless",
-            get(|| async {
-                let chunks = futures::stream::iter(0..).then(|n| async move {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    Ok::<_, Infallible>(format!("chunk {n}\n"))
-                });
-                Response::new(Body::from_stream(chunks))
-            }),
-        )
-        .route(
-            "/broken",
-            get(|| async {
-                let chunks = futures::stream::iter(0..3).map(|n| {
-                    if n == 2 {
-                        panic!("stream bug (simulated)");
-                    }
-                    Ok::<_, Infallible>(format!("chunk {n}\n"))
-                });
-                Response::new(Body::from_stream(chunks))
-            }),
-        )
-        .layer(UsageLayer::new());
-    let address = serve(app).await;
-    let client = reqwest::Client::new();
-    let mut endless = client
-        .get(format!("http://{address}/endless"))
-        .send()
-        .await
-        .unwrap();
+    let served = serve_tracked(
+        Router::new()
+            .route(
+                "/endless",
+                get(|| async {
+                    let chunks = futures::stream::iter(0..).then(|n| async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Ok::<_, Infallible>(format!("chunk {n}\n"))
+                    });
+                    Response::new(Body::from_stream(chunks))
+                }),
+            )
+            .route(
+                "/broken",
+                get(|| async {
+                    let chunks = futures::stream::iter(0..3).map(|n| {
+                        if n == 2 {
+                            panic!("stream bug (simulated)");
+                        }
+                        Ok::<_, Infallible>(format!("chunk {n}\n"))
+                    });
+                    Response::new(Body::from_stream(chunks))
+                }),
+            )
+            .layer(UsageLayer::new()),
+    )
+    .await;
+    let mut endless = served.get("/endless").await.unwrap();
     let first = endless.chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"chunk 0"));
     drop(endless); // the client goes away mid-stream
                    // The connection dies with the stream, before or after the headers went out.
-    let broken = client.get(format!("http://{address}/broken")).send().await;
+    let broken = served.get("/broken").await;
     if let Ok(broken) = broken {
         assert!(broken.text().await.is_err(), "the stream dies mid-way");
     }
 
-    let records = wait_for(&guard, &sink, 2).await;
-    let find = |name: &str| records.iter().find(|r| r.operation == name).unwrap();
+    let records = served.records(2).await;
+    let find = |name| find(&records, name);
     let endless = find("GET /endless");
     assert_eq!(endless.outcome, Outcome::Cancelled);
     assert!(endless.attributes["response_bytes"].as_u64().unwrap() > 0);
     assert_eq!(find("GET /broken").outcome, Outcome::Panic);
-    guard.shutdown().await.unwrap();
+    served.guard.shutdown().await.unwrap();
 }

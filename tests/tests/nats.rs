@@ -26,6 +26,12 @@ async fn messages(url: &str, stream: &str) -> u64 {
     stream.info().await.unwrap().state.messages
 }
 
+/// The stream's first message.
+async fn first_message(url: &str, stream: &str) -> async_nats::jetstream::message::StreamMessage {
+    let stream = context(url).await.get_stream(stream).await.unwrap();
+    stream.get_raw_message(1).await.unwrap()
+}
+
 async fn delete(url: &str, stream: &str) {
     let _ = context(url).await.delete_stream(stream).await;
 }
@@ -44,12 +50,7 @@ async fn a_batch_written_twice_is_one_message_per_record() {
     assert_eq!(messages(&url, &config.stream).await, 300);
 
     // Each message is the record as JSON, its id in `Nats-Msg-Id`, under the service's subject.
-    let stream = context(&url)
-        .await
-        .get_stream(&config.stream)
-        .await
-        .unwrap();
-    let first = stream.get_raw_message(1).await.unwrap();
+    let first = first_message(&url, &config.stream).await;
     let record: UsageRecord = serde_json::from_slice(&first.payload).unwrap();
     assert_eq!(record, records[0]);
     assert_eq!(
@@ -91,12 +92,7 @@ async fn tracked_calls_reach_the_stream() {
     guard.shutdown().await.unwrap();
     assert_eq!(messages(&url, &config.stream).await, 500);
     // A service name with a space becomes one subject token.
-    let stream = context(&url)
-        .await
-        .get_stream(&config.stream)
-        .await
-        .unwrap();
-    let first = stream.get_raw_message(1).await.unwrap();
+    let first = first_message(&url, &config.stream).await;
     assert_eq!(
         first.subject.as_str(),
         format!("{}.billing_api", config.subject_prefix)

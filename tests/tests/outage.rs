@@ -4,18 +4,13 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use tests::{mysql_url, postgres_url, upstream, Proxy};
-use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig};
+use tests::{mysql_url, postgres_url, serial, upstream, Proxy};
+use usage_runtime::sink::{MySqlSink, PostgresSink, Sink};
 use usage_runtime::{track_usage, HealthState, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "outage.call", tenant = "acme")]
 fn call(n: u64) -> u64 {
@@ -116,8 +111,7 @@ fn postgres_outage_loses_and_doubles_nothing() {
     let proxy = Proxy::start(&upstream(&url));
     let runtime = runtime();
     let mut db = runtime.block_on(sqlx::PgConnection::connect(&url)).unwrap();
-    runtime.block_on(tests::drop_postgres_tables(&url, "pg_outage_"));
-    let config = SqlConfig::new().table_prefix("pg_outage_").unwrap();
+    let config = runtime.block_on(tests::fresh_postgres(&url, "pg_outage_"));
     let sink = runtime
         .block_on(PostgresSink::connect_with(&proxy.url(&url), config))
         .unwrap();
@@ -140,8 +134,7 @@ fn mysql_outage_loses_and_doubles_nothing() {
     let mut db = runtime
         .block_on(sqlx::MySqlConnection::connect(&url))
         .unwrap();
-    runtime.block_on(tests::drop_mysql_tables(&url, "my_outage_"));
-    let config = SqlConfig::new().table_prefix("my_outage_").unwrap();
+    let config = runtime.block_on(tests::fresh_mysql(&url, "my_outage_"));
     let sink = runtime
         .block_on(MySqlSink::connect_with(&proxy.url(&url), config))
         .unwrap();

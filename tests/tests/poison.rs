@@ -2,17 +2,10 @@
 //! database's reason; the rest of the batch is written.
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
-
 use sqlx::Connection;
-use tests::{mysql_url, postgres_url};
-use usage_runtime::sink::{MySqlSink, PostgresSink, SqlConfig};
+use tests::{mysql_url, postgres_url, quarantined, serial};
+use usage_runtime::sink::{MySqlSink, PostgresSink};
 use usage_runtime::{track_usage, Error, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "fine", tenant = tenant)]
 fn fine(tenant: &str) {}
@@ -24,23 +17,46 @@ fn fine(tenant: &str) {}
 )]
 fn too_long() {}
 
-fn quarantined(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+/// Flushes and shuts `guard` down: its `rejected` records fail the flush and are quarantined with
+/// a reason containing `reason`, the `written` others are the `rows` in the database. Returns
+/// the first quarantined line.
+async fn rest_written(
+    guard: Tracker,
+    quarantine: &std::path::Path,
+    (written, rejected): (u64, u64),
+    rows: impl AsyncFnOnce() -> i64,
+    reason: &str,
+) -> serde_json::Value {
+    let err = guard.flush().await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotWritten { count, .. } if count == rejected),
+        "{err:?}"
+    );
+    let health = guard.health();
+    assert_eq!(
+        (health.written, health.quarantined, health.failed),
+        (written, rejected, 0)
+    );
+    guard.shutdown().await.ok();
+    assert_eq!(rows().await, written as i64);
+    let mut lines = quarantined(quarantine);
+    assert_eq!(lines.len() as u64, rejected);
+    assert!(
+        lines[0]["reason"].as_str().unwrap().contains(reason),
+        "{}",
+        lines[0]
+    );
+    lines.remove(0)
 }
 
 #[tokio::test]
 async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {
     let Some(url) = mysql_url() else { return };
     let _serial = serial();
-    tests::drop_mysql_tables(&url, "my_poison_").await;
+    let config = tests::fresh_mysql(&url, "my_poison_").await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let quarantine = dir.path().join("quarantine.jsonl");
-    let config = SqlConfig::new().table_prefix("my_poison_").unwrap();
     let guard = Tracker::builder()
         .sink(MySqlSink::connect_with(&url, config).await.unwrap())
         .quarantine_file(&quarantine)
@@ -53,38 +69,24 @@ async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {
             fine("acme");
         }
     }
-    let err = guard.flush().await.unwrap_err();
-    assert!(matches!(err, Error::NotWritten { count: 4, .. }), "{err:?}");
-    let health = guard.health();
-    assert_eq!(
-        (health.written, health.quarantined, health.failed),
-        (196, 4, 0)
-    );
-    guard.shutdown().await.ok();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM my_poison_usage_records")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(rows, 196);
-    let lines = quarantined(&quarantine);
-    assert_eq!(lines.len(), 4);
-    assert!(
-        lines[0]["reason"].as_str().unwrap().contains("too long"),
-        "{}",
-        lines[0]
-    );
-    assert!(lines[0]["record"]["operation"].as_str().unwrap().len() > 255);
+    let rows = async || {
+        sqlx::query_scalar("SELECT COUNT(*) FROM my_poison_usage_records")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let first = rest_written(guard, &quarantine, (196, 4), rows, "too long").await;
+    assert!(first["record"]["operation"].as_str().unwrap().len() > 255);
 }
 
 #[tokio::test]
 async fn postgres_rejects_a_constraint_violation_and_the_rest_is_written() {
     let Some(url) = postgres_url() else { return };
     let _serial = serial();
-    tests::drop_postgres_tables(&url, "pg_poison_").await;
+    let config = tests::fresh_postgres(&url, "pg_poison_").await;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let quarantine = dir.path().join("quarantine.jsonl");
-    let config = SqlConfig::new().table_prefix("pg_poison_").unwrap();
     let sink = PostgresSink::connect_with(&url, config).await.unwrap();
     sqlx::raw_sql(
         "ALTER TABLE pg_poison_usage_records \
@@ -101,27 +103,11 @@ async fn postgres_rejects_a_constraint_violation_and_the_rest_is_written() {
     for n in 0..300 {
         fine(if n % 100 == 3 { "banned" } else { "acme" });
     }
-    let err = guard.flush().await.unwrap_err();
-    assert!(matches!(err, Error::NotWritten { count: 3, .. }), "{err:?}");
-    let health = guard.health();
-    assert_eq!(
-        (health.written, health.quarantined, health.failed),
-        (297, 3, 0)
-    );
-    guard.shutdown().await.ok();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_poison_usage_records")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(rows, 297);
-    let lines = quarantined(&quarantine);
-    assert_eq!(lines.len(), 3);
-    assert!(
-        lines[0]["reason"]
-            .as_str()
+    let rows = async || {
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_poison_usage_records")
+            .fetch_one(&mut db)
+            .await
             .unwrap()
-            .contains("no_banned_tenant"),
-        "{}",
-        lines[0]
-    );
+    };
+    rest_written(guard, &quarantine, (297, 3), rows, "no_banned_tenant").await;
 }

@@ -5,7 +5,7 @@ use chrono::Timelike;
 use sqlx::Connection;
 use tests::{mysql_url, postgres_url, random_records};
 use usage_runtime::report::{GroupBy, Query, Reader, Source, TimeBucket};
-use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqlConfig, SqliteSink};
+use usage_runtime::sink::{MySqlSink, PostgresSink, Sink, SqliteSink};
 use usage_runtime::{Outcome, UsageRecord};
 
 /// Writes `records` in random batches, with redeliveries and replays.
@@ -23,6 +23,13 @@ async fn write_messily(sink: &mut impl Sink, records: &[UsageRecord]) {
         }
         at = end;
     }
+}
+
+/// 3,000 records over five days (from `seed`), written messily through `sink`, which is closed.
+async fn written_messily(mut sink: impl Sink, seed: u64) -> Vec<UsageRecord> {
+    let records = records_over_days(3000, seed);
+    write_messily(&mut sink, &records).await;
+    records
 }
 
 /// Batches written again after a transient failure.
@@ -206,10 +213,8 @@ async fn check(reader: &Reader, records: &[UsageRecord]) {
 #[tokio::test]
 async fn sqlite_reports_agree_and_stay_in_their_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
-    let records = records_over_days(3000, 31);
-    let mut sink = SqliteSink::connect(&url).await.unwrap();
-    write_messily(&mut sink, &records).await;
+    let url = tests::sqlite_url(dir.path());
+    let records = written_messily(SqliteSink::connect(&url).await.unwrap(), 31).await;
     check(&Reader::connect(&url).await.unwrap(), &records).await;
 }
 
@@ -217,13 +222,14 @@ async fn sqlite_reports_agree_and_stay_in_their_tenant() {
 async fn postgres_reports_agree_and_stay_in_their_tenant() {
     let Some(url) = postgres_url() else { return };
     let prefix = "pg_report_";
-    tests::drop_postgres_tables(&url, prefix).await;
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = records_over_days(3000, 37);
-    let mut sink = PostgresSink::connect_with(&url, config.clone())
-        .await
-        .unwrap();
-    write_messily(&mut sink, &records).await;
+    let config = tests::fresh_postgres(&url, prefix).await;
+    let records = written_messily(
+        PostgresSink::connect_with(&url, config.clone())
+            .await
+            .unwrap(),
+        37,
+    )
+    .await;
     check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
 }
 
@@ -231,11 +237,12 @@ async fn postgres_reports_agree_and_stay_in_their_tenant() {
 async fn mysql_reports_agree_and_stay_in_their_tenant() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_report_";
-    tests::drop_mysql_tables(&url, prefix).await;
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = records_over_days(3000, 41);
-    let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
-    write_messily(&mut sink, &records).await;
+    let config = tests::fresh_mysql(&url, prefix).await;
+    let records = written_messily(
+        MySqlSink::connect_with(&url, config.clone()).await.unwrap(),
+        41,
+    )
+    .await;
     check(&Reader::connect_with(&url, config).await.unwrap(), &records).await;
 }
 
@@ -253,11 +260,8 @@ fn buckets(records: &[UsageRecord]) -> Vec<(String, i64)> {
 #[tokio::test]
 async fn sqlite_rollups_from_before_the_daily_tier_are_upgraded() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
-    let records = records_over_days(3000, 43);
-    let mut sink = SqliteSink::connect(&url).await.unwrap();
-    write_messily(&mut sink, &records).await;
-    drop(sink);
+    let url = tests::sqlite_url(dir.path());
+    let records = written_messily(SqliteSink::connect(&url).await.unwrap(), 43).await;
     // Back to the earlier shape: hourly rows without histograms, the histograms one row per
     // bucket, no daily rows, the migration not applied.
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -313,14 +317,14 @@ async fn sqlite_rollups_from_before_the_daily_tier_are_upgraded() {
 async fn postgres_rollups_from_before_the_daily_tier_are_upgraded() {
     let Some(url) = postgres_url() else { return };
     let prefix = "pg_upgrade_";
-    tests::drop_postgres_tables(&url, prefix).await;
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = records_over_days(3000, 47);
-    let mut sink = PostgresSink::connect_with(&url, config.clone())
-        .await
-        .unwrap();
-    write_messily(&mut sink, &records).await;
-    drop(sink);
+    let config = tests::fresh_postgres(&url, prefix).await;
+    let records = written_messily(
+        PostgresSink::connect_with(&url, config.clone())
+            .await
+            .unwrap(),
+        47,
+    )
+    .await;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(
         "DROP TABLE {p}usage_rollups_daily;
@@ -374,13 +378,13 @@ async fn postgres_rollups_from_before_the_daily_tier_are_upgraded() {
 async fn mysql_rollups_from_before_the_daily_tier_are_upgraded() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_upgrade_";
-    tests::drop_mysql_tables(&url, prefix).await;
+    let config = tests::fresh_mysql(&url, prefix).await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
-    let records = records_over_days(3000, 53);
-    let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
-    write_messily(&mut sink, &records).await;
-    drop(sink);
+    let records = written_messily(
+        MySqlSink::connect_with(&url, config.clone()).await.unwrap(),
+        53,
+    )
+    .await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(
         "DROP TABLE {p}usage_rollups_daily;
          DROP TABLE IF EXISTS {p}buckets;
@@ -464,6 +468,16 @@ fn one_key_many_buckets() -> Vec<Vec<UsageRecord>> {
     records.chunks(1000).map(<[_]>::to_vec).collect()
 }
 
+/// The calls of `records` in each latency bucket.
+fn histogram(records: &[UsageRecord]) -> std::collections::BTreeMap<u32, u64> {
+    let mut histogram = std::collections::BTreeMap::new();
+    for record in records {
+        let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
+        *histogram.entry(bucket).or_insert(0) += 1;
+    }
+    histogram
+}
+
 /// Writes the batches, then checks both histograms of the key: exact against the records, and
 /// compacted along the way (shorter than all the appends together).
 async fn histograms_compact(
@@ -475,21 +489,12 @@ async fn histograms_compact(
     let (mut appended, mut largest) = (0, 0);
     for batch in &batches {
         sink.write(batch).await.unwrap();
-        let mut histogram = std::collections::BTreeMap::new();
-        for record in batch {
-            let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
-            *histogram.entry(bucket).or_insert(0u64) += 1;
-        }
-        let append = usage_runtime::rollup::encode_latency(histogram).len();
+        let append = usage_runtime::rollup::encode_latency(histogram(batch)).len();
         appended += append;
         largest = largest.max(append);
     }
     let records: Vec<UsageRecord> = batches.concat();
-    let mut expected = std::collections::BTreeMap::new();
-    for record in &records {
-        let bucket = usage_runtime::rollup::latency_bucket(record.duration.as_micros() as u64);
-        *expected.entry(bucket).or_insert(0u64) += 1;
-    }
+    let expected = histogram(&records);
     let canonical = usage_runtime::rollup::encode_latency(expected.clone()).len();
     let stored = stored().await;
     assert_eq!(stored.len(), 2, "one hourly and one daily row");
@@ -519,7 +524,7 @@ async fn histograms_compact(
 #[tokio::test]
 async fn sqlite_histograms_are_compacted_and_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let url = tests::sqlite_url(dir.path());
     let mut sink = SqliteSink::connect(&url).await.unwrap();
     let reader = Reader::connect(&url).await.unwrap();
     histograms_compact(&mut sink, &reader, async || {
@@ -539,8 +544,7 @@ async fn sqlite_histograms_are_compacted_and_stay_exact() {
 async fn postgres_histograms_are_compacted_and_stay_exact() {
     let Some(url) = postgres_url() else { return };
     let prefix = "pg_compact_";
-    tests::drop_postgres_tables(&url, prefix).await;
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
+    let config = tests::fresh_postgres(&url, prefix).await;
     let mut sink = PostgresSink::connect_with(&url, config.clone())
         .await
         .unwrap();
@@ -563,9 +567,8 @@ async fn postgres_histograms_are_compacted_and_stay_exact() {
 async fn mysql_histograms_are_compacted_and_stay_exact() {
     let Some(url) = mysql_url() else { return };
     let prefix = "my_compact_";
-    tests::drop_mysql_tables(&url, prefix).await;
+    let config = tests::fresh_mysql(&url, prefix).await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    let config = SqlConfig::new().table_prefix(prefix).unwrap();
     let mut sink = MySqlSink::connect_with(&url, config.clone()).await.unwrap();
     let reader = Reader::connect_with(&url, config).await.unwrap();
     histograms_compact(&mut sink, &reader, async || {
@@ -620,7 +623,7 @@ async fn concurrent_writers_keep_the_rollups_exact() {
     let records = records_over_days(4000, 67);
     // SQLite: one writer at a time, by its lock.
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let url = tests::sqlite_url(dir.path());
     SqliteSink::connect(&url).await.unwrap();
     let sqlite = url.clone();
     tokio::task::block_in_place(|| {
@@ -633,8 +636,7 @@ async fn concurrent_writers_keep_the_rollups_exact() {
 
     if let Some(url) = postgres_url() {
         let prefix = "pg_concurrent_";
-        tests::drop_postgres_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        let config = tests::fresh_postgres(&url, prefix).await;
         PostgresSink::connect_with(&url, config.clone())
             .await
             .unwrap();
@@ -651,8 +653,7 @@ async fn concurrent_writers_keep_the_rollups_exact() {
 
     if let Some(url) = mysql_url() {
         let prefix = "my_concurrent_";
-        tests::drop_mysql_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        let config = tests::fresh_mysql(&url, prefix).await;
         MySqlSink::connect_with(&url, config.clone()).await.unwrap();
         let (u, c) = (url.clone(), config.clone());
         tokio::task::block_in_place(|| {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tests::runtime;
 use usage_runtime::testing::Capture;
 use usage_runtime::{track_usage, Outcome, UsageRecord};
 use uuid::Uuid;
@@ -23,14 +24,6 @@ fn one(capture: &Capture) -> UsageRecord {
     let mut records = capture.records();
     assert_eq!(records.len(), 1, "expected one record, got {records:#?}");
     records.remove(0)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn capture_sync<R>(f: impl FnOnce() -> R) -> (R, UsageRecord) {

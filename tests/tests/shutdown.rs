@@ -3,17 +3,11 @@
 //! the records wait in the spool for the next start.
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tests::{postgres_url, upstream, Proxy};
+use tests::{postgres_url, serial, upstream, Proxy};
 use usage_runtime::sink::{MemorySink, PostgresSink, SqlConfig};
 use usage_runtime::{track_usage, Tracker};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "shutdown.call")]
 fn call(n: u64) -> u64 {
@@ -67,45 +61,40 @@ fn assert_bounded(started: Instant) {
     );
 }
 
+/// Shuts down with `shut_down` a tracker whose database is down: it returns within the deadline
+/// and the next start finds every call in the spool. Returns what `shut_down` did.
+fn shut_down_with_database_down<R>(url: &str, shut_down: impl FnOnce(Tracker) -> R) -> R {
+    let _serial = serial();
+    let spool = tempfile::tempdir().unwrap();
+    let (guard, _proxy) = tracker_with_database_down(url, spool.path());
+    let started = Instant::now();
+    let result = shut_down(guard);
+    assert_bounded(started);
+    assert_all_spooled(spool.path());
+    result
+}
+
 #[test]
 fn no_runtime() {
     let Some(url) = postgres_url() else { return };
-    let _serial = serial();
-    let spool = tempfile::tempdir().unwrap();
-    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
-    let started = Instant::now();
-    drop(guard);
-    assert_bounded(started);
-    assert_all_spooled(spool.path());
+    shut_down_with_database_down(&url, drop);
 }
 
 #[test]
 fn current_thread_runtime() {
     let Some(url) = postgres_url() else { return };
-    let _serial = serial();
-    let spool = tempfile::tempdir().unwrap();
-    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let started = Instant::now();
-    let result = runtime.block_on(guard.shutdown());
-    assert_bounded(started);
+    let result = shut_down_with_database_down(&url, |guard| runtime.block_on(guard.shutdown()));
     let err = result.unwrap_err();
     assert!(err.to_string().contains("spool"), "{err}");
-    assert_all_spooled(spool.path());
 }
 
 #[test]
 fn multi_thread_runtime() {
     let Some(url) = postgres_url() else { return };
-    let _serial = serial();
-    let spool = tempfile::tempdir().unwrap();
-    let (guard, _proxy) = tracker_with_database_down(&url, spool.path());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let started = Instant::now();
-    runtime.block_on(async move { drop(guard) });
-    assert_bounded(started);
-    assert_all_spooled(spool.path());
+    shut_down_with_database_down(&url, |guard| runtime.block_on(async move { drop(guard) }));
 }

@@ -4,19 +4,15 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::{serial, Hung};
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{
     error::DbStep, error::FailureKind, spool::Fsync, track_usage, Error, HealthState, Tracker,
     UsageRecord,
 };
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "work", fields(n = n))]
 fn work(n: u64) -> u64 {
@@ -31,6 +27,15 @@ struct Switch {
     records: MemorySink,
     /// Every record id received, duplicates included.
     received: Arc<Mutex<Vec<uuid::Uuid>>>,
+}
+
+impl Switch {
+    /// A switch that starts down.
+    fn down() -> Self {
+        let switch = Switch::default();
+        switch.down.store(true, Ordering::SeqCst);
+        switch
+    }
 }
 
 impl Sink for Switch {
@@ -120,8 +125,7 @@ fn an_outage_fills_the_spool_and_recovery_replays_it_in_order() {
 fn what_a_stopped_process_left_is_replayed_at_the_next_start() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let down = Switch::default();
-    down.down.store(true, Ordering::SeqCst);
+    let down = Switch::down();
     let guard = tracker(&down, dir.path()).install().unwrap();
     for n in 0..120 {
         work(n);
@@ -143,16 +147,6 @@ fn what_a_stopped_process_left_is_replayed_at_the_next_start() {
     assert_eq!(numbers(&records), (0..130).collect::<Vec<_>>());
     let ids: HashSet<_> = records.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 130);
-}
-
-/// Never finishes a write.
-#[derive(Debug)]
-struct Hung;
-
-impl Sink for Hung {
-    async fn write(&mut self, _batch: &[UsageRecord]) -> Result<(), Error> {
-        std::future::pending().await
-    }
 }
 
 #[test]
@@ -190,8 +184,7 @@ fn a_shutdown_that_misses_its_deadline_keeps_the_rest_in_the_spool() {
 fn a_full_spool_counts_what_it_cannot_keep() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let sink = Switch::default();
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Switch::down();
     let guard = tracker(&sink, dir.path())
         .spool_max_bytes(100_000)
         .install()
@@ -210,8 +203,7 @@ fn a_full_spool_counts_what_it_cannot_keep() {
 fn spool_settings_apply_whether_set_before_or_after_the_directory() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let sink = Switch::default();
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Switch::down();
     let guard = Tracker::builder()
         .sink(sink.clone())
         .max_retries(1)
@@ -354,8 +346,7 @@ fn a_busy_write_leaves_the_queue_in_memory() {
 fn while_retrying_the_worker_spills_the_queue_instead_of_dropping() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let sink = Switch::default();
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Switch::down();
     let guard = Tracker::builder()
         .sink(sink.clone())
         .spool_dir(dir.path())
@@ -442,8 +433,7 @@ fn spill_and_spool_first_need_a_spool() {
 fn a_damaged_spool_is_recovered_and_counted_at_install() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let down = Switch::default();
-    down.down.store(true, Ordering::SeqCst);
+    let down = Switch::down();
     let guard = tracker(&down, dir.path()).install().unwrap();
     for n in 0..40 {
         work(n);

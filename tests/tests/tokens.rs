@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tests::runtime;
 use usage_runtime::testing::Capture;
 use usage_runtime::{track_usage, Outcome, Pricing, UsageRecord, UsageReport};
 
@@ -22,14 +23,6 @@ output = "4.00"
 
 fn capture() -> Capture {
     Capture::new().with_pricing(Pricing::from_toml(PRICES).unwrap())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn run_async<F: Future>(capture: &Capture, future: F) -> F::Output {

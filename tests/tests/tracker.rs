@@ -7,16 +7,12 @@
 
 use std::future::Future;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tests::serial;
 use usage_runtime::sink::{MemorySink, Sink};
 use usage_runtime::{track_usage, Error, Outcome, Tracker, UsageRecord};
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[track_usage(operation = "work", tenant = "t")]
 fn work(n: u64) -> Result<u64, String> {

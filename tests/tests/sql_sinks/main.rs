@@ -23,8 +23,6 @@
 // `serial()` holds a std lock for a whole test, each on its own runtime: nothing else awaits it.
 #![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
-
 use usage_runtime::{error::DbStep, track_usage, Error};
 
 #[macro_use]
@@ -36,11 +34,7 @@ mod rollups;
 mod sqlite;
 mod writes;
 
-/// Held by each test that installs the global tracker.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use tests::serial;
 
 #[track_usage(operation = "chat", tenant = org, user = user, fields(model = "gpt-4o"))]
 async fn chat(org: &str, user: &str, fail: bool) -> Result<u32, String> {
