@@ -17,6 +17,9 @@
 //! The `two_threads` group runs each fn on two threads at once and reports wall time divided by
 //! the calls made on both, so a figure half the single-thread one means perfect scaling.
 
+#[path = "../../usage-runtime/benches/common/mod.rs"]
+mod common;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -24,23 +27,13 @@ use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use common::Discard;
 use criterion::{criterion_group, criterion_main, Criterion};
-use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Error, Tracker, UsageRecord, UsageReport};
+use usage_runtime::{track_usage, Tracker, UsageReport};
 
 /// Calls timed between two drains of the queue: a quarter of its default capacity, so the
 /// queue never fills even with two threads calling.
 const CHUNK: u64 = usage_runtime::tracker::DEFAULT_QUEUE_CAPACITY as u64 / 4;
-
-#[derive(Debug)]
-struct Discard;
-
-impl Sink for Discard {
-    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
-        black_box(batch.len());
-        Ok(())
-    }
-}
 
 #[inline(never)]
 fn bare(a: u64, b: u64) -> u64 {

@@ -17,6 +17,9 @@
 //! database that does not answer. The naive run writes a tenth of the records (it is that slow);
 //! rates are compared, not totals.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Connection};
@@ -78,10 +81,7 @@ fn records(count: usize) -> Vec<UsageRecord> {
 }
 
 fn batch_size() -> usize {
-    std::env::var("USAGE_BENCH_BATCH")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_BATCH_SIZE)
+    common::env_number("USAGE_BENCH_BATCH", DEFAULT_BATCH_SIZE)
 }
 
 async fn batched(sink: &mut impl Sink, records: &[UsageRecord]) -> f64 {
@@ -331,12 +331,8 @@ fn sqlite_one_transaction(path: &std::path::Path, records: &[UsageRecord]) -> f6
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let count: usize = std::env::var("USAGE_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
-    // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing: run only on bench.
-    if !std::env::args().any(|arg| arg == "--bench") {
+    let count: usize = common::env_number("USAGE_BENCH_RECORDS", 200_000);
+    if !common::benching() {
         return;
     }
     let all = records(count);
