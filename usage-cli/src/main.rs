@@ -47,6 +47,10 @@ impl Database {
     fn config(&self) -> Result<SqlConfig, Error> {
         SqlConfig::new().table_prefix(&self.table_prefix)
     }
+
+    async fn reader(&self) -> Result<Reader, Error> {
+        Reader::connect_with(&self.database_url, self.config()?).await
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -280,7 +284,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             if distinct_users {
                 query = query.distinct_users();
             }
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let reader = database.reader().await?;
             output::print_report(&reader.report(&query).await?, &by, format);
             Ok(())
         }
@@ -293,7 +297,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .map(|s| parse_time(&s))
                 .transpose()
                 .map_err(usage_error)?;
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let reader = database.reader().await?;
             let operations = reader.operations(since).await?;
             output::print_operations(&operations, format);
             Ok(())
@@ -319,10 +323,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Spool { command } => match command {
             SpoolCommand::Status { dir, format } => {
-                let status = usage_runtime::spool::status(&dir).map_err(|source| Error::Spool {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
+                let status = spool_status(&dir)?;
                 match format {
                     Format::Json | Format::Csv => println!(
                         "{}",
@@ -359,7 +360,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let before = Utc::now()
                 .checked_sub_signed(age)
                 .ok_or_else(|| usage_error(format!("`{older_than}` is too long an age")))?;
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let reader = database.reader().await?;
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_message("records deleted");
             let deleted = reader
@@ -385,15 +386,19 @@ impl ingest::Write for AnySqlSink {
     }
 }
 
+fn spool_status(dir: &std::path::Path) -> Result<usage_runtime::spool::SpoolStatus, Error> {
+    usage_runtime::spool::status(dir).map_err(|source| Error::Spool {
+        dir: dir.display().to_string(),
+        source,
+    })
+}
+
 async fn replay(
     dir: &std::path::Path,
     quarantine: &std::path::Path,
     database: &Database,
 ) -> Result<(), Failure> {
-    let status = usage_runtime::spool::status(dir).map_err(|source| Error::Spool {
-        dir: dir.display().to_string(),
-        source,
-    })?;
+    let status = spool_status(dir)?;
     let builder = Tracker::builder()
         .service("usage-cli")
         .spool_dir(dir)
