@@ -374,18 +374,7 @@ fn postgres_report_and_verify() {
     let Some(url) = tests::postgres_url() else {
         return;
     };
-    let prefix = "pg_cli_";
-    let records = tests::random_records(1500, 53);
-    runtime().block_on(async {
-        drop_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
-        let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
-        sink.write(&records).await.unwrap();
-    });
-    check_report(&url, prefix, &records);
-    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("authenticate"), "{out}");
+    report_and_verify(&url, "pg_cli_", 53);
 }
 
 #[test]
@@ -393,26 +382,29 @@ fn mysql_report_and_verify() {
     let Some(url) = tests::mysql_url() else {
         return;
     };
-    let prefix = "my_cli_";
-    let records = tests::random_records(1500, 57);
-    runtime().block_on(async {
-        drop_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
-        let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
-        sink.write(&records).await.unwrap();
-    });
-    check_report(&url, prefix, &records);
-    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("authenticate"), "{out}");
+    report_and_verify(&url, "my_cli_", 57);
 }
 
-async fn drop_tables(url: &str, prefix: &str) {
-    if url.starts_with("postgres") {
-        tests::drop_postgres_tables(url, prefix).await;
-    } else {
-        tests::drop_mysql_tables(url, prefix).await;
-    }
+/// Random records written to the database server at `url` under `prefix`, then reported on and
+/// verified by the command.
+fn report_and_verify(url: &str, prefix: &str, seed: u64) {
+    let records = tests::random_records(1500, seed);
+    runtime().block_on(async {
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        if url.starts_with("postgres") {
+            tests::drop_postgres_tables(url, prefix).await;
+            let mut sink = PostgresSink::connect_with(url, config).await.unwrap();
+            sink.write(&records).await.unwrap();
+        } else {
+            tests::drop_mysql_tables(url, prefix).await;
+            let mut sink = MySqlSink::connect_with(url, config).await.unwrap();
+            sink.write(&records).await.unwrap();
+        }
+    });
+    check_report(url, prefix, &records);
+    let (code, out, err) = usage(&["verify", "--database-url", url, "--table-prefix", prefix]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authenticate"), "{out}");
 }
 
 /// `cargo run -p usage-cli -- <args>` (the README's way to try the command) needs the package to
