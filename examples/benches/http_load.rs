@@ -19,17 +19,12 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../axum_chat.rs"]
 mod axum_chat;
+#[path = "../../usage-runtime/benches/common/mod.rs"]
+mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Round {
     requests_per_second: f64,
@@ -154,23 +149,15 @@ async fn compare(label: &str, model_latency: Duration, connections: u64, seconds
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !common::benching() {
         return;
     }
-    let seconds = env("USAGE_BENCH_SECONDS", 5);
-    compare(
-        "model answering in 200 ms",
-        Duration::from_millis(200),
-        256,
-        seconds,
-    )
-    .await;
-    compare(
-        "model answering in 20 ms",
-        Duration::from_millis(20),
-        256,
-        seconds,
-    )
-    .await;
-    compare("model answering at once", Duration::ZERO, 16, seconds).await;
+    let seconds = common::env_number("USAGE_BENCH_SECONDS", 5);
+    for (label, model_latency, connections) in [
+        ("model answering in 200 ms", Duration::from_millis(200), 256),
+        ("model answering in 20 ms", Duration::from_millis(20), 256),
+        ("model answering at once", Duration::ZERO, 16),
+    ] {
+        compare(label, model_latency, connections, seconds).await;
+    }
 }

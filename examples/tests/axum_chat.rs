@@ -56,6 +56,14 @@ fn sqlite() -> Sqlite {
     Sqlite { _dir: dir, url }
 }
 
+/// The app on a fresh SQLite database, served.
+async fn served() -> (Sqlite, App, SocketAddr) {
+    let db = sqlite();
+    let app = build(Config::new(&db.url)).await.unwrap();
+    let address = serve(app.router.clone()).await;
+    (db, app, address)
+}
+
 /// `(operation, tenant, outcome, attributes)` of every record, in write order.
 async fn records(url: &str) -> Vec<(String, Option<String>, String, Value)> {
     let mut db = SqliteConnection::connect(url).await.unwrap();
@@ -85,9 +93,7 @@ async fn flush(app: &App) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_land_with_their_tenant_and_route_template() {
     let _turn = TURN.lock().await;
-    let db = sqlite();
-    let app = build(Config::new(&db.url)).await.unwrap();
-    let address = serve(app.router.clone()).await;
+    let (db, app, address) = served().await;
 
     let reply = chat(address, "key-acme", "alice", "hello there").await;
     assert_eq!(reply.status(), 200);
@@ -128,9 +134,7 @@ async fn requests_land_with_their_tenant_and_route_template() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_reads_only_its_own_usage() {
     let _turn = TURN.lock().await;
-    let db = sqlite();
-    let app = build(Config::new(&db.url)).await.unwrap();
-    let address = serve(app.router.clone()).await;
+    let (_db, app, address) = served().await;
     for _ in 0..3 {
         assert_eq!(
             chat(address, "key-acme", "alice", "one two three")

@@ -17,6 +17,9 @@
 //! The `two_threads` group runs each fn on two threads at once and reports wall time divided by
 //! the calls made on both, so a figure half the single-thread one means perfect scaling.
 
+#[path = "../../usage-runtime/benches/common/mod.rs"]
+mod common;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
@@ -24,23 +27,14 @@ use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use usage_runtime::sink::Sink;
-use usage_runtime::{track_usage, Error, Tracker, UsageRecord, UsageReport};
+use common::Discard;
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use usage_runtime::{track_usage, Tracker, UsageReport};
 
 /// Calls timed between two drains of the queue: a quarter of its default capacity, so the
 /// queue never fills even with two threads calling.
 const CHUNK: u64 = usage_runtime::tracker::DEFAULT_QUEUE_CAPACITY as u64 / 4;
-
-#[derive(Debug)]
-struct Discard;
-
-impl Sink for Discard {
-    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
-        black_box(batch.len());
-        Ok(())
-    }
-}
 
 #[inline(never)]
 fn bare(a: u64, b: u64) -> u64 {
@@ -165,6 +159,19 @@ fn on_threads(threads: u32, iters: u64, call: &(impl Fn() + Sync)) -> Duration {
     last - first
 }
 
+/// Benches `call` as `name` in `group`, timed by [`timed`] on `threads` threads.
+fn bench_timed(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    tracker: &Tracker,
+    threads: u32,
+    call: impl Fn() + Sync,
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| timed(tracker, threads, iters, &call))
+    });
+}
+
 fn overhead(c: &mut Criterion) {
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
@@ -192,40 +199,20 @@ fn overhead(c: &mut Criterion) {
             black_box(quanta::Instant::now().saturating_duration_since(start))
         })
     });
-    group.bench_function("track_usage_sync", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 1, iters, || {
-                black_box(tracked(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "track_usage_sync", &tracker, 1, || {
+        black_box(tracked(black_box(1), black_box(2)));
     });
-    group.bench_function("track_usage_result", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 1, iters, || {
-                let _ = black_box(tracked_result(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "track_usage_result", &tracker, 1, || {
+        let _ = black_box(tracked_result(black_box(1), black_box(2)));
     });
-    group.bench_function("track_usage_async", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 1, iters, || {
-                black_box(poll_once(tracked_async(black_box(1), black_box(2))));
-            })
-        })
+    bench_timed(&mut group, "track_usage_async", &tracker, 1, || {
+        black_box(poll_once(tracked_async(black_box(1), black_box(2))));
     });
-    group.bench_function("track_usage_with_tenant", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 1, iters, || {
-                black_box(tracked_with_tenant(black_box("acme"), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "track_usage_with_tenant", &tracker, 1, || {
+        black_box(tracked_with_tenant(black_box("acme"), black_box(2)));
     });
-    group.bench_function("track_usage_llm_reply", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 1, iters, || {
-                black_box(tracked_llm(black_box(40)));
-            })
-        })
+    bench_timed(&mut group, "track_usage_llm_reply", &tracker, 1, || {
+        black_box(tracked_llm(black_box(40)));
     });
     group.bench_function("tracing_instrument_fmt", |b| {
         b.iter(|| instrumented(black_box(1), black_box(2)))
@@ -236,33 +223,17 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("two_threads");
-    group.bench_function("bare_fn", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 2, iters, || {
-                black_box(bare(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "bare_fn", &tracker, 2, || {
+        black_box(bare(black_box(1), black_box(2)));
     });
-    group.bench_function("track_usage_sync", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 2, iters, || {
-                black_box(tracked(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "track_usage_sync", &tracker, 2, || {
+        black_box(tracked(black_box(1), black_box(2)));
     });
-    group.bench_function("tracing_instrument_fmt", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 2, iters, || {
-                black_box(instrumented(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "tracing_instrument_fmt", &tracker, 2, || {
+        black_box(instrumented(black_box(1), black_box(2)));
     });
-    group.bench_function("autometrics_prometheus", |b| {
-        b.iter_custom(|iters| {
-            timed(&tracker, 2, iters, || {
-                black_box(autometricised(black_box(1), black_box(2)));
-            })
-        })
+    bench_timed(&mut group, "autometrics_prometheus", &tracker, 2, || {
+        black_box(autometricised(black_box(1), black_box(2)));
     });
     group.finish();
 

@@ -11,6 +11,9 @@
 //! PostgreSQL has committed every record (the daily rollups' calls, committed with the records),
 //! then the records are counted. Everything shares this machine: NATS, PostgreSQL, producers and workers.
 
+#[path = "../../usage-runtime/benches/common/mod.rs"]
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,13 +112,10 @@ async fn run(nats: &str, postgres: &str, workers: usize, records: u64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !common::benching() {
         return;
     }
-    let records: u64 = std::env::var("USAGE_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
+    let records: u64 = common::env_number("USAGE_BENCH_RECORDS", 200_000);
     let nats =
         std::env::var("USAGE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let postgres = std::env::var("USAGE_TEST_POSTGRES_URL")

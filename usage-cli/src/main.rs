@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 mod ingest;
+mod output;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use usage_runtime::report::{GroupBy, Query, Reader, Report, TimeBucket};
+use usage_runtime::report::{GroupBy, Query, Reader, TimeBucket};
 use usage_runtime::sink::{AnySqlSink, SqlConfig};
 use usage_runtime::{Error, Tracker};
 
@@ -45,6 +46,10 @@ struct Database {
 impl Database {
     fn config(&self) -> Result<SqlConfig, Error> {
         SqlConfig::new().table_prefix(&self.table_prefix)
+    }
+
+    async fn reader(&self) -> Result<Reader, Error> {
+        Reader::connect_with(&self.database_url, self.config()?).await
     }
 }
 
@@ -279,8 +284,8 @@ async fn run(command: Command) -> Result<(), Failure> {
             if distinct_users {
                 query = query.distinct_users();
             }
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
-            print_report(&reader.report(&query).await?, &by, format);
+            let reader = database.reader().await?;
+            output::print_report(&reader.report(&query).await?, &by, format);
             Ok(())
         }
         Command::Operations {
@@ -292,59 +297,9 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .map(|s| parse_time(&s))
                 .transpose()
                 .map_err(usage_error)?;
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let reader = database.reader().await?;
             let operations = reader.operations(since).await?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&operations).expect("rows serialize")
-                ),
-                Format::Csv => {
-                    let mut out = csv::Writer::from_writer(std::io::stdout());
-                    let _ = out.write_record([
-                        "service",
-                        "operation",
-                        "function",
-                        "file",
-                        "line",
-                        "calls",
-                        "silent",
-                    ]);
-                    for op in &operations {
-                        let _ = out.write_record([
-                            op.service.clone(),
-                            op.operation.clone(),
-                            op.function.clone(),
-                            op.file.clone(),
-                            op.line.to_string(),
-                            op.calls.to_string(),
-                            (op.calls == 0).to_string(),
-                        ]);
-                    }
-                    let _ = out.flush();
-                }
-                Format::Table => {
-                    let mut table = comfy_table::Table::new();
-                    table.set_header(["service", "operation", "function", "where", "calls", ""]);
-                    for op in &operations {
-                        table.add_row([
-                            op.service.clone(),
-                            op.operation.clone(),
-                            op.function.clone(),
-                            format!("{}:{}", op.file, op.line),
-                            op.calls.to_string(),
-                            if op.calls == 0 {
-                                "SILENT".into()
-                            } else {
-                                String::new()
-                            },
-                        ]);
-                    }
-                    println!("{table}");
-                    let silent = operations.iter().filter(|op| op.calls == 0).count();
-                    println!("{} operations, {silent} silent", operations.len());
-                }
-            }
+            output::print_operations(&operations, format);
             Ok(())
         }
         Command::Ingest { database, args } => {
@@ -368,10 +323,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Spool { command } => match command {
             SpoolCommand::Status { dir, format } => {
-                let status = usage_runtime::spool::status(&dir).map_err(|source| Error::Spool {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
+                let status = spool_status(&dir)?;
                 match format {
                     Format::Json | Format::Csv => println!(
                         "{}",
@@ -408,7 +360,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             let before = Utc::now()
                 .checked_sub_signed(age)
                 .ok_or_else(|| usage_error(format!("`{older_than}` is too long an age")))?;
-            let reader = Reader::connect_with(&database.database_url, database.config()?).await?;
+            let reader = database.reader().await?;
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_message("records deleted");
             let deleted = reader
@@ -434,15 +386,19 @@ impl ingest::Write for AnySqlSink {
     }
 }
 
+fn spool_status(dir: &std::path::Path) -> Result<usage_runtime::spool::SpoolStatus, Error> {
+    usage_runtime::spool::status(dir).map_err(|source| Error::Spool {
+        dir: dir.display().to_string(),
+        source,
+    })
+}
+
 async fn replay(
     dir: &std::path::Path,
     quarantine: &std::path::Path,
     database: &Database,
 ) -> Result<(), Failure> {
-    let status = usage_runtime::spool::status(dir).map_err(|source| Error::Spool {
-        dir: dir.display().to_string(),
-        source,
-    })?;
+    let status = spool_status(dir)?;
     let builder = Tracker::builder()
         .service("usage-cli")
         .spool_dir(dir)
@@ -489,136 +445,9 @@ async fn replay(
     Ok(())
 }
 
-fn print_report(report: &Report, by: &[String], format: Format) {
-    let columns: Vec<String> = by
-        .iter()
-        .map(|name| match name.as_str() {
-            "hour" | "day" | "month" => "bucket".to_owned(),
-            other => other.to_owned(),
-        })
-        .collect();
-    match format {
-        Format::Json => {
-            let rows: Vec<serde_json::Value> = report
-                .rows
-                .iter()
-                .map(|row| {
-                    let mut object = serde_json::Map::new();
-                    for (name, value) in &row.group {
-                        object.insert(name.clone(), value.clone().into());
-                    }
-                    object.insert("calls".into(), row.calls.into());
-                    object.insert("errors".into(), row.errors.into());
-                    object.insert("input_tokens".into(), row.input_tokens.into());
-                    object.insert("output_tokens".into(), row.output_tokens.into());
-                    object.insert("cost_nano_usd".into(), row.cost_nano_usd.into());
-                    object.insert("p50_ms".into(), row.p50_ms.into());
-                    object.insert("p95_ms".into(), row.p95_ms.into());
-                    object.insert("p99_ms".into(), row.p99_ms.into());
-                    if let Some(users) = row.distinct_users {
-                        object.insert("distinct_users".into(), users.into());
-                    }
-                    serde_json::Value::Object(object)
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&rows).expect("rows serialize")
-            );
-        }
-        Format::Csv => {
-            let mut out = csv::Writer::from_writer(std::io::stdout());
-            let mut header = columns.clone();
-            header.extend(
-                [
-                    "calls",
-                    "errors",
-                    "input_tokens",
-                    "output_tokens",
-                    "cost_nano_usd",
-                    "p50_ms",
-                    "p95_ms",
-                    "p99_ms",
-                ]
-                .map(String::from),
-            );
-            let _ = out.write_record(&header);
-            for row in &report.rows {
-                let mut record: Vec<String> = columns
-                    .iter()
-                    .map(|c| row.group.get(c).cloned().unwrap_or_default())
-                    .collect();
-                record.extend([
-                    row.calls.to_string(),
-                    row.errors.to_string(),
-                    row.input_tokens.to_string(),
-                    row.output_tokens.to_string(),
-                    row.cost_nano_usd.to_string(),
-                    format!("{:.3}", row.p50_ms),
-                    format!("{:.3}", row.p95_ms),
-                    format!("{:.3}", row.p99_ms),
-                ]);
-                let _ = out.write_record(&record);
-            }
-            let _ = out.flush();
-        }
-        Format::Table => {
-            let mut table = comfy_table::Table::new();
-            let mut header = columns.clone();
-            header.extend(
-                [
-                    "calls",
-                    "errors",
-                    "tokens in",
-                    "tokens out",
-                    "cost (USD)",
-                    "p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                ]
-                .map(String::from),
-            );
-            table.set_header(header);
-            for row in &report.rows {
-                let mut cells: Vec<String> = columns
-                    .iter()
-                    .map(|c| row.group.get(c).cloned().unwrap_or_default())
-                    .collect();
-                cells.extend([
-                    row.calls.to_string(),
-                    row.errors.to_string(),
-                    row.input_tokens.to_string(),
-                    row.output_tokens.to_string(),
-                    dollars(row.cost_nano_usd),
-                    format!("{:.1}", row.p50_ms),
-                    format!("{:.1}", row.p95_ms),
-                    format!("{:.1}", row.p99_ms),
-                ]);
-                table.add_row(cells);
-            }
-            println!("{table}");
-        }
-    }
-}
-
-/// Nano-USD as dollars, exactly, with the sign in front.
-fn dollars(nano_usd: i64) -> String {
-    let sign = if nano_usd < 0 { "-" } else { "" };
-    let abs = nano_usd.unsigned_abs();
-    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dollars_are_exact_and_signed() {
-        assert_eq!(dollars(12_500_000), "0.012500000");
-        assert_eq!(dollars(-500_000_000), "-0.500000000");
-        assert_eq!(dollars(-1_500_000_000), "-1.500000000");
-        assert_eq!(dollars(i64::MIN), "-9223372036.854775808");
-    }
 
     #[test]
     fn ages_and_times_parse() {

@@ -29,17 +29,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The JSON report grouped by tenant must add up to the records, and CSV and table agree.
 fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord]) {
-    let (code, out, err) = usage(&[
-        "report",
-        "--database-url",
-        url,
-        "--table-prefix",
-        prefix,
-        "--by",
-        "tenant,month",
-        "--format",
-        "json",
-    ]);
+    let report = |args: &[&str]| {
+        let database = ["report", "--database-url", url, "--table-prefix", prefix];
+        usage(&[&database[..], args].concat())
+    };
+    let (code, out, err) = report(&["--by", "tenant,month", "--format", "json"]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
@@ -69,17 +63,7 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
         .count();
     assert_eq!(acme, expected as u64);
 
-    let (code, out, _) = usage(&[
-        "report",
-        "--database-url",
-        url,
-        "--table-prefix",
-        prefix,
-        "--by",
-        "outcome",
-        "--format",
-        "csv",
-    ]);
+    let (code, out, _) = report(&["--by", "outcome", "--format", "csv"]);
     assert_eq!(code, 0);
     let mut lines = out.lines();
     assert_eq!(
@@ -88,15 +72,7 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
     );
     assert_eq!(lines.count(), 4, "{out}");
 
-    let (code, out, _) = usage(&[
-        "report",
-        "--database-url",
-        url,
-        "--table-prefix",
-        prefix,
-        "--tenant",
-        "acme",
-    ]);
+    let (code, out, _) = report(&["--tenant", "acme"]);
     assert_eq!(code, 0);
     assert!(out.contains(&expected.to_string()), "{out}");
 }
@@ -221,14 +197,9 @@ fn spool_status_and_replay() {
     }
     refused();
     drop(guard);
-    let (code, out, err) = usage(&[
-        "spool",
-        "status",
-        "--dir",
-        spool.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let spool_dir = spool.to_str().unwrap();
+    let spool_status = || usage(&["spool", "status", "--dir", spool_dir, "--format", "json"]);
+    let (code, out, err) = spool_status();
     assert_eq!(code, 0, "{err}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["records"], 31);
@@ -273,14 +244,7 @@ fn spool_status_and_replay() {
         kept.contains("cli.refused") && kept.contains("refused by a test trigger"),
         "{kept}"
     );
-    let (_, out, _) = usage(&[
-        "spool",
-        "status",
-        "--dir",
-        spool.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (_, out, _) = spool_status();
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["records"], 0);
 }
@@ -314,36 +278,13 @@ fn bad_usage_exits_2_and_failures_exit_1_without_secrets() {
     ]);
     assert_eq!(code, 2, "bad usage");
     assert!(err.contains("neither an age"), "{err}");
-    for args in [
-        [
-            "report",
-            "--database-url",
-            "sqlite://x.db",
-            "--since",
-            "99999999999999999d",
-        ],
-        [
-            "report",
-            "--database-url",
-            "sqlite://x.db",
-            "--by",
-            "hour,day",
-        ],
-        [
-            "report",
-            "--database-url",
-            "sqlite://x.db",
-            "--by",
-            "colour",
-        ],
-        [
-            "report",
-            "--database-url",
-            "sqlite://x.db",
-            "--table-prefix",
-            "a-b",
-        ],
+    for (flag, value) in [
+        ("--since", "99999999999999999d"),
+        ("--by", "hour,day"),
+        ("--by", "colour"),
+        ("--table-prefix", "a-b"),
     ] {
+        let args = ["report", "--database-url", "sqlite://x.db", flag, value];
         let (code, _, err) = usage(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
@@ -374,18 +315,7 @@ fn postgres_report_and_verify() {
     let Some(url) = tests::postgres_url() else {
         return;
     };
-    let prefix = "pg_cli_";
-    let records = tests::random_records(1500, 53);
-    runtime().block_on(async {
-        drop_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
-        let mut sink = PostgresSink::connect_with(&url, config).await.unwrap();
-        sink.write(&records).await.unwrap();
-    });
-    check_report(&url, prefix, &records);
-    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("authenticate"), "{out}");
+    report_and_verify(&url, "pg_cli_", 53);
 }
 
 #[test]
@@ -393,26 +323,29 @@ fn mysql_report_and_verify() {
     let Some(url) = tests::mysql_url() else {
         return;
     };
-    let prefix = "my_cli_";
-    let records = tests::random_records(1500, 57);
-    runtime().block_on(async {
-        drop_tables(&url, prefix).await;
-        let config = SqlConfig::new().table_prefix(prefix).unwrap();
-        let mut sink = MySqlSink::connect_with(&url, config).await.unwrap();
-        sink.write(&records).await.unwrap();
-    });
-    check_report(&url, prefix, &records);
-    let (code, out, err) = usage(&["verify", "--database-url", &url, "--table-prefix", prefix]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("authenticate"), "{out}");
+    report_and_verify(&url, "my_cli_", 57);
 }
 
-async fn drop_tables(url: &str, prefix: &str) {
-    if url.starts_with("postgres") {
-        tests::drop_postgres_tables(url, prefix).await;
-    } else {
-        tests::drop_mysql_tables(url, prefix).await;
-    }
+/// Random records written to the database server at `url` under `prefix`, then reported on and
+/// verified by the command.
+fn report_and_verify(url: &str, prefix: &str, seed: u64) {
+    let records = tests::random_records(1500, seed);
+    runtime().block_on(async {
+        let config = SqlConfig::new().table_prefix(prefix).unwrap();
+        if url.starts_with("postgres") {
+            tests::drop_postgres_tables(url, prefix).await;
+            let mut sink = PostgresSink::connect_with(url, config).await.unwrap();
+            sink.write(&records).await.unwrap();
+        } else {
+            tests::drop_mysql_tables(url, prefix).await;
+            let mut sink = MySqlSink::connect_with(url, config).await.unwrap();
+            sink.write(&records).await.unwrap();
+        }
+    });
+    check_report(url, prefix, &records);
+    let (code, out, err) = usage(&["verify", "--database-url", url, "--table-prefix", prefix]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("authenticate"), "{out}");
 }
 
 /// `cargo run -p usage-cli -- <args>` (the README's way to try the command) needs the package to

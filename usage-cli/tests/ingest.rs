@@ -75,12 +75,19 @@ impl Setup {
         self.worker_logging(extra, Stdio::null())
     }
 
+    /// `usage ingest` on this stream and these tables, as consumer `writers`.
+    fn ingest(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_usage"));
+        command
+            .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
+            .args(["--consumer", "writers", "--database-url", &self.postgres])
+            .args(["--table-prefix", &self.table_prefix]);
+        command
+    }
+
     fn worker_logging(&self, extra: &[&str], log: impl Into<Stdio>) -> Running {
         Running(
-            Command::new(env!("CARGO_BIN_EXE_usage"))
-                .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
-                .args(["--consumer", "writers", "--database-url", &self.postgres])
-                .args(["--table-prefix", &self.table_prefix])
+            self.ingest()
                 .args(if extra.contains(&"--ack-wait") {
                     &[][..]
                 } else {
@@ -338,10 +345,8 @@ async fn a_consumer_without_explicit_acks_is_refused_by_name() {
         .await
         .unwrap();
     let mut worker = Running(
-        Command::new(env!("CARGO_BIN_EXE_usage"))
-            .args(["ingest", "--nats", &setup.nats, "--stream", &setup.stream])
-            .args(["--consumer", "writers", "--database-url", &setup.postgres])
-            .args(["--table-prefix", &setup.table_prefix])
+        setup
+            .ingest()
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -403,37 +403,19 @@ fn tracked_body(
             }
         }
         Shape::ImplFuture { output, unpin } => {
-            let output = inferable(&output);
-            let run = timed_future(&private, &output, &verdict, &usage);
+            let run = timed_future(&private, &inferable(&output), &verdict, &usage);
             let run = if unpin {
                 quote!(::std::boxed::Box::pin(#run))
             } else {
                 run
             };
-            quote! {
-                #registration
-                let __usage_dims = #dims;
-                let __usage_future = #private::call(
-                    &__USAGE_OPERATION,
-                    ::core::option::Option::as_ref(&__usage_dims),
-                    move || #block,
-                );
-                #run
-            }
+            let call = called(&private, &dims, block, quote!(__usage_future));
+            quote!(#registration #call #run)
         }
         Shape::BoxedFuture { output } => {
-            let output = inferable(&output);
-            let run = timed_future(&private, &output, &verdict, &usage);
-            quote! {
-                #registration
-                let __usage_dims = #dims;
-                let __usage_future = #private::call(
-                    &__USAGE_OPERATION,
-                    ::core::option::Option::as_ref(&__usage_dims),
-                    move || #block,
-                );
-                ::std::boxed::Box::pin(#run)
-            }
+            let run = timed_future(&private, &inferable(&output), &verdict, &usage);
+            let call = called(&private, &dims, block, quote!(__usage_future));
+            quote!(#registration #call ::std::boxed::Box::pin(#run))
         }
         Shape::Stream(kind) => {
             let item = quote!(__usage_item);
@@ -451,19 +433,28 @@ fn tracked_body(
                 StreamKind::Impl => tracked,
                 StreamKind::Boxed => quote!(::std::boxed::Box::pin(#tracked)),
             };
-            // The dimensions are read before the body runs (which may move what they read), so
-            // a panic while the stream is built is recorded with them.
-            quote! {
-                #registration
-                let __usage_dims = #dims;
-                let __usage_stream = #private::call(
-                    &__USAGE_OPERATION,
-                    ::core::option::Option::as_ref(&__usage_dims),
-                    move || #block,
-                );
-                #tracked
-            }
+            let call = called(&private, &dims, block, quote!(__usage_stream));
+            quote!(#registration #call #tracked)
         }
+    }
+}
+
+/// `__usage_dims` bound to the dimensions, then `binding` to what the body returns (the future
+/// or stream it builds). The dimensions are read before the body runs (which may move what they
+/// read), so a panic while the body runs is recorded with them.
+fn called(
+    private: &TokenStream,
+    dims: &TokenStream,
+    block: &TokenStream,
+    binding: TokenStream,
+) -> TokenStream {
+    quote! {
+        let __usage_dims = #dims;
+        let #binding = #private::call(
+            &__USAGE_OPERATION,
+            ::core::option::Option::as_ref(&__usage_dims),
+            move || #block,
+        );
     }
 }
 

@@ -12,6 +12,9 @@
 //! moves the queue to the spool, and a caller that finds the queue full waits for room instead
 //! of dropping its record. Memory stays the queue's capacity plus the spool's buffers.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,13 +73,10 @@ fn memory_kib() -> (u64, u64) {
 }
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !common::benching() {
         return;
     }
-    let calls: u64 = std::env::var("USAGE_BENCH_CALLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000_000);
+    let calls: u64 = common::env_number("USAGE_BENCH_CALLS", 5_000_000);
     let dir = tempfile::tempdir().unwrap();
     let sink = Stallable::default();
     *sink.seen.lock().unwrap() = vec![0; calls.div_ceil(64) as usize];

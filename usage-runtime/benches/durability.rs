@@ -7,21 +7,13 @@
 //! cargo bench -p usage-runtime --bench durability
 //! ```
 
-use std::hint::black_box;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use usage_runtime::sink::Sink;
-use usage_runtime::{spool::Fsync, track_usage, tracker::Durability, Error, Tracker, UsageRecord};
-
-#[derive(Debug)]
-struct Discard;
-
-impl Sink for Discard {
-    async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
-        black_box(batch.len());
-        Ok(())
-    }
-}
+use common::Discard;
+use usage_runtime::{spool::Fsync, track_usage, tracker::Durability, Tracker};
 
 #[track_usage(operation = "bench.durability", tenant = "acme")]
 fn call(n: u64) -> u64 {
@@ -54,7 +46,7 @@ fn run(name: &str, durability: Option<(Durability, Fsync)>) -> f64 {
 }
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !common::benching() {
         return;
     }
     let memory = run("Memory (default)", None);

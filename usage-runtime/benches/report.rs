@@ -10,6 +10,9 @@
 //! USAGE_BENCH_DB=/tmp/report.db USAGE_BENCH_ROLLUPS_ONLY=1 cargo bench -p usage-runtime --bench report
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use usage_runtime::report::{GroupBy, Query, Reader, TimeBucket};
@@ -31,13 +34,10 @@ fn template_record() -> UsageRecord {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    if !common::benching() {
         return;
     }
-    let count: u64 = std::env::var("USAGE_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000_000);
+    let count: u64 = common::env_number("USAGE_BENCH_RECORDS", 10_000_000);
     let dir = tempfile::tempdir().unwrap();
     let path = std::env::var("USAGE_BENCH_DB")
         .map(std::path::PathBuf::from)

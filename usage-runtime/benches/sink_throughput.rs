@@ -17,6 +17,9 @@
 //! database that does not answer. The naive run writes a tenth of the records (it is that slow);
 //! rates are compared, not totals.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use sqlx::{AssertSqlSafe, Connection};
@@ -78,10 +81,7 @@ fn records(count: usize) -> Vec<UsageRecord> {
 }
 
 fn batch_size() -> usize {
-    std::env::var("USAGE_BENCH_BATCH")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_BATCH_SIZE)
+    common::env_number("USAGE_BENCH_BATCH", DEFAULT_BATCH_SIZE)
 }
 
 async fn batched(sink: &mut impl Sink, records: &[UsageRecord]) -> f64 {
@@ -331,12 +331,8 @@ fn sqlite_one_transaction(path: &std::path::Path, records: &[UsageRecord]) -> f6
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let count: usize = std::env::var("USAGE_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200_000);
-    // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing: run only on bench.
-    if !std::env::args().any(|arg| arg == "--bench") {
+    let count: usize = common::env_number("USAGE_BENCH_RECORDS", 200_000);
+    if !common::benching() {
         return;
     }
     let all = records(count);
@@ -393,106 +389,101 @@ async fn sqlite(all: &[UsageRecord], few: &[UsageRecord]) {
 }
 
 async fn postgres(all: &[UsageRecord], few: &[UsageRecord]) {
-    let pg = std::env::var("USAGE_TEST_POSTGRES_URL")
+    let url = std::env::var("USAGE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    if reachable(&pg) {
-        let mut connection = sqlx::PgConnection::connect(&pg).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(drop_tables()))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
-        let tracked_sink = PostgresSink::connect_with(&pg, tracked_config)
-            .await
-            .unwrap();
-        let tracked_rate = tracked(tracked_sink, all.len()).await;
+    let connect = async |url: &str, config| PostgresSink::connect_with(url, config).await.unwrap();
+    let bulk = async |connection: &mut sqlx::PgConnection| {
+        connect(&url, prefixed("bench_bulk_")).await;
+        let bulk_rate = postgres_copy(connection, "bench_bulk_usage_records", all).await;
         assert_eq!(
-            rows(&mut connection, "bench_tracked_usage_records").await,
+            rows(connection, "bench_bulk_usage_records").await,
             all.len() as i64
         );
-        let bulk_config = SqlConfig::new().table_prefix("bench_bulk_").unwrap();
-        PostgresSink::connect_with(&pg, bulk_config).await.unwrap();
-        let bulk_rate = postgres_copy(&mut connection, "bench_bulk_usage_records", all).await;
-        assert_eq!(
-            rows(&mut connection, "bench_bulk_usage_records").await,
-            all.len() as i64
-        );
-        // The naive writer gets the very same table (columns and indexes) to write into.
-        let naive_config = SqlConfig::new().table_prefix(NAIVE_PREFIX).unwrap();
-        PostgresSink::connect_with(&pg, naive_config).await.unwrap();
-        let config = SqlConfig::new().table_prefix(PREFIX).unwrap();
-        let mut sink = PostgresSink::connect_with(&pg, config).await.unwrap();
-        let rate = batched(&mut sink, all).await;
-        let one = SqlConfig::new()
-            .table_prefix(ONE_PREFIX)
-            .unwrap()
-            .write_connections(1)
-            .unwrap();
-        let one_rate = batched(
-            &mut PostgresSink::connect_with(&pg, one).await.unwrap(),
-            all,
-        )
-        .await;
-        let naive_rate = naive(
-            &mut connection,
-            "INSERT INTO bench_naive_usage_records (id, operation, function, service, instance, \
-             started_at, duration_us, outcome, error_message, tenant_id, user_id, attributes) \
-             VALUES ($1::uuid, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11::uuid, \
-             $12::jsonb)",
-            few,
-        )
-        .await;
-        report(
-            "PostgreSQL",
-            tracked_rate,
-            rate,
-            naive_rate,
-            Some(bulk_rate),
-        );
-        one_connection(rate, one_rate);
-    } else {
-        println!("PostgreSQL skipped: nothing answers at {pg}");
-    }
+        Some(bulk_rate)
+    };
+    server(
+        "PostgreSQL",
+        &url,
+        all,
+        few,
+        connect,
+        bulk,
+        "VALUES ($1::uuid, $2, $3, $4, $5, $6::timestamptz, $7, $8, $9, $10, $11::uuid, \
+         $12::jsonb)",
+    )
+    .await;
 }
 
 async fn mysql(all: &[UsageRecord], few: &[UsageRecord]) {
-    let my = std::env::var("USAGE_TEST_MYSQL_URL")
+    let url = std::env::var("USAGE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    if reachable(&my) {
-        let mut connection = sqlx::MySqlConnection::connect(&my).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(drop_tables()))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        let tracked_config = SqlConfig::new().table_prefix("bench_tracked_").unwrap();
-        let tracked_sink = MySqlSink::connect_with(&my, tracked_config).await.unwrap();
-        let tracked_rate = tracked(tracked_sink, all.len()).await;
-        assert_eq!(
-            rows(&mut connection, "bench_tracked_usage_records").await,
-            all.len() as i64
-        );
-        let naive_config = SqlConfig::new().table_prefix(NAIVE_PREFIX).unwrap();
-        MySqlSink::connect_with(&my, naive_config).await.unwrap();
-        let config = SqlConfig::new().table_prefix(PREFIX).unwrap();
-        let mut sink = MySqlSink::connect_with(&my, config).await.unwrap();
-        let rate = batched(&mut sink, all).await;
-        let one = SqlConfig::new()
-            .table_prefix(ONE_PREFIX)
-            .unwrap()
-            .write_connections(1)
-            .unwrap();
-        let one_rate = batched(&mut MySqlSink::connect_with(&my, one).await.unwrap(), all).await;
-        let naive_rate = naive(
-            &mut connection,
+    server(
+        "MySQL",
+        &url,
+        all,
+        few,
+        async |url: &str, config| MySqlSink::connect_with(url, config).await.unwrap(),
+        async |_: &mut sqlx::MySqlConnection| None,
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .await;
+}
+
+fn prefixed(prefix: &str) -> SqlConfig {
+    SqlConfig::new().table_prefix(prefix).unwrap()
+}
+
+/// The runs on the database server at `url` with `all` records (`few` for the naive writer):
+/// `connect` makes its sink (and so its tables), `bulk` measures its bulk-load bound if it has
+/// one, and `values` is the naive `INSERT`'s `VALUES` clause in its placeholders.
+async fn server<S: Sink, C: Connection>(
+    name: &str,
+    url: &str,
+    all: &[UsageRecord],
+    few: &[UsageRecord],
+    connect: impl AsyncFn(&str, SqlConfig) -> S,
+    bulk: impl AsyncFnOnce(&mut C) -> Option<f64>,
+    values: &str,
+) where
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    for<'q> <C::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<C::Database>,
+    for<'r> i64: sqlx::Decode<'r, C::Database> + sqlx::Type<C::Database>,
+    usize: sqlx::ColumnIndex<<C::Database as sqlx::Database>::Row>,
+    for<'q> String: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
+    for<'q> i64: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
+    for<'q> Option<String>: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
+{
+    if !reachable(url) {
+        println!("{name} skipped: nothing answers at {url}");
+        return;
+    }
+    let mut connection = C::connect(url).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(drop_tables()))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let tracked_sink = connect(url, prefixed("bench_tracked_")).await;
+    let tracked_rate = tracked(tracked_sink, all.len()).await;
+    assert_eq!(
+        rows(&mut connection, "bench_tracked_usage_records").await,
+        all.len() as i64
+    );
+    let bulk_rate = bulk(&mut connection).await;
+    // The naive writer gets the very same table (columns and indexes) to write into.
+    connect(url, prefixed(NAIVE_PREFIX)).await;
+    let rate = batched(&mut connect(url, prefixed(PREFIX)).await, all).await;
+    let one = prefixed(ONE_PREFIX).write_connections(1).unwrap();
+    let one_rate = batched(&mut connect(url, one).await, all).await;
+    let naive_rate = naive(
+        &mut connection,
+        &format!(
             "INSERT INTO bench_naive_usage_records (id, operation, function, service, instance, \
              started_at, duration_us, outcome, error_message, tenant_id, user_id, attributes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            few,
-        )
-        .await;
-        report("MySQL", tracked_rate, rate, naive_rate, None);
-        one_connection(rate, one_rate);
-    } else {
-        println!("MySQL skipped: nothing answers at {my}");
-    }
+             {values}"
+        ),
+        few,
+    )
+    .await;
+    report(name, tracked_rate, rate, naive_rate, bulk_rate);
+    one_connection(rate, one_rate);
 }
