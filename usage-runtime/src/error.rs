@@ -243,13 +243,21 @@ impl Failure for serde_json::Error {
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL: a libpq-style `key = value` connection string, its secrets redacted.
+    let url_parts = url
+        .split_once("://")
+        .filter(|(scheme, _)| is_scheme(scheme));
+    let Some((scheme, rest)) = url_parts else {
+        // Not a URL (a `://` inside a value does not make one): a libpq-style `key = value`
+        // connection string, its secrets redacted.
         return redact_conninfo(url);
     };
     // The user info ends at the last `@`: a password may hold `/`, `?` or `#` unescaped, and
-    // cutting too much only hides more.
+    // cutting too much only hides more. Without a `:`, text holding `/` or `?` before that `@`
+    // is a path or a query (`?password=p@ss`), not a user name.
     let (userinfo, host_and_rest) = match rest.rsplit_once('@') {
+        Some((userinfo, _)) if !userinfo.contains(':') && userinfo.contains(['/', '?']) => {
+            (None, rest)
+        }
         Some((userinfo, host)) => (Some(userinfo), host),
         None => (None, rest),
     };
@@ -324,12 +332,34 @@ fn conninfo_pairs(text: &str) -> Option<Vec<(&str, &str)>> {
                 .0;
             close + 1
         } else {
-            rest.find(char::is_whitespace).unwrap_or(rest.len())
+            // Unquoted, a backslash escapes the next character (a space too).
+            let mut escaped = false;
+            rest.char_indices()
+                .find(|&(_, c)| match (escaped, c) {
+                    (true, _) => {
+                        escaped = false;
+                        false
+                    }
+                    (false, '\\') => {
+                        escaped = true;
+                        false
+                    }
+                    (false, c) => c.is_whitespace(),
+                })
+                .map_or(rest.len(), |(end, _)| end)
         };
         pairs.push((key, &rest[..value_end]));
         rest = rest[value_end..].trim_start();
     }
     Some(pairs)
+}
+
+/// A URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(scheme: &str) -> bool {
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 fn is_sql_scheme(scheme: &str) -> bool {
@@ -416,6 +446,11 @@ mod tests {
             "host=db password='topsecret",
             "host=db password=",
             "password=topsecret=more",
+            "host=db password=a://topsecret",
+            "host=db application_name=x://u@h password=topsecret",
+            r"password=top\ secret host=db",
+            "postgres://h/db?password=top@secret",
+            "postgres://h/db?x=1&password=topsecret@h2",
         ] {
             assert!(
                 !redact_url(url).contains("secret"),

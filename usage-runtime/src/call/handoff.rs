@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// the worker's end of the ring, a cache line the worker keeps writing while it drains.
     check_every: u32,
     wake_pending: AtomicBool,
+    /// Set when the worker thread ended on a panic (`HealthState::Stopped`).
+    pub(crate) worker_stopped: AtomicBool,
     pub(crate) worker: OnceLock<Thread>,
     /// On cache lines of their own: the worker counts on them all the time, and would otherwise
     /// take from every calling core the line it reads the queue from on each push.
@@ -115,6 +117,7 @@ impl Shared {
             queue,
             overflow,
             wake_pending: AtomicBool::new(false),
+            worker_stopped: AtomicBool::new(false),
             worker: OnceLock::new(),
             counters: CachePadded::new(Counters::default()),
             status: Mutex::new(Status::default()),
@@ -164,7 +167,10 @@ impl Shared {
     fn full(&self, mut call: RawCall) {
         // Whatever the policy, a full queue needs the worker now.
         self.wake_worker();
-        if let Overflow::Block(timeout) = self.overflow {
+        // A stopped worker never makes room: waiting would only hold the caller up.
+        if let (Overflow::Block(timeout), false) =
+            (self.overflow, self.worker_stopped.load(Ordering::Relaxed))
+        {
             let deadline = Instant::now() + timeout;
             let mut pause = Duration::from_micros(20);
             loop {

@@ -150,6 +150,7 @@ fn run_guarded(shared: &Shared, run: impl FnOnce()) {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     tracing::error!(%message, "the usage worker stopped; records are no longer written");
+    shared.worker_stopped.store(true, Ordering::Relaxed);
     let mut status = shared
         .status
         .lock()
@@ -491,6 +492,7 @@ mod tests {
         assert_eq!(health.state, HealthState::Stopped);
         let error = health.last_error.unwrap();
         assert!(error.contains("overflow when adding a duration"), "{error}");
+        assert!(shared.worker_stopped.load(Ordering::Relaxed));
         // A worker that ends without a panic leaves the state as it was.
         let shared = Shared::new(64, 64, Overflow::DropNewest);
         super::run_guarded(&shared, || {});

@@ -66,8 +66,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const VERSION: &'static str;
     /// A statement answering how many tables named by its one parameter exist.
     const TABLE_EXISTS: &'static str;
-    /// Whether the rollup upgrade opens a transaction of its own (where migrations have none).
-    const UPGRADE_IN_TRANSACTION: bool = false;
+    /// Where DDL is not transactional (and migrations run in no transaction): the statements,
+    /// `{hourly}` and `{daily}` standing for the tables, that empty what the rollup upgrade
+    /// fills, run in the upgrade's own transaction before it, so an interrupted one is redone.
+    const UPGRADE_RESET: Option<&'static str> = None;
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error>;
     /// The database as errors and `Debug` show it, never with a password.

@@ -219,7 +219,7 @@ async fn backfill<D: Dialect>(
     D::before_backfill(connection, config).await?;
     let statement = format!(
         "SELECT {}, {}, service, operation, tenant_id, model, outcome, {} \
-         FROM {} WHERE id > {} ORDER BY id LIMIT {PAGE}",
+         FROM {} WHERE id {{}} {} ORDER BY id LIMIT {PAGE}",
         D::as_text("id"),
         D::time_as_text("started_at"),
         texts::<D>(&[
@@ -232,9 +232,13 @@ async fn backfill<D: Dialect>(
         config.records_table(),
         D::id_param(1),
     );
+    // From the smallest id (the nil one included), then past the last id read.
     let mut after = uuid::Uuid::nil().hyphenated().to_string();
+    let mut compare = ">=";
     loop {
-        let rows = D::rows(connection, statement.clone(), &[Arg::Text(&after)]).await?;
+        let page = statement.replace("{}", compare);
+        let rows = D::rows(connection, page, &[Arg::Text(&after)]).await?;
+        compare = ">";
         let Some(last) = rows.last() else {
             return Ok(());
         };
@@ -274,15 +278,25 @@ async fn upgrade_rollups<D: Dialect>(
     }
     D::raw(connection, rollup_table::<D>(config, Tier::Day)).await?;
     D::before_upgrade(connection, config).await?;
-    if D::UPGRADE_IN_TRANSACTION {
-        D::raw(connection, "BEGIN".into()).await?;
-    }
-    let result = fold_histograms::<D>(connection, config).await;
-    if D::UPGRADE_IN_TRANSACTION {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        D::raw(connection, end.into()).await?;
-    }
+    let Some(reset) = D::UPGRADE_RESET else {
+        fold_histograms::<D>(connection, config).await?;
+        return D::raw(connection, format!("DROP TABLE {legacy}")).await;
+    };
+    // DDL is not transactional here: an interrupted upgrade is redone from the start, so the
+    // fold's targets are emptied first, in the fold's own transaction.
+    D::raw(connection, "BEGIN".into()).await?;
+    let reset = reset
+        .replace("{hourly}", &config.rollups_table())
+        .replace("{daily}", &config.daily_rollups_table());
+    let result = match D::raw(connection, reset).await {
+        Ok(()) => fold_histograms::<D>(connection, config).await,
+        Err(error) => Err(error),
+    };
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = D::raw(connection, end.into()).await;
+    // The fold's own error, if any, says more than a failed rollback after it.
     result?;
+    ended?;
     D::raw(connection, format!("DROP TABLE {legacy}")).await
 }
 

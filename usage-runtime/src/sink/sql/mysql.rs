@@ -142,7 +142,8 @@ impl Dialect for MySql8 {
     const VERSION: &'static str = "SELECT VERSION()";
     const TABLE_EXISTS: &'static str = "SELECT CAST(table_name AS CHAR) \
         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
-    const UPGRADE_IN_TRANSACTION: bool = true;
+    const UPGRADE_RESET: Option<&'static str> =
+        Some("UPDATE {hourly} SET latency = NULL; DELETE FROM {daily}");
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
         MySqlConnectOptions::from_str(url)
@@ -351,22 +352,11 @@ impl Dialect for MySql8 {
         .await
     }
 
-    /// The converted histograms and the daily rows are emptied first: an interrupted upgrade is
-    /// simply redone.
     async fn before_upgrade(
         connection: &mut MySqlConnection,
         config: &SqlConfig,
     ) -> Result<(), sqlx::Error> {
-        let hourly = config.rollups_table();
-        add_latency_columns(connection, &hourly).await?;
-        Self::raw(
-            connection,
-            format!(
-                "UPDATE {hourly} SET latency = NULL; DELETE FROM {}",
-                config.daily_rollups_table()
-            ),
-        )
-        .await
+        add_latency_columns(connection, &config.rollups_table()).await
     }
 
     async fn check_schema(
