@@ -1,6 +1,6 @@
 //! What the commands print: a report and the operation catalog, as a table, JSON or CSV.
 
-use usage_runtime::report::{OperationRow, Report, ReportRow};
+use usage_runtime::report::{OperationRow, ReportRow, Summary};
 
 use crate::Format;
 
@@ -29,7 +29,7 @@ const TABLE_FIGURES: [&str; 8] = [
 ];
 
 /// The report, its group's columns named by `--by`.
-pub(crate) fn print_report(report: &Report, by: &[String], format: Format) {
+pub(crate) fn print_report(report: &Summary, by: &[String], format: Format) {
     let columns: Vec<String> = by
         .iter()
         .map(|name| match name.as_str() {

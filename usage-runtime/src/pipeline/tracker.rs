@@ -11,7 +11,7 @@ use super::worker::{Reply, ReplyTo, Request};
 use crate::call::handoff::{Shared, GLOBAL, INSTALL};
 use crate::error::Error;
 
-/// The installed tracker, as [`TrackerBuilder::install`] returns it. Dropping it flushes what is
+/// The installed tracker, as [`TrackerBuilder::install`](crate::TrackerBuilder::install) returns it. Dropping it flushes what is
 /// queued, bounded by the shutdown timeout, and uninstalls the tracker.
 pub struct Tracker {
     pub(super) shared: Arc<Shared>,

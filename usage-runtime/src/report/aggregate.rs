@@ -53,10 +53,11 @@ pub struct ReportRow {
     pub distinct_users: Option<u64>,
 }
 
-/// A report's rows, sorted by group, and where they came from.
+/// What a report answers: its rows, sorted by group, and where they came from (named apart from
+/// [`UsageReport`](crate::UsageReport), what an LLM reply reports).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
-pub struct Report {
+pub struct Summary {
     /// The rows.
     pub rows: Vec<ReportRow>,
     /// The rollups or the records.
@@ -180,7 +181,7 @@ pub(super) fn finish(
     query: &Query,
     groups: BTreeMap<BTreeMap<String, String>, Group>,
     source: Source,
-) -> Report {
+) -> Summary {
     let rows = groups
         .into_iter()
         .map(|(group, g)| ReportRow {
@@ -204,7 +205,7 @@ pub(super) fn finish(
             distinct_users: query.distinct_users.then_some(g.users.len() as u64),
         })
         .collect();
-    Report { rows, source }
+    Summary { rows, source }
 }
 
 /// A rollup sum as the database returns it: a number, or `high:low` halves (SQLite).

@@ -37,7 +37,7 @@ mod read;
 
 pub use admin::OperationRow;
 use aggregate::{add, finish, parse_sum, parse_time, plan, Scratch};
-pub use aggregate::{Report, ReportRow, Source};
+pub use aggregate::{ReportRow, Source, Summary};
 pub use query::{hour_start, GroupBy, Query, TimeBucket};
 
 // The rows the read side adds up, shared by `aggregate` and `read` (their fields private to
@@ -142,7 +142,7 @@ pub struct TenantReader<'a> {
 
 impl TenantReader<'_> {
     /// The report for this tenant only.
-    pub async fn report(&self, query: &Query) -> Result<Report, Error> {
+    pub async fn report(&self, query: &Query) -> Result<Summary, Error> {
         if self.tenant.is_empty() {
             // `''` stands for "no tenant": it would show every untenanted call.
             return Err(Error::InvalidConfig(
@@ -237,7 +237,7 @@ impl Reader {
     }
 
     /// The report for `query`: from the rollups when they can answer it, else from the records.
-    pub async fn report(&self, query: &Query) -> Result<Report, Error> {
+    pub async fn report(&self, query: &Query) -> Result<Summary, Error> {
         if query.rollups_answer() {
             self.read_rollups(query).await
         } else {
@@ -246,7 +246,7 @@ impl Reader {
     }
 
     /// The report computed from the records, whatever the query (for checks and benchmarks).
-    pub async fn report_from_records(&self, query: &Query) -> Result<Report, Error> {
+    pub async fn report_from_records(&self, query: &Query) -> Result<Summary, Error> {
         self.read_records(query).await
     }
 

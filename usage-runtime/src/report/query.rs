@@ -27,7 +27,7 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    /// The name used in [`ReportRow::group`].
+    /// The name used in [`ReportRow::group`](super::ReportRow::group).
     pub fn name(self) -> &'static str {
         match self {
             GroupBy::Service => "service",

@@ -5,7 +5,7 @@ use super::*;
 impl Reader {
     /// The report from the rollups, grouped by the database: only one row per group (and per
     /// latency bucket) comes back.
-    pub(super) async fn read_rollups(&self, query: &Query) -> Result<Report, Error> {
+    pub(super) async fn read_rollups(&self, query: &Query) -> Result<Summary, Error> {
         let mut groups = Groups::default();
         for (tier, (since, until)) in plan(query) {
             let mut part = query.clone();
@@ -230,7 +230,7 @@ impl Reader {
         ))
     }
 
-    pub(super) async fn read_records(&self, query: &Query) -> Result<Report, Error> {
+    pub(super) async fn read_records(&self, query: &Query) -> Result<Summary, Error> {
         let kind = self.kind();
         let (time, user, text) = match kind {
             Kind::Sqlite => (
