@@ -52,6 +52,11 @@ pub struct Health {
     pub spool_torn_tails: u64,
     /// Corrupt frames skipped when the spool was opened.
     pub spool_corrupt_frames: u64,
+    /// Spool segments skipped because their file vanished (deleted by a cleaner or an operator)
+    /// or could not be read after retries (in all; at open they are left for the next start).
+    pub spool_segments_skipped: u64,
+    /// Records of spool segments that vanished or could not be read at replay (in all).
+    pub spool_lost: u64,
     /// Records with token counts but no price for their model (their cost is unknown, not zero).
     pub unpriced: u64,
     /// Records whose token counts overflowed and were held at `u64::MAX`.
@@ -88,6 +93,8 @@ impl Health {
             spool_bytes: counters.spool_bytes.load(Ordering::Relaxed),
             spool_torn_tails: counters.spool_torn.load(Ordering::Relaxed),
             spool_corrupt_frames: counters.spool_corrupt.load(Ordering::Relaxed),
+            spool_segments_skipped: counters.spool_skipped.load(Ordering::Relaxed),
+            spool_lost: counters.spool_lost.load(Ordering::Relaxed),
             unpriced: counters.unpriced.load(Ordering::Relaxed),
             token_counts_saturated: counters.saturated.load(Ordering::Relaxed),
             last_write_at: status.last_write_at,

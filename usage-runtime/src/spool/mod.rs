@@ -97,6 +97,8 @@ pub(crate) struct Recovery {
     pub(crate) torn: u64,
     /// Corrupt frames skipped (and files set aside).
     pub(crate) corrupt: u64,
+    /// Segments that could not be read, left in place.
+    pub(crate) skipped: u64,
 }
 
 struct Segment {
@@ -105,7 +107,12 @@ struct Segment {
     pending: Option<VecDeque<UsageRecord>>,
     records: u64,
     bytes: u64,
+    /// Failed reads in a row of this segment (a transient error is tried again).
+    read_failures: u32,
 }
+
+/// Reads of a segment that fail in a row before it is skipped as unreadable.
+const READ_ATTEMPTS: u32 = 3;
 
 /// The spool directory, owned by the worker.
 pub(crate) struct Spool {
@@ -121,6 +128,10 @@ pub(crate) struct Spool {
     next_sequence: u64,
     records: u64,
     bytes: u64,
+    /// Records of segments skipped because their file vanished or could not be read, in all.
+    lost: u64,
+    /// Segments skipped so (at open or at replay), in all.
+    skipped: u64,
     /// Held while the spool is open: one process (or tracker) per directory.
     _lock: File,
 }
@@ -182,21 +193,26 @@ impl Spool {
         let mut segments = VecDeque::new();
         let next_sequence = found.last().map_or(1, |(sequence, _)| sequence + 1);
         for (_, path) in found {
-            let scan = match scan(&path) {
-                Ok(scan) => scan,
-                Err(error) => {
-                    // Unreadable: set it aside if possible, count it, and start anyway.
-                    recovery.corrupt += 1;
-                    let aside = path.with_extension("corrupt");
-                    let moved = fs::rename(&path, &aside);
-                    tracing::error!(
-                        file = %path.display(),
-                        %error,
-                        set_aside = moved.is_ok(),
-                        "usage spool segment unreadable"
-                    );
-                    continue;
+            // A read error is not corruption: tried again, and if it persists the segment is
+            // skipped (left in place for the next start) and counted.
+            let mut attempt = 1;
+            let scan = loop {
+                match scan(&path) {
+                    Ok(scan) => break Some(scan),
+                    Err(_) if attempt < READ_ATTEMPTS => attempt += 1,
+                    Err(error) => {
+                        tracing::error!(
+                            file = %path.display(),
+                            %error,
+                            "usage spool: a segment cannot be read; left for the next start"
+                        );
+                        break None;
+                    }
                 }
+            };
+            let Some(scan) = scan else {
+                recovery.skipped += 1;
+                continue;
             };
             recovery.torn += u64::from(scan.torn);
             recovery.corrupt += scan.corrupt;
@@ -231,6 +247,7 @@ impl Spool {
                 records: count,
                 bytes: scan.good_bytes,
                 pending,
+                read_failures: 0,
             });
         }
         if recovery.corrupt > 0 {
@@ -252,6 +269,8 @@ impl Spool {
             next_sequence,
             records,
             bytes,
+            lost: 0,
+            skipped: recovery.skipped,
             _lock: lock,
         };
         Ok((spool, recovery))
@@ -293,8 +312,13 @@ impl Spool {
         if self.bytes + frames.len() as u64 > self.max_bytes {
             return Ok(Err(Full));
         }
+        // A tail whose file was deleted would take appends into an unlinked file, lost at the
+        // next start: a new segment is started instead (the old one's records stay counted
+        // until replay finds it gone).
         let rotate = match self.segments.back() {
-            Some(tail) => self.writer.is_none() || tail.bytes >= self.segment_bytes,
+            Some(tail) => {
+                self.writer.is_none() || tail.bytes >= self.segment_bytes || !tail.path.exists()
+            }
             None => true,
         };
         if rotate {
@@ -394,6 +418,7 @@ impl Spool {
             pending,
             records: 0,
             bytes: 0,
+            read_failures: 0,
         });
         Ok(())
     }
@@ -409,11 +434,32 @@ impl Spool {
                 tracing::error!(file = %empty.path.display(), %error, "usage spool: cannot clear a segment");
             }
         }
-        let Some(head) = self.segments.front_mut() else {
-            return Ok(Vec::new());
+        let scanned = loop {
+            let Some(head) = self.segments.front_mut() else {
+                return Ok(Vec::new());
+            };
+            if head.pending.is_some() {
+                break None;
+            }
+            match scan(&head.path) {
+                Ok(scan) => break Some(scan),
+                // Gone (a cleaner, an operator), or failing every time: skipped and counted, so
+                // the rest is replayed and new records are written.
+                Err(error)
+                    if error.kind() == io::ErrorKind::NotFound || {
+                        head.read_failures += 1;
+                        head.read_failures >= READ_ATTEMPTS
+                    } =>
+                {
+                    self.skip_head(&error);
+                }
+                // Tried again at the next replay.
+                Err(error) => return Err(error),
+            }
         };
-        if head.pending.is_none() {
-            let mut records: VecDeque<UsageRecord> = scan(&head.path)?.records.into();
+        let head = self.segments.front_mut().expect("a head segment");
+        if let Some(scanned) = scanned {
+            let mut records: VecDeque<UsageRecord> = scanned.records.into();
             // Frames past the counted ones are what a failed append left (counted as failed).
             records.truncate(usize::try_from(head.records).unwrap_or(usize::MAX));
             let read = records.len() as u64;
@@ -450,9 +496,44 @@ impl Spool {
                 self.unsynced_since = None;
             }
             self.bytes = self.bytes.saturating_sub(head.bytes);
-            fs::remove_file(&head.path)?;
+            match fs::remove_file(&head.path) {
+                // Already gone: nothing to delete.
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
         }
         Ok(())
+    }
+
+    /// Drops the head segment, whose file vanished or cannot be read, counting its records as
+    /// lost.
+    fn skip_head(&mut self, error: &io::Error) {
+        let gone = self.segments.pop_front().expect("a head segment");
+        if self.segments.is_empty() {
+            self.writer = None; // it was the tail being written
+            self.unsynced_since = None;
+        }
+        self.records = self.records.saturating_sub(gone.records);
+        self.bytes = self.bytes.saturating_sub(gone.bytes);
+        self.lost += gone.records;
+        self.skipped += 1;
+        tracing::error!(
+            file = %gone.path.display(),
+            %error,
+            lost = gone.records,
+            "usage spool: a segment vanished or cannot be read; its records are lost, the rest \
+             is replayed"
+        );
+    }
+
+    /// Records of segments skipped because their file vanished or could not be read, in all.
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Segments skipped as vanished or unreadable (at open or at replay), in all.
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
     }
 }
 

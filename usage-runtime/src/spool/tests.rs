@@ -20,6 +20,7 @@ fn recovered(records: u64, torn: u64, corrupt: u64) -> Recovery {
         records,
         torn,
         corrupt,
+        skipped: 0,
     }
 }
 
@@ -225,4 +226,42 @@ fn empty_and_junk_files_never_stop_a_start() {
     // And it keeps working.
     spool.append(&[record(9)]).unwrap().unwrap();
     assert_eq!(drain(&mut spool), ["op-9"]);
+}
+
+#[test]
+fn a_vanished_segment_is_skipped_and_counted_and_the_rest_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.segment_bytes = 1; // one append per segment
+    for n in 1..=3 {
+        spool.append(&[record(n)]).unwrap().unwrap();
+    }
+    // A cleaner deletes the middle segment while the spool is open.
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert_eq!(segments.len(), 3);
+    fs::remove_file(&segments[1]).unwrap();
+    assert_eq!(drain(&mut spool), ["op-1", "op-3"]);
+    assert_eq!((spool.lost(), spool.skipped()), (1, 1));
+    assert!(spool.is_empty());
+    assert_eq!(spool.records(), 0);
+}
+
+#[test]
+fn records_appended_after_the_tail_was_deleted_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(dir.path());
+    spool.append(&[record(1)]).unwrap().unwrap();
+    let tail = segment(dir.path());
+    fs::remove_file(&tail).unwrap();
+    spool.append(&[record(2)]).unwrap().unwrap();
+    drop(spool);
+    // The second record went to a new segment, not to the unlinked file.
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(recovery.records, 1);
+    assert_eq!(drain(&mut spool), ["op-2"]);
 }

@@ -129,6 +129,10 @@ impl Worker {
                 .spool_records
                 .store(spool.records(), Ordering::Relaxed);
             counters.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+            counters.spool_lost.store(spool.lost(), Ordering::Relaxed);
+            counters
+                .spool_skipped
+                .store(spool.skipped(), Ordering::Relaxed);
         }
     }
 
