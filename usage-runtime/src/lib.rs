@@ -35,10 +35,11 @@ pub use tokens::{record_tokens, set_model, TokenUsage, UsageReport};
 /// [`TrackerBuilder`]), and its counters.
 pub mod tracker {
     pub use crate::pipeline::builder::{
-        Durability, Overflow, TrackerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT,
-        DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
-        DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC,
-        DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WRITE_TIMEOUT, LONGEST_SETTING,
+        Durability, Overflow, TrackerBuilder, DEFAULT_ATTRIBUTES_LIMIT, DEFAULT_BATCH_SIZE,
+        DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
+        DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
+        DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
+        DEFAULT_WRITE_TIMEOUT, LONGEST_SETTING,
     };
     pub use crate::pipeline::health::{calls_without_tracker, health, Health, HealthState};
     pub use crate::pipeline::tracker::Tracker;
@@ -58,7 +59,10 @@ pub use pipeline::pricing;
 
 /// What `tenant = ...`, `user = ...` and `session = ...` accept.
 pub mod dimensions {
-    pub use crate::call::dimension::{IdInput, IdValue, TenantValue, DEFAULT_ID_NAMESPACE};
+    pub use crate::call::dimension::{
+        IdInput, IdValue, TenantValue, CUT_ATTRIBUTE, DEFAULT_ATTRIBUTES_LIMIT,
+        DEFAULT_ID_NAMESPACE,
+    };
 }
 
 /// How a call's outcome is decided: `ok_if`, `error_if`, or the return type's

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -224,12 +225,112 @@ pub fn field<T: Serialize + ?Sized>(value: &T) -> serde_json::Value {
 pub fn fields<const N: usize>(
     fields: [(&'static str, serde_json::Value); N],
 ) -> Vec<(&'static str, serde_json::Value)> {
-    Vec::from(fields)
+    let mut fields = Vec::from(fields);
+    cap_fields(&mut fields, ATTRIBUTES_LIMIT.load(Ordering::Relaxed));
+    fields
+}
+
+/// Bytes of JSON a record's `fields(...)` attributes may take by default.
+pub const DEFAULT_ATTRIBUTES_LIMIT: usize = 16 * 1024;
+
+/// The attribute a record gets when its attributes passed the limit: the names of the fields
+/// cut or left out.
+pub const CUT_ATTRIBUTE: &str = "attributes_cut";
+
+/// The installed tracker's limit (set at install).
+pub(crate) static ATTRIBUTES_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_ATTRIBUTES_LIMIT);
+
+/// Holds `fields` to about `limit` bytes of JSON, at the call, so neither the queue nor the spool
+/// keeps more: a string that passes the limit is cut on a character boundary and ends with `…`,
+/// any other value that passes it is left out, and the record gets [`CUT_ATTRIBUTE`], the names
+/// of the fields cut or left out.
+fn cap_fields(fields: &mut Vec<(&'static str, serde_json::Value)>, limit: usize) {
+    use serde_json::Value;
+    let mut used = 2; // the braces
+    let mut cut = Vec::new();
+    fields.retain_mut(|(name, value)| {
+        let head = name.len() + 4; // quotes, colon, comma
+        let size = json_len(value);
+        if used + head + size <= limit {
+            used += head + size;
+            return true;
+        }
+        cut.push(Value::String((*name).to_owned()));
+        let room = limit.saturating_sub(used + head);
+        match value {
+            Value::String(text) if room > 8 => {
+                let mut end = room - 5; // quotes and the ellipsis
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                *value = Value::String(format!("{}…", &text[..end]));
+                used += head + json_len(value);
+                true
+            }
+            _ => false,
+        }
+    });
+    if !cut.is_empty() {
+        fields.push((CUT_ATTRIBUTE, Value::Array(cut)));
+    }
+}
+
+/// About how many bytes `value` takes as JSON (escapes not counted), without writing it.
+fn json_len(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(number) => number.to_string().len(),
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|item| json_len(item) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(key, value)| key.len() + 4 + json_len(value))
+                .sum::<usize>()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_held_to_the_attributes_limit_and_flagged() {
+        let small = |fields: &mut Vec<(&'static str, serde_json::Value)>| {
+            cap_fields(fields, 1024);
+        };
+        // Within the limit: untouched, no flag.
+        let mut fields = vec![("plan", field("pro")), ("n", field(&7))];
+        small(&mut fields);
+        assert_eq!(fields, vec![("plan", field("pro")), ("n", field(&7))]);
+        // A string past it is cut with an ellipsis; what follows is noted; the record flagged.
+        let mut fields = vec![
+            ("prompt", field(&"é".repeat(5000))),
+            ("messages", field(&vec!["x".repeat(100); 50])),
+            ("n", field(&7)),
+        ];
+        small(&mut fields);
+        let json = serde_json::to_string(&serde_json::Map::from_iter(
+            fields.iter().map(|(k, v)| (k.to_string(), v.clone())),
+        ))
+        .unwrap();
+        assert!(json.len() <= 1024 + 64, "{} bytes", json.len());
+        assert!(fields[0].1.as_str().unwrap().ends_with('…'));
+        assert!(
+            fields[0].1.as_str().unwrap().len() > 900,
+            "the room is used"
+        );
+        assert_eq!(
+            fields[1..],
+            [(
+                CUT_ATTRIBUTE,
+                serde_json::json!(["prompt", "messages", "n"])
+            )]
+        );
+    }
 
     #[test]
     fn ids_parse_or_map_deterministically() {

@@ -28,7 +28,7 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// How long dropping the guard (or `shutdown`) may take to write what is left.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-pub use crate::call::dimension::DEFAULT_ID_NAMESPACE;
+pub use crate::call::dimension::{DEFAULT_ATTRIBUTES_LIMIT, DEFAULT_ID_NAMESPACE};
 
 /// The longest any time setting may be (a year): each is added to the clock, and a sum near
 /// `Duration::MAX` would overflow it.
@@ -93,6 +93,7 @@ pub struct TrackerBuilder {
     queue_capacity: usize,
     shutdown_timeout: Duration,
     error_message_limit: usize,
+    attributes_limit: usize,
     id_namespace: Uuid,
     pricing: Option<Pricing>,
     retry: Retry,
@@ -115,6 +116,7 @@ impl fmt::Debug for TrackerBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("error_message_limit", &self.error_message_limit)
+            .field("attributes_limit", &self.attributes_limit)
             .field("id_namespace", &self.id_namespace)
             .field("pricing", &self.pricing)
             .field("retry", &self.retry)
@@ -139,6 +141,7 @@ impl TrackerBuilder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             error_message_limit: DEFAULT_ERROR_MESSAGE_LIMIT,
+            attributes_limit: DEFAULT_ATTRIBUTES_LIMIT,
             id_namespace: DEFAULT_ID_NAMESPACE,
             pricing: None,
             retry: Retry {
@@ -212,6 +215,16 @@ impl TrackerBuilder {
     /// with `…`. Default [`DEFAULT_ERROR_MESSAGE_LIMIT`].
     pub fn error_message_limit(mut self, bytes: usize) -> Self {
         self.error_message_limit = bytes;
+        self
+    }
+
+    /// Bytes of JSON a record's `fields(...)` attributes may take, held at the call so neither
+    /// the queue nor the spool keeps more: a string past it is cut and ends with `…`, another
+    /// value is left out, and the record gets the attribute
+    /// [`CUT_ATTRIBUTE`](crate::dimensions::CUT_ATTRIBUTE) naming the fields cut. Default
+    /// [`DEFAULT_ATTRIBUTES_LIMIT`].
+    pub fn attributes_limit(mut self, bytes: usize) -> Self {
+        self.attributes_limit = bytes;
         self
     }
 
@@ -400,6 +413,7 @@ impl TrackerBuilder {
         // Calibrate the clock now rather than on the first tracked call.
         let _ = quanta::Instant::now();
         crate::call::guard::ERROR_MESSAGE_LIMIT.store(self.error_message_limit, Ordering::Relaxed);
+        crate::call::dimension::ATTRIBUTES_LIMIT.store(self.attributes_limit, Ordering::Relaxed);
         let context = RecordContext {
             service: shared_text(self.service.unwrap_or_else(default_service)),
             instance: shared_text(self.instance.unwrap_or_else(default_instance)),

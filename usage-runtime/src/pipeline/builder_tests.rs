@@ -39,6 +39,7 @@ fn defaults_are_pinned() {
     assert_eq!(builder.queue_capacity, 65_536);
     assert_eq!(builder.shutdown_timeout, Duration::from_secs(5));
     assert_eq!(builder.error_message_limit, 1024);
+    assert_eq!(builder.attributes_limit, 16 * 1024);
     assert_eq!(builder.id_namespace, DEFAULT_ID_NAMESPACE);
     assert_eq!(builder.retry.max_retries, 5);
     assert_eq!(builder.retry.base, Duration::from_millis(100));
