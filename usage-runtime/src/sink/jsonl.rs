@@ -1,8 +1,9 @@
 //! JSON lines, for log pipelines: one record per line, appended to a file or written to stdout.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::Sink;
 use crate::error::{DbStep, Error};
@@ -11,7 +12,11 @@ use crate::record::UsageRecord;
 /// Writes each record as one line of JSON (the `UsageRecord` serde form: `duration_us`,
 /// RFC 3339 `started_at`, lower-case `outcome`), a batch at a time, flushed after each batch.
 ///
-/// A file is opened in append mode and synced after each batch. Unlike the SQL sinks, a file
+/// A file is opened in append mode and synced after each batch. A write that fails part way (a
+/// full disk) is cut back to where the batch began, so a retry never glues a fragment onto the
+/// next line, and a file found ending in a fragment (a crash mid-write) is cut back to its last
+/// whole line when opened. The file I/O runs off the worker's thread, so the write timeout and the
+/// shutdown deadline hold even while the disk does not answer. Unlike the SQL sinks, a file
 /// cannot refuse a duplicate: a batch written again after a failure appears again, and readers
 /// de-duplicate on `id`.
 pub struct JsonLinesSink {
@@ -19,7 +24,12 @@ pub struct JsonLinesSink {
 }
 
 enum Output {
-    File { path: PathBuf, file: std::fs::File },
+    /// Shared with the blocking task that writes: a write the worker stopped waiting for keeps
+    /// the file until it ends, and the next one waits for it.
+    File {
+        path: PathBuf,
+        file: Arc<Mutex<std::fs::File>>,
+    },
     Stdout,
 }
 
@@ -44,12 +54,20 @@ impl JsonLinesSink {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&path)
+            .and_then(|mut file| {
+                cut_to_last_line(&mut file)?;
+                Ok(file)
+            })
             .map_err(|error| {
                 Error::database(DbStep::Connect, &path.display().to_string(), error)
             })?;
         Ok(JsonLinesSink {
-            out: Output::File { path, file },
+            out: Output::File {
+                path,
+                file: Arc::new(Mutex::new(file)),
+            },
         })
     }
 
@@ -77,7 +95,13 @@ impl Sink for JsonLinesSink {
                 let target = path.display().to_string();
                 let lines =
                     Self::lines(batch).map_err(|e| Error::database(DbStep::Write, &target, e))?;
-                let result = file.write_all(&lines).and_then(|()| file.sync_data());
+                let file = Arc::clone(file);
+                let result = tokio::task::spawn_blocking(move || {
+                    let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    append_whole(&mut file, &lines)
+                })
+                .await
+                .unwrap_or_else(|panic| Err(std::io::Error::other(panic.to_string())));
                 (target, result)
             }
             Output::Stdout => {
@@ -90,5 +114,73 @@ impl Sink for JsonLinesSink {
             }
         };
         result.map_err(|error| Error::database(DbStep::Write, &target, error))
+    }
+}
+
+/// Appends `lines` and syncs them; on a failure, cuts the file back to where they began.
+fn append_whole(file: &mut std::fs::File, lines: &[u8]) -> std::io::Result<()> {
+    let start = file.metadata()?.len();
+    let written = file.write_all(lines).and_then(|()| file.sync_data());
+    if written.is_err() {
+        // What did reach the file is a fragment: it must not stay for the retry to follow.
+        if let Err(cut) = file.set_len(start) {
+            tracing::error!(%cut, "usage JSON lines: a partial write could not be cut back");
+        }
+    }
+    written
+}
+
+/// Cuts a file that ends in a fragment (a crash mid-write) back to its last whole line.
+fn cut_to_last_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok(());
+    }
+    // Read back from the end, a block at a time, to the last newline.
+    let mut end = length;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let block = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(block)?;
+        if let Some(at) = block.iter().rposition(|&byte| byte == b'\n') {
+            let whole = start + at as u64 + 1;
+            if whole < length {
+                tracing::warn!(
+                    bytes = length - whole,
+                    "usage JSON lines: the file ended in a partial line; cut back"
+                );
+                file.set_len(whole)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    // No newline at all: the whole file is one fragment.
+    file.set_len(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn a_file_ending_in_a_fragment_is_cut_back_to_its_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (before, after) in [
+            ("", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("{\"b\":", ""),
+        ] {
+            let path = dir.path().join("usage.jsonl");
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(before.as_bytes())
+                .unwrap();
+            drop(super::JsonLinesSink::create(&path).unwrap());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
     }
 }
