@@ -54,11 +54,11 @@ impl JsonLinesSink {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .read(true)
             .open(&path)
-            .and_then(|mut file| {
-                cut_to_last_line(&mut file)?;
-                Ok(file)
+            .inspect(|file| {
+                if let Err(error) = cut_to_last_line(&path, file) {
+                    tracing::warn!(%error, file = %path.display(), "usage JSON lines: cannot check the file's last line");
+                }
             })
             .map_err(|error| {
                 Error::database(DbStep::Connect, &path.display().to_string(), error)
@@ -97,7 +97,18 @@ impl Sink for JsonLinesSink {
                     Self::lines(batch).map_err(|e| Error::database(DbStep::Write, &target, e))?;
                 let file = Arc::clone(file);
                 let result = tokio::task::spawn_blocking(move || {
-                    let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    // A write the worker gave up on (its timeout) may still hold the file: this
+                    // one fails at once (and is retried) instead of queueing behind it.
+                    let mut file = match file.try_lock() {
+                        Ok(file) => file,
+                        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                        Err(std::sync::TryLockError::WouldBlock) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::WouldBlock,
+                                "an earlier write to the file is still running",
+                            ))
+                        }
+                    };
                     append_whole(&mut file, &lines)
                 })
                 .await
@@ -130,8 +141,11 @@ fn append_whole(file: &mut std::fs::File, lines: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// Cuts a file that ends in a fragment (a crash mid-write) back to its last whole line.
-fn cut_to_last_line(file: &mut std::fs::File) -> std::io::Result<()> {
+/// Cuts a file that ends in a fragment of a record (a crash mid-write) back to its last whole
+/// line. Read through a handle of its own (the sink's may not read); a file whose tail is not a
+/// record's start is left as it is.
+fn cut_to_last_line(path: &Path, append: &std::fs::File) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
     let length = file.metadata()?.len();
     if length == 0 {
         return Ok(());
@@ -146,19 +160,29 @@ fn cut_to_last_line(file: &mut std::fs::File) -> std::io::Result<()> {
         file.read_exact(block)?;
         if let Some(at) = block.iter().rposition(|&byte| byte == b'\n') {
             let whole = start + at as u64 + 1;
-            if whole < length {
+            if whole < length && starts_a_record(&mut file, whole)? {
                 tracing::warn!(
                     bytes = length - whole,
                     "usage JSON lines: the file ended in a partial line; cut back"
                 );
-                file.set_len(whole)?;
+                append.set_len(whole)?;
             }
             return Ok(());
         }
         end = start;
     }
-    // No newline at all: the whole file is one fragment.
-    file.set_len(0)
+    // No newline at all: one fragment, if it is one of ours.
+    if starts_a_record(&mut file, 0)? {
+        append.set_len(0)?;
+    }
+    Ok(())
+}
+
+/// Whether the bytes at `at` begin a JSON object, as each of this sink's lines does.
+fn starts_a_record(file: &mut std::fs::File, at: u64) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    file.seek(SeekFrom::Start(at))?;
+    Ok(file.read(&mut first)? == 1 && first[0] == b'{')
 }
 
 #[cfg(test)]
@@ -173,6 +197,9 @@ mod tests {
             ("{\"a\":1}\n", "{\"a\":1}\n"),
             ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
             ("{\"b\":", ""),
+            // Not one of ours: left alone.
+            ("notes without a newline", "notes without a newline"),
+            ("{\"a\":1}\nplain text", "{\"a\":1}\nplain text"),
         ] {
             let path = dir.path().join("usage.jsonl");
             std::fs::File::create(&path)

@@ -471,6 +471,7 @@ impl Spool {
                     "usage spool: a segment holds fewer records than were appended to it"
                 );
                 self.records = self.records.saturating_sub(head.records - read);
+                self.lost += head.records - read;
                 head.records = read;
             }
             head.pending = Some(records);
@@ -513,6 +514,10 @@ impl Spool {
             self.writer = None; // it was the tail being written
             self.unsynced_since = None;
         }
+        // Set aside (when it is still there), so a later start does not replay records counted
+        // as lost here.
+        let set_aside = gone.path.exists()
+            && fs::rename(&gone.path, gone.path.with_extension("unreadable")).is_ok();
         self.records = self.records.saturating_sub(gone.records);
         self.bytes = self.bytes.saturating_sub(gone.bytes);
         self.lost += gone.records;
@@ -521,6 +526,7 @@ impl Spool {
             file = %gone.path.display(),
             %error,
             lost = gone.records,
+            set_aside,
             "usage spool: a segment vanished or cannot be read; its records are lost, the rest \
              is replayed"
         );

@@ -202,6 +202,14 @@ impl Worker {
     }
 
     fn run(mut self) {
+        self.serve();
+        // A sink's blocking task still running (a write to a disk that stopped answering) must
+        // not hold up the end of the worker, and so the shutdown that waits for it.
+        let Worker { runtime, .. } = self;
+        runtime.shutdown_background();
+    }
+
+    fn serve(&mut self) {
         let interval = self.config.flush_interval;
         self.publish_spool();
         // When to record the operation catalog next, and the wait after that attempt fails (zero

@@ -70,7 +70,12 @@ impl Worker {
                 Ok(batch) if batch.is_empty() => return, // the spool recounted itself
                 Ok(batch) => batch,
                 Err(error) => {
+                    // Tried again after a backoff: a passing error must not use up the tries
+                    // that skip a segment within moments.
                     tracing::error!(%error, "usage spool: cannot read the oldest segment");
+                    self.replay_failures += 1;
+                    self.next_replay =
+                        Instant::now() + self.config.retry.delay(self.replay_failures);
                     return;
                 }
             };
