@@ -313,45 +313,28 @@ fn conninfo_pairs(text: &str) -> Option<Vec<(&str, &str)>> {
         if key.is_empty() {
             return None;
         }
-        let value_end = if rest.starts_with('\'') {
-            let mut escaped = false;
-            let close = rest
-                .char_indices()
-                .skip(1)
-                .find(|&(_, c)| match (escaped, c) {
-                    (true, _) => {
-                        escaped = false;
-                        false
-                    }
-                    (false, '\\') => {
-                        escaped = true;
-                        false
-                    }
-                    (false, c) => c == '\'',
-                })?
-                .0;
-            close + 1
+        // A backslash escapes the next character, quoted or not (a space too).
+        let value_end = if let Some(quoted) = rest.strip_prefix('\'') {
+            unescaped(quoted, |c| c == '\'')? + 2 // both quotes
         } else {
-            // Unquoted, a backslash escapes the next character (a space too).
-            let mut escaped = false;
-            rest.char_indices()
-                .find(|&(_, c)| match (escaped, c) {
-                    (true, _) => {
-                        escaped = false;
-                        false
-                    }
-                    (false, '\\') => {
-                        escaped = true;
-                        false
-                    }
-                    (false, c) => c.is_whitespace(),
-                })
-                .map_or(rest.len(), |(end, _)| end)
+            unescaped(rest, char::is_whitespace).unwrap_or(rest.len())
         };
         pairs.push((key, &rest[..value_end]));
         rest = rest[value_end..].trim_start();
     }
     Some(pairs)
+}
+
+/// Where in `text` the first character that `ends` and that no backslash escapes stands.
+fn unescaped(text: &str, ends: impl Fn(char) -> bool) -> Option<usize> {
+    let mut escaped = false;
+    text.char_indices()
+        .find(|&(_, c)| {
+            let end = !escaped && ends(c);
+            escaped = !escaped && c == '\\';
+            end
+        })
+        .map(|(at, _)| at)
 }
 
 /// A URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
