@@ -1,24 +1,14 @@
 async fn chat(req: ChatRequest) -> ChatResponse {
-    static __USAGE_OPERATION: ::usage_runtime::__private::Operation = ::usage_runtime::__private::Operation::new(
-        "chat",
-        ::core::concat!(::core::module_path!(), "::", "chat"),
-        ::core::file!(),
-        ::core::line!(),
-        true,
-    );
-    ::usage_runtime::__private::inventory::submit! {
-        ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
-    }
+    ::usage_runtime::__private::operation!("chat", "chat", true);
     let __usage_guard = ::usage_runtime::__private::CallGuard::start(
         &__USAGE_OPERATION,
         ::core::option::Option::Some(::usage_runtime::__private::Dimensions {
             tenant: ::usage_runtime::__private::tenant(&(req.org)),
             user: ::usage_runtime::__private::id(&(req.user)),
-            session: ::core::option::Option::None,
-            model: ::core::option::Option::None,
             fields: ::usage_runtime::__private::fields([
                 ("model", ::usage_runtime::__private::field(&(req.model))),
             ]),
+            ..::usage_runtime::__private::Dimensions::NONE
         }),
     );
     let (

@@ -1,14 +1,5 @@
 fn fetch(url: &str) -> impl Future<Output = Result<u16, Error>> + Send + '_ {
-    static __USAGE_OPERATION: ::usage_runtime::__private::Operation = ::usage_runtime::__private::Operation::new(
-        "fetch",
-        ::core::concat!(::core::module_path!(), "::", "fetch"),
-        ::core::file!(),
-        ::core::line!(),
-        true,
-    );
-    ::usage_runtime::__private::inventory::submit! {
-        ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
-    }
+    ::usage_runtime::__private::operation!("fetch", "fetch", true);
     let __usage_dims = ::core::option::Option::None;
     let __usage_future = ::usage_runtime::__private::call(
         &__USAGE_OPERATION,

@@ -1,23 +1,11 @@
 impl Repo {
     fn find(&self, id: u32) -> Option<Row> {
-        static __USAGE_OPERATION: ::usage_runtime::__private::Operation = ::usage_runtime::__private::Operation::new(
-            "find",
-            ::core::concat!(::core::module_path!(), "::", "Repo::find"),
-            ::core::file!(),
-            ::core::line!(),
-            true,
-        );
-        ::usage_runtime::__private::inventory::submit! {
-            ::usage_runtime::__private::Registration(& __USAGE_OPERATION)
-        }
+        ::usage_runtime::__private::operation!("find", "Repo::find", true);
         let mut __usage_guard = ::usage_runtime::__private::CallGuard::start(
             &__USAGE_OPERATION,
             ::core::option::Option::Some(::usage_runtime::__private::Dimensions {
                 tenant: ::usage_runtime::__private::tenant(&(self.org)),
-                user: ::core::option::Option::None,
-                session: ::core::option::Option::None,
-                model: ::core::option::Option::None,
-                fields: ::usage_runtime::__private::fields([]),
+                ..::usage_runtime::__private::Dimensions::NONE
             }),
         );
         let __usage_ret: Option<Row> = __usage_guard

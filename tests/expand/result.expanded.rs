@@ -1,14 +1,5 @@
 fn embed(text: &str) -> Result<Vec<f32>, EmbedError> {
-    static __USAGE_OPERATION: ::my_usage::__private::Operation = ::my_usage::__private::Operation::new(
-        "embed",
-        ::core::concat!(::core::module_path!(), "::", "embed"),
-        ::core::file!(),
-        ::core::line!(),
-        false,
-    );
-    ::my_usage::__private::inventory::submit! {
-        ::my_usage::__private::Registration(& __USAGE_OPERATION)
-    }
+    ::my_usage::__private::operation!("embed", "embed", false);
     let mut __usage_guard = ::my_usage::__private::CallGuard::start(
         &__USAGE_OPERATION,
         ::core::option::Option::None,

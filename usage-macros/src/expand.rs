@@ -353,15 +353,10 @@ fn tracked_body(
         None => fn_name,
     };
     let capture_message = args.error_message.get().is_none_or(|flag| flag.value);
+    // Spanned at the fn's name, whole path too: `line!` in the macro reads the line of its call.
+    let at_name = respan(private.clone(), ident.span());
     let registration = quote_spanned! {ident.span()=>
-        static __USAGE_OPERATION: #private::Operation = #private::Operation::new(
-            #operation,
-            ::core::concat!(::core::module_path!(), "::", #function),
-            ::core::file!(),
-            ::core::line!(),
-            #capture_message,
-        );
-        #private::inventory::submit! { #private::Registration(&__USAGE_OPERATION) }
+        #at_name::operation!(#operation, #function, #capture_message);
     };
     let dims = dimensions(args, &private);
     let shape = shape(args, sig);
@@ -439,6 +434,24 @@ fn tracked_body(
     }
 }
 
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = inner.into();
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
 /// `__usage_dims` bound to the dimensions, then `binding` to what the body returns (the future
 /// or stream it builds). The dimensions are read before the body runs (which may move what they
 /// read), so a panic while the body runs is recorded with them.
@@ -488,29 +501,29 @@ fn dimensions(args: &Args, private: &TokenStream) -> TokenStream {
     {
         return none;
     }
-    let convert = |expr: Option<&Expr>, helper: &str| match expr {
-        Some(expr) => {
+    let convert = |expr: Option<&Expr>, field: &str, helper: &str| {
+        expr.map(|expr| {
+            let field = syn::Ident::new(field, Span::call_site());
             let helper = syn::Ident::new(helper, Span::call_site());
-            quote_spanned!(expr.span()=> #private::#helper(&(#expr)))
-        }
-        None => none.clone(),
+            quote_spanned!(expr.span()=> #field: #private::#helper(&(#expr)),)
+        })
     };
-    let tenant = convert(args.tenant.get(), "tenant");
-    let user = convert(args.user.get(), "id");
-    let session = convert(args.session.get(), "id");
-    let model = convert(args.model.get(), "model");
-    let fields = args.fields.get().into_iter().flatten().map(|field| {
-        let key = field.key.unraw().to_string();
-        let value = &field.value;
-        quote_spanned!(value.span()=> (#key, #private::field(&(#value))))
+    let tenant = convert(args.tenant.get(), "tenant", "tenant");
+    let user = convert(args.user.get(), "user", "id");
+    let session = convert(args.session.get(), "session", "id");
+    let model = convert(args.model.get(), "model", "model");
+    let fields = args.fields.get().map(|fields| {
+        let fields = fields.iter().map(|field| {
+            let key = field.key.unraw().to_string();
+            let value = &field.value;
+            quote_spanned!(value.span()=> (#key, #private::field(&(#value))))
+        });
+        quote!(fields: #private::fields([#(#fields),*]),)
     });
     quote! {
         ::core::option::Option::Some(#private::Dimensions {
-            tenant: #tenant,
-            user: #user,
-            session: #session,
-            model: #model,
-            fields: #private::fields([#(#fields),*]),
+            #tenant #user #session #model #fields
+            ..#private::Dimensions::NONE
         })
     }
 }

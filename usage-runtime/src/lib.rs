@@ -162,7 +162,8 @@ pub mod __private {
         ViaReport, ViaTokensAll, ViaTokensOk,
     };
     pub use crate::{
-        __usage_report as report, __usage_return_edge as return_edge, __usage_verdict as verdict,
+        __usage_operation as operation, __usage_report as report,
+        __usage_return_edge as return_edge, __usage_verdict as verdict,
     };
     pub use inventory;
 }

@@ -61,6 +61,26 @@ pub struct Registration(pub &'static Operation);
 
 inventory::collect!(Registration);
 
+/// Declares a tracked fn's `__USAGE_OPERATION` and registers it in the catalog (generated code
+/// only). `file!`, `line!` and `module_path!` name the fn, where the attribute's expansion puts
+/// this call.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __usage_operation {
+    ($name:expr, $function:expr, $capture_error_message:expr) => {
+        static __USAGE_OPERATION: $crate::__private::Operation = $crate::__private::Operation::new(
+            $name,
+            ::core::concat!(::core::module_path!(), "::", $function),
+            ::core::file!(),
+            ::core::line!(),
+            $capture_error_message,
+        );
+        $crate::__private::inventory::submit! {
+            $crate::__private::Registration(&__USAGE_OPERATION)
+        }
+    };
+}
+
 /// Every tracked operation linked into this program, sorted by operation name then function path.
 ///
 /// ```

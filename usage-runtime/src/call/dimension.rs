@@ -185,6 +185,15 @@ pub struct Dimensions {
 }
 
 impl Dimensions {
+    /// Nothing declared: the generated code names only the dimensions an attribute declares.
+    pub const NONE: Dimensions = Dimensions {
+        tenant: None,
+        user: None,
+        session: None,
+        model: None,
+        fields: Vec::new(),
+    };
+
     /// Whether nothing is declared.
     pub(crate) fn is_empty(&self) -> bool {
         self.tenant.is_none()
