@@ -53,7 +53,8 @@ impl Tier {
     }
 }
 
-/// The key of a rollup row.
+/// The key of a rollup row: its hour or day, then the grouping columns
+/// ([`RollupKey::COLUMNS`]); a record without a tenant or model has `""` there.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct RollupKey {
     /// The start of the hour or day.
@@ -65,7 +66,13 @@ pub(crate) struct RollupKey {
     pub(crate) outcome: &'static str,
 }
 
-/// The sums of a rollup row.
+impl RollupKey {
+    /// The key's columns after the time, in field order: every table, upsert and read of the
+    /// rollups names them from here.
+    pub(crate) const COLUMNS: &'static str = "service, operation, tenant_id, model, outcome";
+}
+
+/// The sums of a rollup row, each saturating at `i64::MAX` (the largest BIGINT).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RollupSums {
     pub(crate) calls: i64,
@@ -77,6 +84,41 @@ pub(crate) struct RollupSums {
 }
 
 impl RollupSums {
+    /// The sums' columns, in the order of [`RollupSums::values`]: every upsert and read of the
+    /// rollups names them from here, so a new sum is added in one place.
+    pub(crate) const COLUMNS: [&'static str; 6] = [
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cost_nano_usd",
+        "duration_us",
+    ];
+
+    /// The sums in [`RollupSums::COLUMNS`] order.
+    pub(crate) fn values(&self) -> [i64; 6] {
+        [
+            self.calls,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cost_nano_usd,
+            self.duration_us,
+        ]
+    }
+
+    /// The sums from their values in [`RollupSums::COLUMNS`] order.
+    pub(crate) fn from_values(sum: impl Fn(usize) -> i64) -> RollupSums {
+        RollupSums {
+            calls: sum(0),
+            input_tokens: sum(1),
+            output_tokens: sum(2),
+            cached_input_tokens: sum(3),
+            cost_nano_usd: sum(4),
+            duration_us: sum(5),
+        }
+    }
+
     fn add(&mut self, other: &RollupSums) {
         self.calls = self.calls.saturating_add(other.calls);
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
@@ -97,21 +139,14 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
-    /// What a stored rollup row holds: its six sums (`sum(0)` calls to `sum(5)` duration, in
-    /// column order) and its histogram column, which may have been appended to.
+    /// What a stored rollup row holds: its sums (`sum(i)` is [`RollupSums::COLUMNS`]`[i]`) and
+    /// its histogram column, which may have been appended to.
     pub(crate) fn stored(
         sum: impl Fn(usize) -> i64,
         latency: &[u8],
     ) -> Result<Cell, LatencyDecodeError> {
         let mut cell = Cell {
-            sums: RollupSums {
-                calls: sum(0),
-                input_tokens: sum(1),
-                output_tokens: sum(2),
-                cached_input_tokens: sum(3),
-                cost_nano_usd: sum(4),
-                duration_us: sum(5),
-            },
+            sums: RollupSums::from_values(sum),
             latency: Histogram::new(),
         };
         decode_latency(latency, |bucket, calls| {

@@ -316,7 +316,6 @@ macro_rules! push_record {
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 macro_rules! push_rollup {
     ($row:expr, start: $start:expr, $key:expr, $cell:expr) => {{
-        let sums = &$cell.sums;
         let latency = crate::rollup::encode_latency($cell.latency.iter().map(|(b, c)| (*b, *c)));
         let base = latency.len() as i64;
         $row.push_bind($start)
@@ -324,15 +323,11 @@ macro_rules! push_rollup {
             .push_bind($key.operation.as_str())
             .push_bind($key.tenant_id.as_str())
             .push_bind($key.model.as_str())
-            .push_bind($key.outcome)
-            .push_bind(sums.calls)
-            .push_bind(sums.input_tokens)
-            .push_bind(sums.output_tokens)
-            .push_bind(sums.cached_input_tokens)
-            .push_bind(sums.cost_nano_usd)
-            .push_bind(sums.duration_us)
-            .push_bind(latency)
-            .push_bind(base)
+            .push_bind($key.outcome);
+        for sum in $cell.sums.values() {
+            $row.push_bind(sum);
+        }
+        $row.push_bind(latency).push_bind(base)
     }};
 }
 

@@ -9,7 +9,7 @@ use super::dialect::{first, Arg, Conn, Dialect, MigrationLock};
 use super::{Change, Migration, SqlConfig};
 use crate::error::{DbStep, Error};
 use crate::record::Outcome;
-use crate::rollup::{Cell, Parts, Rollup, RollupKey, Tier};
+use crate::rollup::{Cell, Parts, Rollup, RollupKey, RollupSums, Tier};
 
 /// Records (or rollup rows) read per statement by a backfill or an upgrade.
 const PAGE: usize = 10_000;
@@ -321,14 +321,7 @@ async fn fold_histograms<D: Dialect>(
             hourly.as_str(),
             format!(
                 "{keys}, {}, {}",
-                texts::<D>(&[
-                    "calls",
-                    "input_tokens",
-                    "output_tokens",
-                    "cached_input_tokens",
-                    "cost_nano_usd",
-                    "duration_us"
-                ]),
+                texts::<D>(&RollupSums::COLUMNS),
                 D::hex("latency"),
             ),
         ),
@@ -367,9 +360,11 @@ async fn fold_histograms<D: Dialect>(
                 let text = |column: usize| row[column].as_deref();
                 let cell = match tier {
                     Tier::Hour => Cell::bucket(int(text(6)), int(text(7))),
-                    Tier::Day => {
-                        Cell::stored(|i| int(text(6 + i)), &unhex(text(12))).map_err(decode)?
-                    }
+                    Tier::Day => Cell::stored(
+                        |i| int(text(6 + i)),
+                        &unhex(text(6 + RollupSums::COLUMNS.len())),
+                    )
+                    .map_err(decode)?,
                 };
                 rollup.add_cell(tier, key_of(row)?, &cell);
             }

@@ -32,6 +32,23 @@ pub(crate) const RECORD_COLUMNS: &str = "id, operation, function, service, insta
     input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, attributes";
 pub(crate) use public::sql_sink;
 
+/// A rollup upsert's columns after its time column, in the order `push_rollup!` binds them.
+pub(crate) fn rollup_columns() -> String {
+    format!(
+        "{}, {}, latency, latency_base",
+        crate::rollup::RollupKey::COLUMNS,
+        crate::rollup::RollupSums::COLUMNS.join(", ")
+    )
+}
+
+/// `column = sum` for every rollup sum, `sum` the dialect's saturating addition of the stored
+/// and the new value.
+pub(crate) fn rollup_sums(sum: impl Fn(&str) -> String) -> String {
+    crate::rollup::RollupSums::COLUMNS
+        .map(|column| format!("{column} = {}", sum(column)))
+        .join(", ")
+}
+
 /// Connections a PostgreSQL or MySQL sink writes one large batch over at once (see
 /// [`SqlConfig::write_connections`]).
 pub const DEFAULT_WRITE_CONNECTIONS: usize = 4;

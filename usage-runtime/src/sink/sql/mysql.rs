@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::connect::describe;
 use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
-use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
@@ -403,16 +403,19 @@ impl Dialect for MySql8 {
             .collect();
         for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
             let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
-                "INSERT INTO {table} (rollup_key, {time}, service, operation, tenant_id, model, \
-                 outcome, calls, input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, \
-                 duration_us, latency, latency_base) "
+                "INSERT INTO {table} (rollup_key, {time}, {}) ",
+                rollup_columns()
             ));
             upsert.push_values(chunk, |mut row, (id, key, cell)| {
                 let start = key.start.format("%Y-%m-%d %H:00:00").to_string();
-                push_rollup!(row.push_bind(id.to_vec()), start: start, key, cell);
+                row.push_bind(id.to_vec());
+                push_rollup!(row, start: start, key, cell);
             });
             // Sums saturate at the largest BIGINT instead of failing the batch.
-            upsert.push(saturating_sums());
+            upsert.push(" ON DUPLICATE KEY UPDATE ");
+            upsert.push(rollup_sums(|c| {
+                format!("LEAST(CAST({c} AS DECIMAL(21)) + VALUES({c}), 9223372036854775807)")
+            }));
             upsert.push(", latency = CONCAT(COALESCE(latency, ''), VALUES(latency))");
             upsert.build().execute(&mut *connection).await?;
             let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!(
@@ -474,22 +477,6 @@ fn rollup_key(key: &RollupKey) -> [u8; 16] {
         text.push_str(&format!("|{}:{field}", field.len()));
     }
     *uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).as_bytes()
-}
-
-/// `ON DUPLICATE KEY UPDATE` adding each sum, held at the largest BIGINT.
-fn saturating_sums() -> String {
-    let sums: Vec<String> = [
-        "calls",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cost_nano_usd",
-        "duration_us",
-    ]
-    .iter()
-    .map(|c| format!("{c} = LEAST(CAST({c} AS DECIMAL(21)) + VALUES({c}), 9223372036854775807)"))
-    .collect();
-    format!(" ON DUPLICATE KEY UPDATE {}", sums.join(", "))
 }
 
 /// Adds the histogram columns to an hourly rollup table made by an earlier version (DDL is not

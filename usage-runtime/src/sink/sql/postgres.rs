@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::connect::describe;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::{attributes_without_nul, clamp, without_nul};
-use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
@@ -353,52 +353,32 @@ async fn add_rollup(
 ) -> Result<(), sqlx::Error> {
     // Keys as stored (NUL replaced); keys that become equal are added together.
     let rollup = rollup.map_text(|text| without_nul(text).into_owned());
-    let key = "service, operation, tenant_id, model, outcome";
+    let key = RollupKey::COLUMNS;
     let upsert = |tier: Tier, first: usize| {
         let table = config.tier_table(tier);
         let time = tier.column();
-        let saturating = |column: &str| {
-            format!(
-                "{column} = LEAST({table}.{column}::numeric + EXCLUDED.{column}, \
-                 9223372036854775807)::int8"
-            )
-        };
-        let sums = [
-            "calls",
-            "input_tokens",
-            "output_tokens",
-            "cached_input_tokens",
-            "cost_nano_usd",
-            "duration_us",
-        ]
-        .map(saturating)
-        .join(", ");
-        let p: Vec<String> = (first..first + 14).map(|n| format!("${n}")).collect();
+        let sums = rollup_sums(|c| {
+            format!("LEAST({table}.{c}::numeric + EXCLUDED.{c}, 9223372036854775807)::int8")
+        });
+        // The time, the key's texts, the sums, the histogram and its length, as arrays.
+        let types = std::iter::once("timestamptz")
+            .chain(key.split(", ").map(|_| "text"))
+            .chain(RollupSums::COLUMNS.map(|_| "int8"))
+            .chain(["bytea", "int8"]);
+        let arrays: Vec<String> = types
+            .zip(first..)
+            .map(|(ty, n)| format!("${n}::{ty}[]"))
+            .collect();
         format!(
-            "INSERT INTO {table} ({time}, {key}, calls, input_tokens, output_tokens, \
-             cached_input_tokens, cost_nano_usd, duration_us, latency, latency_base) \
-             SELECT * FROM UNNEST({}::timestamptz[], {}::text[], {}::text[], {}::text[], \
-                                  {}::text[], {}::text[], {}::int8[], {}::int8[], {}::int8[], \
-                                  {}::int8[], {}::int8[], {}::int8[], {}::bytea[], {}::int8[]) \
+            "INSERT INTO {table} ({time}, {columns}) \
+             SELECT * FROM UNNEST({arrays}) \
              ON CONFLICT ({time}, {key}) DO UPDATE SET {sums}, \
              latency = {table}.latency || EXCLUDED.latency \
              RETURNING {time} AS start, {key}, \
-                       CASE WHEN {} THEN latency END AS long",
-            p[0],
-            p[1],
-            p[2],
-            p[3],
-            p[4],
-            p[5],
-            p[6],
-            p[7],
-            p[8],
-            p[9],
-            p[10],
-            p[11],
-            p[12],
-            p[13],
-            compact_when("length(latency)")
+                       CASE WHEN {long} THEN latency END AS long",
+            columns = rollup_columns(),
+            arrays = arrays.join(", "),
+            long = compact_when("length(latency)")
         )
     };
     let statement = format!(
@@ -406,15 +386,12 @@ async fn add_rollup(
          SELECT 'hour', start, {key}, long FROM hours WHERE long IS NOT NULL \
          UNION ALL SELECT 'day', start, {key}, long FROM days WHERE long IS NOT NULL",
         upsert(Tier::Hour, 1),
-        upsert(Tier::Day, 15)
+        upsert(Tier::Day, 1 + BINDS_PER_TIER)
     );
     let mut query = sqlx::query(AssertSqlSafe(statement));
     for (_, rows) in rollup.tiers() {
         let keys =
             |f: &dyn Fn(&RollupKey) -> String| -> Vec<String> { rows.keys().map(f).collect() };
-        let sums = |f: &dyn Fn(&RollupSums) -> i64| -> Vec<i64> {
-            rows.values().map(|cell| f(&cell.sums)).collect()
-        };
         let latencies: Vec<Vec<u8>> = rows
             .values()
             .map(|cell| encode_latency(cell.latency.iter().map(|(b, c)| (*b, *c))))
@@ -426,15 +403,15 @@ async fn add_rollup(
             .bind(keys(&|k| k.operation.clone()))
             .bind(keys(&|k| k.tenant_id.clone()))
             .bind(keys(&|k| k.model.clone()))
-            .bind(keys(&|k| k.outcome.to_owned()))
-            .bind(sums(&|s| s.calls))
-            .bind(sums(&|s| s.input_tokens))
-            .bind(sums(&|s| s.output_tokens))
-            .bind(sums(&|s| s.cached_input_tokens))
-            .bind(sums(&|s| s.cost_nano_usd))
-            .bind(sums(&|s| s.duration_us))
-            .bind(latencies)
-            .bind(bases);
+            .bind(keys(&|k| k.outcome.to_owned()));
+        for sum in 0..RollupSums::COLUMNS.len() {
+            query = query.bind(
+                rows.values()
+                    .map(|cell| cell.sums.values()[sum])
+                    .collect::<Vec<i64>>(),
+            );
+        }
+        query = query.bind(latencies).bind(bases);
     }
     // The rows to rewrite came back with their histograms (locked by the upsert).
     let long = query.fetch_all(&mut *connection).await?;
@@ -481,6 +458,10 @@ async fn add_rollup(
     }
     Ok(())
 }
+
+/// Arrays bound per rollup tier: the time, five key texts, the sums, the histogram and its
+/// length.
+const BINDS_PER_TIER: usize = 1 + 5 + RollupSums::COLUMNS.len() + 2;
 
 /// The six key columns of a rollup row.
 type StoredKey = (

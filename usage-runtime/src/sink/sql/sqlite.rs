@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
 use super::values::clamp;
-use super::{sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::redact_url;
 use crate::record::UsageRecord;
@@ -304,26 +304,20 @@ impl Dialect for Sqlite3 {
         let rows: Vec<_> = rows.iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT INTO {table} ({time}, service, operation, tenant_id, model, outcome, calls, \
-                 input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, duration_us, \
-                 latency, latency_base) "
+                "INSERT INTO {table} ({time}, {}) ",
+                rollup_columns()
             ));
             upsert.push_values(chunk, |mut row, (key, cell)| {
                 push_rollup!(row, start: hour_text(key.start), key, cell);
             });
+            // Sums saturate at the largest integer (SQLite turns an overflowing sum into a float,
+            // which MIN then caps).
+            let sums = rollup_sums(|c| format!("MIN({c} + excluded.{c}, 9223372036854775807)"));
             upsert.push(format!(
-                // Sums saturate at the largest integer (SQLite turns an overflowing sum into a
-                // float, which MIN then caps).
-                " ON CONFLICT ({time}, service, operation, tenant_id, model, outcome) DO UPDATE SET \
-                 calls = MIN(calls + excluded.calls, 9223372036854775807), \
-                 input_tokens = MIN(input_tokens + excluded.input_tokens, 9223372036854775807), \
-                 output_tokens = MIN(output_tokens + excluded.output_tokens, 9223372036854775807), \
-                 cached_input_tokens = \
-                     MIN(cached_input_tokens + excluded.cached_input_tokens, 9223372036854775807), \
-                 cost_nano_usd = MIN(cost_nano_usd + excluded.cost_nano_usd, 9223372036854775807), \
-                 duration_us = MIN(duration_us + excluded.duration_us, 9223372036854775807), \
+                " ON CONFLICT ({time}, {}) DO UPDATE SET {sums}, \
                  latency = CAST(latency || excluded.latency AS BLOB) \
                  RETURNING CASE WHEN {} THEN rowid END",
+                RollupKey::COLUMNS,
                 compact_when("length(latency)")
             ));
             let long: Vec<Option<i64>> = upsert
