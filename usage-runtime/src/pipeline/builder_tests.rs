@@ -101,31 +101,20 @@ fn a_time_setting_too_long_for_the_clock_is_refused_at_install() {
 #[test]
 fn invalid_settings_are_named() {
     let sink = crate::sink::MemorySink::new();
-    let err = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(0)
-        .install()
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidConfig(ref m) if m.contains("batch_size")),
-        "{err}"
-    );
-    let err = Tracker::builder()
-        .sink(sink.clone())
-        .batch_size(100)
-        .queue_capacity(10)
-        .install()
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidConfig(ref m) if m.contains("queue_capacity")),
-        "{err}"
-    );
-    let err = Tracker::builder()
-        .sink(sink)
-        .flush_interval(Duration::ZERO)
-        .install()
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    let cases: [(fn(TrackerBuilder) -> TrackerBuilder, &str); 3] = [
+        (|b| b.batch_size(0), "batch_size"),
+        (|b| b.batch_size(100).queue_capacity(10), "queue_capacity"),
+        (|b| b.flush_interval(Duration::ZERO), "flush_interval"),
+    ];
+    for (setting, named) in cases {
+        let err = setting(Tracker::builder().sink(sink.clone()))
+            .install()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig(ref m) if m.contains(named)),
+            "{named}: {err}"
+        );
+    }
     assert!(matches!(
         Tracker::builder().install().unwrap_err(),
         Error::NoSink

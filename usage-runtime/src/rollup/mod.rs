@@ -61,8 +61,11 @@ pub(crate) struct RollupKey {
     pub(crate) start: DateTime<Utc>,
     pub(crate) service: String,
     pub(crate) operation: String,
+    /// `""` for records without a tenant (a key column cannot be NULL everywhere).
     pub(crate) tenant_id: String,
+    /// `""` for records without a model.
     pub(crate) model: String,
+    /// [`Outcome::as_str`](crate::record::Outcome::as_str).
     pub(crate) outcome: &'static str,
 }
 
@@ -76,10 +79,14 @@ impl RollupKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RollupSums {
     pub(crate) calls: i64,
+    /// Token counts, a record without one adding nothing.
     pub(crate) input_tokens: i64,
     pub(crate) output_tokens: i64,
     pub(crate) cached_input_tokens: i64,
+    /// The priced records' costs; an unpriced record adds nothing (and is counted in
+    /// `Health::unpriced`).
     pub(crate) cost_nano_usd: i64,
+    /// Microseconds, so the mean is `duration_us / calls`.
     pub(crate) duration_us: i64,
 }
 

@@ -175,33 +175,35 @@ fn spooled_three(dir: &Path) -> PathBuf {
     segment(dir)
 }
 
+/// Spools records 1 to 3, damages the segment, reopens: answers the recovery and what is left.
+fn reopened_after(damage: impl FnOnce(&Path)) -> (Recovery, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    damage(&spooled_three(dir.path()));
+    let (mut spool, recovery) = open(dir.path());
+    (recovery, drain(&mut spool))
+}
+
 #[test]
 fn a_torn_tail_is_truncated_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = spooled_three(dir.path());
-    let len = fs::metadata(&path).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
-    let (mut spool, recovery) = open(dir.path());
+    let (recovery, left) = reopened_after(|path| {
+        let len = fs::metadata(path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(len - 10).unwrap();
+    });
     assert_eq!(recovery, recovered(2, 1, 0));
-    assert_eq!(drain(&mut spool), ["op-1", "op-2"]);
+    assert_eq!(left, ["op-1", "op-2"]);
 }
 
 #[test]
 fn a_corrupt_frame_in_the_middle_is_skipped_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = spooled_three(dir.path());
-    let mut data = fs::read(&path).unwrap();
-    let second = find_magic(&data, 1).unwrap();
-    data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload
-    fs::write(&path, &data).unwrap();
-    let (mut spool, recovery) = open(dir.path());
+    let (recovery, left) = reopened_after(|path| {
+        let mut data = fs::read(path).unwrap();
+        let second = find_magic(&data, 1).unwrap();
+        data[second + HEADER + 5] ^= 0xff; // flip bits in the second payload
+        fs::write(path, &data).unwrap();
+    });
     assert_eq!(recovery, recovered(2, 0, 1));
-    assert_eq!(drain(&mut spool), ["op-1", "op-3"]);
+    assert_eq!(left, ["op-1", "op-3"]);
 }
 
 #[test]

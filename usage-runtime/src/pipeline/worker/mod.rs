@@ -109,11 +109,15 @@ impl Reply {
     }
 }
 
+/// What the builder hands the worker, checked already.
 pub(crate) struct Config {
+    /// The counters and status the hot path and `Health` read.
     pub(crate) shared: Arc<Shared>,
     pub(crate) sink: BoxedSink,
+    /// What turns a finished call into a record (service, instance, pricing, id namespace).
     pub(crate) context: RecordContext,
     pub(crate) batch_size: usize,
+    /// The longest a finished call waits before its batch is written.
     pub(crate) flush_interval: Duration,
     pub(crate) retry: Retry,
     /// A write that takes longer fails as a (transient) timeout.
