@@ -101,7 +101,8 @@ fn a_time_setting_too_long_for_the_clock_is_refused_at_install() {
 #[test]
 fn invalid_settings_are_named() {
     let sink = crate::sink::MemorySink::new();
-    let cases: [(fn(TrackerBuilder) -> TrackerBuilder, &str); 3] = [
+    type Setting = fn(TrackerBuilder) -> TrackerBuilder;
+    let cases: [(Setting, &str); 3] = [
         (|b| b.batch_size(0), "batch_size"),
         (|b| b.batch_size(100).queue_capacity(10), "queue_capacity"),
         (|b| b.flush_interval(Duration::ZERO), "flush_interval"),
