@@ -27,6 +27,10 @@ struct Switch {
     records: MemorySink,
     /// Every record id received, duplicates included.
     received: Arc<Mutex<Vec<uuid::Uuid>>>,
+    /// The size of every write received while up.
+    sizes: Arc<Mutex<Vec<usize>>>,
+    /// While set, a write received after the first one while up waits until it is cleared.
+    hold: Arc<AtomicBool>,
 }
 
 impl Switch {
@@ -48,6 +52,14 @@ impl Sink for Switch {
                 source: "connection refused".into(),
                 kind: FailureKind::Transient,
             });
+        }
+        let earlier = {
+            let mut sizes = self.sizes.lock().unwrap();
+            sizes.push(batch.len());
+            sizes.len() - 1
+        };
+        while earlier > 0 && self.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.received
             .lock()
@@ -119,6 +131,64 @@ fn an_outage_fills_the_spool_and_recovery_replays_it_in_order() {
     assert_eq!(received.len(), 450, "no record written twice");
     let segments = usage_runtime::spool::status(dir.path()).unwrap().segments;
     assert_eq!(segments, 0, "replayed segments are deleted");
+}
+
+/// A backlog is written in large writes whatever the live batch size, and while it drains health
+/// says catching up (writes succeed, records wait, since when), not failing.
+#[test]
+fn catching_up_writes_large_batches_and_health_says_so() {
+    use usage_runtime::tracker::CATCH_UP_BATCH_SIZE;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::down();
+    let guard = tracker(&sink, dir.path())
+        .spool_fsync(Fsync::Never)
+        .batch_size(500)
+        .queue_capacity(1 << 16)
+        .install()
+        .unwrap();
+    let total = CATCH_UP_BATCH_SIZE as u64 + 3000;
+    let started = chrono::Utc::now();
+    for n in 0..total {
+        work(n);
+    }
+    let _ = guard.flush_blocking(); // the sink is down: everything goes to the spool
+    assert_eq!(guard.health().spool_records, total, "{:?}", guard.health());
+    sink.hold.store(true, Ordering::SeqCst);
+    sink.down.store(false, Ordering::SeqCst);
+    // The first replayed write goes through; the second waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let health = guard.health();
+        if health.spool_records < total || std::time::Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        health.spool_records < total,
+        "no replay within 20 s: {health:?}"
+    );
+    std::thread::sleep(Duration::from_millis(50)); // the write's settling
+    let health = guard.health();
+    assert_eq!(health.state, HealthState::CatchingUp, "{health:?}");
+    assert_eq!(health.spool_records, total - CATCH_UP_BATCH_SIZE as u64);
+    let oldest = health.spool_oldest_at.expect("the backlog's age is known");
+    assert!(
+        oldest >= started && oldest <= chrono::Utc::now(),
+        "{oldest}"
+    );
+    assert_eq!(
+        sink.sizes.lock().unwrap().first(),
+        Some(&CATCH_UP_BATCH_SIZE),
+        "the replay wrote large batches, not the live batch size"
+    );
+    sink.hold.store(false, Ordering::SeqCst);
+    guard.flush_blocking().unwrap();
+    let health = guard.health();
+    assert_eq!(health.state, HealthState::Healthy, "{health:?}");
+    assert_eq!((health.written, health.spool_records), (total, 0));
+    assert_eq!(health.spool_oldest_at, None);
 }
 
 #[test]

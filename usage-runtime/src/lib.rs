@@ -35,10 +35,10 @@ pub use tokens::{record_tokens, set_model, TokenUsage, UsageReport};
 /// [`TrackerBuilder`]), and its counters.
 pub mod tracker {
     pub use crate::pipeline::builder::{
-        Durability, Overflow, TrackerBuilder, DEFAULT_ATTRIBUTES_LIMIT, DEFAULT_BATCH_SIZE,
-        DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL, DEFAULT_ID_NAMESPACE,
-        DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX,
-        DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
+        Durability, Overflow, TrackerBuilder, CATCH_UP_BATCH_SIZE, DEFAULT_ATTRIBUTES_LIMIT,
+        DEFAULT_BATCH_SIZE, DEFAULT_ERROR_MESSAGE_LIMIT, DEFAULT_FLUSH_INTERVAL,
+        DEFAULT_ID_NAMESPACE, DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RETRY_BASE,
+        DEFAULT_RETRY_MAX, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_FSYNC, DEFAULT_SPOOL_MAX_BYTES,
         DEFAULT_WRITE_TIMEOUT, LONGEST_SETTING,
     };
     pub use crate::pipeline::health::{calls_without_tracker, health, Health, HealthState};

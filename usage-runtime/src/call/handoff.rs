@@ -65,6 +65,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_at_shutdown: AtomicU64,
+    pub(crate) outcome_unknown: AtomicU64,
     pub(crate) unpriced: AtomicU64,
     pub(crate) saturated: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -83,6 +84,8 @@ pub(crate) struct Counters {
 #[derive(Default)]
 pub(crate) struct Status {
     pub(crate) last_write_at: Option<DateTime<Utc>>,
+    /// When the oldest record waiting in the spool started, once known (`None` when it is empty).
+    pub(crate) spool_oldest_at: Option<DateTime<Utc>>,
     pub(crate) last_error: Option<String>,
     pub(crate) state: HealthState,
 }
@@ -99,6 +102,11 @@ pub enum HealthState {
     /// in it, or calls were dropped on a full queue since the batch before it (during its write
     /// or between the two).
     Degraded,
+    /// Writes succeed, and records set aside while they failed are being written, oldest first:
+    /// [`Health::spool_records`](crate::Health::spool_records) wait, the oldest from
+    /// [`Health::spool_oldest_at`](crate::Health::spool_oldest_at). Healthy (or degraded) again
+    /// once the spool is empty; failing if a write fails.
+    CatchingUp,
     /// Writes are failing (being retried, or given up on).
     Failing,
     /// The worker thread stopped (it panicked): nothing is written any more, calls fill the
@@ -213,6 +221,8 @@ impl Shared {
             + counters.quarantined.load(Ordering::Relaxed)
             + counters.dropped_queue_full.load(Ordering::Relaxed)
             + counters.dropped_at_shutdown.load(Ordering::Relaxed)
+            // Perhaps stored, but not known to be: a flush cannot say they were written.
+            + counters.outcome_unknown.load(Ordering::Relaxed)
     }
 
     pub(crate) fn wake_worker(&self) {

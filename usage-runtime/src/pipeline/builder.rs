@@ -22,6 +22,10 @@ use crate::sink::{BoxedSink, Sink};
 /// MySQL sinks to write a full batch over their default 4 connections at once, in parts of 1,024
 /// records (`sink::DEFAULT_WRITE_CONNECTIONS`, `sink::MIN_PART_RECORDS`).
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
+/// The least records per write while catching up (a spool replay, or more than two batches
+/// waiting in the queue), whatever [`TrackerBuilder::batch_size`] says: a backlog drains at the
+/// sink's best rate while live batches stay small.
+pub const CATCH_UP_BATCH_SIZE: usize = 4 * DEFAULT_BATCH_SIZE;
 /// How often the worker writes what has accumulated, when batches do not fill sooner.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Calls held in memory before new ones are dropped (and counted).
@@ -178,7 +182,8 @@ impl TrackerBuilder {
 
     /// Records per sink write. Default [`DEFAULT_BATCH_SIZE`], or half the queue capacity if that
     /// is smaller (so calls find room while a full batch waits for the worker); at least 1 and
-    /// at most the queue capacity.
+    /// at most the queue capacity. A backlog is written in larger writes
+    /// ([`CATCH_UP_BATCH_SIZE`]).
     pub fn batch_size(mut self, records: usize) -> Self {
         self.batch_size = Some(records);
         self

@@ -34,6 +34,11 @@ pub struct Health {
     pub dropped_queue_full: u64,
     /// Records still unwritten when the shutdown deadline passed.
     pub dropped_at_shutdown: u64,
+    /// Records whose last write was cut in flight (by the write timeout or the shutdown
+    /// deadline) and that could not be kept in a spool: the database may have stored them, so
+    /// they are not counted as failed or dropped. With a spool they are kept there instead (and
+    /// counted in `spooled`): the replay's idempotent write settles them.
+    pub outcome_unknown: u64,
     /// Write attempts repeated after a transient failure.
     pub retries: u64,
     /// Records the database rejected, set aside with the reason (never retried).
@@ -46,6 +51,10 @@ pub struct Health {
     pub replayed: u64,
     /// Records waiting in the spool now.
     pub spool_records: u64,
+    /// When the oldest record waiting in the spool started (`None` when the spool is empty, or
+    /// before a spool left by an earlier process is first read): how far behind the writes are
+    /// while [`HealthState::CatchingUp`].
+    pub spool_oldest_at: Option<DateTime<Utc>>,
     /// Bytes the spool takes on disk now.
     pub spool_bytes: u64,
     /// Torn segment tails truncated when the spool was opened.
@@ -83,6 +92,7 @@ impl Health {
                 + counters.dropped_at_shutdown.load(Ordering::Relaxed),
             dropped_queue_full: counters.dropped_queue_full.load(Ordering::Relaxed),
             dropped_at_shutdown: counters.dropped_at_shutdown.load(Ordering::Relaxed),
+            outcome_unknown: counters.outcome_unknown.load(Ordering::Relaxed),
             state: status.state,
             retries: counters.retries.load(Ordering::Relaxed),
             quarantined: counters.quarantined.load(Ordering::Relaxed),
@@ -90,6 +100,7 @@ impl Health {
             spooled: counters.spooled.load(Ordering::Relaxed),
             replayed: counters.replayed.load(Ordering::Relaxed),
             spool_records: counters.spool_records.load(Ordering::Relaxed),
+            spool_oldest_at: status.spool_oldest_at,
             spool_bytes: counters.spool_bytes.load(Ordering::Relaxed),
             spool_torn_tails: counters.spool_torn.load(Ordering::Relaxed),
             spool_corrupt_frames: counters.spool_corrupt.load(Ordering::Relaxed),

@@ -53,6 +53,10 @@ impl Worker {
             Err(error) => {
                 let reason = error.to_string();
                 tracing::warn!(records = count, error = %reason, "usage batch write failed");
+                if matches!(error, Error::Timeout(_)) {
+                    // Cut in flight: the database may have committed it.
+                    outcome.in_doubt += count;
+                }
                 outcome.unsettled.extend_from_slice(batch);
                 outcome.last_error = Some(reason);
             }
@@ -149,8 +153,11 @@ impl Worker {
             .dropped_queue_full
             .load(Ordering::Relaxed);
         let dropped_since = dropped > std::mem::replace(&mut self.drops_seen, dropped);
-        let state = if outcome.failed > 0 || !outcome.unsettled.is_empty() || self.spool_waiting() {
+        let state = if outcome.failed > 0 || !outcome.unsettled.is_empty() {
             HealthState::Failing
+        } else if self.spool_waiting() {
+            // This write went through; what the spool holds is written next.
+            HealthState::CatchingUp
         } else if outcome.retried || outcome.quarantined > 0 || dropped_since {
             HealthState::Degraded
         } else {
@@ -286,6 +293,9 @@ pub(super) struct Delivery {
     pub(super) unsettled: Vec<UsageRecord>,
     /// How many records were unsettled (once `unsettled` is handed on).
     pub(super) failed: u64,
+    /// How many of the unsettled records' last write was cut in flight (a timeout, the
+    /// shutdown deadline): they may be stored.
+    pub(super) in_doubt: u64,
     pub(super) retried: bool,
     /// Replaying from the spool: one attempt per batch, the next drain tries again.
     pub(super) single_attempt: bool,

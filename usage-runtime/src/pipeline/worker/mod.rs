@@ -307,12 +307,18 @@ impl Worker {
         if whole_batches_only {
             budget -= budget % self.config.batch_size;
         }
+        // A backlog (more than two batches waiting) is written in large writes.
+        let size = if budget > 2 * self.config.batch_size {
+            self.catch_up_size().min(budget)
+        } else {
+            self.config.batch_size
+        };
         let mut next = Prefetch {
             anchor: Anchor::now(),
             left,
             budget,
-            size: self.config.batch_size,
-            batch: self.maker.batch(self.config.batch_size),
+            size,
+            batch: self.maker.batch(size),
             filled: false,
             maker: std::mem::take(&mut self.maker),
         };
@@ -320,7 +326,7 @@ impl Worker {
             let deadline = *shared.shutdown_deadline.borrow();
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 if !next.batch.is_empty() {
-                    self.spool_or_fail(&next.batch, "the shutdown deadline passed");
+                    self.spool_or_fail(&next.batch, "the shutdown deadline passed", 0);
                 }
                 self.drop_rest_at_deadline();
                 break;
@@ -335,11 +341,12 @@ impl Worker {
                 self.spool_or_fail(
                     &batch,
                     "the sink is failing; older records wait in the spool",
+                    0,
                 );
             } else {
                 let mut outcome = Delivery::default();
                 // The next batch is made while this one's first write is in flight.
-                next.batch = next.maker.batch(self.config.batch_size);
+                next.batch = next.maker.batch(next.size);
                 next.filled = false;
                 self.prefetch = Some(next);
                 self.deliver(&batch, &mut outcome);
@@ -349,7 +356,7 @@ impl Worker {
                 outcome.failed = unsettled.len() as u64;
                 if !unsettled.is_empty() {
                     let reason = outcome.last_error.clone().unwrap_or_default();
-                    self.spool_or_fail(&unsettled, &reason);
+                    self.spool_or_fail(&unsettled, &reason, outcome.in_doubt);
                 }
                 self.settle(&outcome);
             }
@@ -402,6 +409,9 @@ impl Worker {
         match state {
             HealthState::Healthy => tracing::info!(from = ?previous, "usage tracker is healthy"),
             HealthState::Degraded => tracing::warn!(from = ?previous, "usage tracker is degraded"),
+            HealthState::CatchingUp => {
+                tracing::info!(from = ?previous, "usage tracker is writing its spool")
+            }
             HealthState::Failing => {
                 tracing::error!(from = ?previous, error = error.unwrap_or(""), "usage tracker is failing")
             }

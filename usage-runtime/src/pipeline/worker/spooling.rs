@@ -2,6 +2,7 @@
 //! when it answers, spilled from the queue before it overflows, and kept at the shutdown deadline.
 
 use super::*;
+use crate::pipeline::builder::CATCH_UP_BATCH_SIZE;
 
 impl Worker {
     pub(super) fn spool_waiting(&self) -> bool {
@@ -11,8 +12,22 @@ impl Worker {
             .is_some_and(|spool| !spool.is_empty())
     }
 
-    /// Records the sink could not take: into the spool when there is one with room, else failed.
-    pub(super) fn spool_or_fail(&mut self, records: &[UsageRecord], reason: &str) {
+    /// Records the sink could not take: into the spool when there is one with room (where an
+    /// idempotent replay settles them), else counted: the `in_doubt` whose write was cut in
+    /// flight as of unknown outcome, the rest as failed (or dropped at the shutdown deadline).
+    pub(super) fn spool_or_fail(&mut self, records: &[UsageRecord], reason: &str, in_doubt: u64) {
+        let size = self.config.batch_size.max(1);
+        if self.config.spool.is_some() && records.len() > size {
+            // A large write's records are kept a batch at a time: a nearly full spool keeps what
+            // fits (an append is whole or refused).
+            let mut doubt = in_doubt;
+            for chunk in records.chunks(size) {
+                let part = doubt.min(chunk.len() as u64);
+                doubt -= part;
+                self.spool_or_fail(chunk, reason, part);
+            }
+            return;
+        }
         let count = records.len() as u64;
         let counters = &self.config.shared.counters;
         let appended = match &mut self.config.spool {
@@ -26,18 +41,26 @@ impl Worker {
         match appended {
             Ok(()) => {
                 counters.spooled.fetch_add(count, Ordering::Relaxed);
+                let oldest = records.iter().map(|record| record.started_at).min();
+                self.status(|status| status.spool_oldest_at = status.spool_oldest_at.or(oldest));
                 self.publish_spool();
             }
             Err(why) => {
+                let unknown = in_doubt.min(count);
+                counters
+                    .outcome_unknown
+                    .fetch_add(unknown, Ordering::Relaxed);
                 let deadline = *self.config.shared.shutdown_deadline.borrow();
                 if self.config.spool.is_none()
                     && deadline.is_some_and(|deadline| Instant::now() >= deadline)
                 {
                     counters
                         .dropped_at_shutdown
-                        .fetch_add(count, Ordering::Relaxed);
+                        .fetch_add(count - unknown, Ordering::Relaxed);
                 } else {
-                    counters.failed.fetch_add(count, Ordering::Relaxed);
+                    counters
+                        .failed
+                        .fetch_add(count - unknown, Ordering::Relaxed);
                 }
                 if self.config.spool.is_some() {
                     tracing::error!(records = count, error = %why, last_error = %reason, "usage records lost");
@@ -60,15 +83,14 @@ impl Worker {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return;
             }
-            let batch = match self
-                .config
-                .spool
-                .as_mut()
-                .expect("spool")
-                .peek(self.config.batch_size)
-            {
+            let size = self.catch_up_size();
+            let batch = match self.config.spool.as_mut().expect("spool").peek(size) {
                 Ok(batch) if batch.is_empty() => return, // the spool recounted itself
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    let oldest = batch.iter().map(|record| record.started_at).min();
+                    self.status(|status| status.spool_oldest_at = oldest);
+                    batch
+                }
                 Err(error) => {
                     // Tried again after a backoff: a passing error must not use up the tries
                     // that skip a segment within moments.
@@ -126,9 +148,18 @@ impl Worker {
         }
     }
 
+    /// Records per write while catching up (a spool replay, a backlog in the queue): large
+    /// writes, whatever the live batch size, so a backlog drains at the sink's best rate.
+    pub(super) fn catch_up_size(&self) -> usize {
+        self.config.batch_size.max(CATCH_UP_BATCH_SIZE)
+    }
+
     /// Publishes the spool's size to the health report.
     pub(super) fn publish_spool(&self) {
         if let Some(spool) = &self.config.spool {
+            if spool.is_empty() {
+                self.status(|status| status.spool_oldest_at = None);
+            }
             let counters = &self.config.shared.counters;
             counters
                 .spool_records
@@ -156,6 +187,7 @@ impl Worker {
                 self.spool_or_fail(
                     &older,
                     "the sink is failing; the queue spilled to the spool",
+                    0,
                 );
             }
         }
@@ -177,6 +209,7 @@ impl Worker {
             self.spool_or_fail(
                 &moved,
                 "the sink is failing; the queue spilled to the spool",
+                0,
             );
             moved.clear();
         }
@@ -193,7 +226,7 @@ impl Worker {
                 rest.push(call.into_record(&self.config.context, &anchor));
             }
             for chunk in rest.chunks(self.config.batch_size.max(1)) {
-                self.spool_or_fail(chunk, "the shutdown deadline passed");
+                self.spool_or_fail(chunk, "the shutdown deadline passed", 0);
             }
             if !rest.is_empty() {
                 tracing::warn!(
@@ -217,13 +250,25 @@ impl Worker {
             + left;
         // A drain that met the deadline may be followed by the shutdown's own: log once, unless
         // more were lost since.
-        if lost > self.lost_at_deadline {
-            self.lost_at_deadline = lost;
+        let unknown = counters.outcome_unknown.load(Ordering::Relaxed);
+        if lost + unknown > self.lost_at_deadline {
+            self.lost_at_deadline = lost + unknown;
             tracing::error!(
                 records = lost,
+                outcome_unknown = unknown,
                 "usage shutdown deadline passed: records were not written"
             );
-            let reason = format!("{lost} record(s) missed the shutdown deadline");
+            let mut parts = Vec::new();
+            if lost > 0 {
+                parts.push(format!("{lost} record(s) missed the shutdown deadline"));
+            }
+            if unknown > 0 {
+                parts.push(format!(
+                    "{unknown} record(s) were being written when the shutdown deadline passed \
+                     (outcome unknown: the database may have stored them)"
+                ));
+            }
+            let reason = parts.join("; ");
             self.set_state(HealthState::Failing, Some(&reason));
         }
     }
