@@ -105,6 +105,8 @@ struct Segment {
     path: PathBuf,
     /// Frames not yet replayed, loaded when the segment reaches the head.
     pending: Option<VecDeque<UsageRecord>>,
+    /// Records handed out by [`Spool::take`] and not yet consumed or restored.
+    taken: usize,
     records: u64,
     bytes: u64,
     /// Failed reads in a row of this segment (a transient error is tried again).
@@ -247,6 +249,7 @@ impl Spool {
                 records: count,
                 bytes: scan.good_bytes,
                 pending,
+                taken: 0,
                 read_failures: 0,
             });
         }
@@ -416,6 +419,7 @@ impl Spool {
         self.segments.push_back(Segment {
             path,
             pending,
+            taken: 0,
             records: 0,
             bytes: 0,
             read_failures: 0,
@@ -423,11 +427,18 @@ impl Spool {
         Ok(())
     }
 
-    /// Up to `max` of the oldest records, left in the spool until [`consume`](Self::consume).
-    pub(crate) fn peek(&mut self, max: usize) -> io::Result<Vec<UsageRecord>> {
+    /// Up to `max` of the oldest records not yet handed out, moved out of memory (not copied)
+    /// but counted, and kept on disk, until [`consume`](Self::consume) drops them or
+    /// [`restore`](Self::restore) hands them back.
+    pub(crate) fn take(&mut self, max: usize) -> io::Result<Vec<UsageRecord>> {
         // A segment that counts no record, with others after it, was closed by a failed append
         // that could not be undone: whatever it holds was counted as failed. It goes.
-        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.records == 0) {
+        while self.segments.len() > 1
+            && self
+                .segments
+                .front()
+                .is_some_and(|s| s.records == 0 && s.taken == 0)
+        {
             let empty = self.segments.pop_front().expect("head");
             self.bytes = self.bytes.saturating_sub(empty.bytes);
             if let Err(error) = fs::remove_file(&empty.path) {
@@ -476,21 +487,36 @@ impl Spool {
             }
             head.pending = Some(records);
         }
-        let pending = head.pending.as_ref().expect("loaded");
-        Ok(pending.iter().take(max).cloned().collect())
+        let pending = head.pending.as_mut().expect("loaded");
+        let count = max.min(pending.len());
+        head.taken += count;
+        Ok(pending.drain(..count).collect())
     }
 
-    /// Drops the `count` oldest records (written or quarantined); deletes a segment once all its
-    /// records are gone.
+    /// Hands back records [`take`](Self::take) handed out (not written): they are the oldest
+    /// again.
+    pub(crate) fn restore(&mut self, records: Vec<UsageRecord>) {
+        let Some(head) = self.segments.front_mut() else {
+            return;
+        };
+        let pending = head.pending.as_mut().expect("taken before restored");
+        head.taken = head.taken.saturating_sub(records.len());
+        for record in records.into_iter().rev() {
+            pending.push_front(record);
+        }
+    }
+
+    /// Drops the `count` records [`take`](Self::take) handed out (written or quarantined);
+    /// deletes a segment once all its records are gone.
     pub(crate) fn consume(&mut self, count: usize) -> io::Result<()> {
         let Some(head) = self.segments.front_mut() else {
             return Ok(());
         };
-        let pending = head.pending.as_mut().expect("peeked before consumed");
-        let count = count.min(pending.len());
-        pending.drain(..count);
+        let count = count.min(head.taken);
+        head.taken -= count;
         self.records = self.records.saturating_sub(count as u64);
-        if pending.is_empty() {
+        let pending = head.pending.as_ref().expect("taken before consumed");
+        if pending.is_empty() && head.taken == 0 {
             let head = self.segments.pop_front().expect("head");
             if self.segments.is_empty() {
                 self.writer = None; // the head was the tail being written

@@ -31,7 +31,7 @@ fn open(dir: &Path) -> (Spool, Recovery) {
 fn drain(spool: &mut Spool) -> Vec<String> {
     let mut seen = Vec::new();
     loop {
-        let batch = spool.peek(3).unwrap();
+        let batch = spool.take(3).unwrap();
         if batch.is_empty() {
             return seen;
         }
@@ -266,4 +266,25 @@ fn records_appended_after_the_tail_was_deleted_are_kept() {
     let (mut spool, recovery) = open(dir.path());
     assert_eq!(recovery.records, 1);
     assert_eq!(drain(&mut spool), ["op-2"]);
+}
+
+#[test]
+fn records_handed_back_are_the_oldest_again_and_stay_until_consumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = spooled_three(dir.path());
+    let (mut spool, _) = open(dir.path());
+    let first = spool.take(2).unwrap();
+    assert_eq!(spool.records(), 3, "taken records are still counted");
+    spool.restore(first);
+    let again = spool.take(3).unwrap();
+    let names: Vec<_> = again.iter().map(|r| r.operation.to_string()).collect();
+    assert_eq!(names, ["op-1", "op-2", "op-3"]);
+    spool.consume(2).unwrap();
+    assert!(
+        path.exists(),
+        "a record taken and not consumed keeps its segment"
+    );
+    assert_eq!(spool.records(), 1);
+    spool.consume(1).unwrap();
+    assert!(!path.exists() && spool.is_empty());
 }

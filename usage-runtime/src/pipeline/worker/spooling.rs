@@ -72,7 +72,7 @@ impl Worker {
 
     /// Writes what waits in the spool, oldest first, a batch at a time, until the spool is empty
     /// or the sink fails (then the rest waits for the next drain). A batch leaves the spool only
-    /// once every record in it is written or quarantined.
+    /// once every record in it is written or quarantined; until then it is handed back.
     pub(super) fn replay(&mut self, asked: bool) {
         if !asked && Instant::now() < self.next_replay {
             return;
@@ -84,7 +84,7 @@ impl Worker {
                 return;
             }
             let size = self.catch_up_size();
-            let batch = match self.config.spool.as_mut().expect("spool").peek(size) {
+            let batch = match self.config.spool.as_mut().expect("spool").take(size) {
                 Ok(batch) if batch.is_empty() => return, // the spool recounted itself
                 Ok(batch) => {
                     let oldest = batch.iter().map(|record| record.started_at).min();
@@ -124,6 +124,7 @@ impl Worker {
                     .extend(std::mem::take(&mut outcome.quarantined_ids));
                 self.replay_failures += 1;
                 self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
+                self.config.spool.as_mut().expect("spool").restore(batch);
                 self.settle(&outcome);
                 return;
             }
