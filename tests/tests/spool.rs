@@ -191,6 +191,38 @@ fn catching_up_writes_large_batches_and_health_says_so() {
     assert_eq!(health.spool_oldest_at, None);
 }
 
+/// A shutdown whose sink answers again writes the spool at once, within its deadline, however
+/// long the replay's backoff after the failures.
+#[test]
+fn a_shutdown_after_recovery_does_not_sit_out_the_backoff() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Switch::down();
+    let guard = tracker(&sink, dir.path())
+        .max_retries(0)
+        .retry_backoff(Duration::from_secs(600), Duration::from_secs(600))
+        .shutdown_timeout(Duration::from_secs(5))
+        .install()
+        .unwrap();
+    for n in 0..2_000 {
+        work(n);
+    }
+    // Failed writes, then a failed replay: the next one waits up to 10 minutes.
+    let _ = guard.flush_blocking();
+    let _ = guard.flush_blocking();
+    assert_eq!(guard.health().spool_records, 2_000);
+    sink.down.store(false, Ordering::SeqCst);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    runtime.block_on(guard.shutdown()).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let written = numbers(&sink.records.records());
+    assert_eq!(written.into_iter().collect::<HashSet<_>>().len(), 2_000);
+}
+
 #[test]
 fn what_a_stopped_process_left_is_replayed_at_the_next_start() {
     let _serial = serial();
