@@ -288,3 +288,66 @@ async fn a_retention_on_the_tracker_prunes_old_records_and_keeps_the_rollups(bac
     let rolled: i64 = db.rolled_calls(&mut conn).await;
     assert_eq!(rolled, 400, "the rollups keep the pruned hours");
 }
+
+conformance!(a_report_over_pruned_hours_does_not_depend_on_where_its_range_starts: Sqlite, Postgres, MySql);
+async fn a_report_over_pruned_hours_does_not_depend_on_where_its_range_starts(backend: Backend) {
+    use usage_runtime::report::{hour_start, Query, Reader, Source};
+    let Some(db) = Db::fresh(backend, "pruned_report").await else {
+        return;
+    };
+    // Five records in each of four hours, at minutes 0, 10, 20, 30 and 40.
+    let base = hour_start(chrono::Utc::now() - chrono::Duration::days(3));
+    let mut records = tests::random_records(20, 67);
+    for (n, record) in records.iter_mut().enumerate() {
+        record.started_at = base
+            + chrono::Duration::hours(n as i64 / 5)
+            + chrono::Duration::minutes(10 * (n as i64 % 5));
+    }
+    let mut sink = db.sink().await;
+    sink.write(&records).await.unwrap();
+    // The first two hours' records go; their rollups stay.
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(sink.prune(base + hour * 2).await.unwrap(), 10);
+    let reader = Reader::connect_with(&db.url, db.config()).await.unwrap();
+    let calls = |summary: &usage_runtime::report::Summary| -> u64 {
+        summary.rows.iter().map(|row| row.calls).sum()
+    };
+    let aligned = reader
+        .report(&Query::new().since(base + hour))
+        .await
+        .unwrap();
+    assert_eq!((calls(&aligned), aligned.source), (15, Source::Rollups));
+    // Half an hour earlier: the pruned half hour adds nothing, the whole hours are all there.
+    let unaligned = reader
+        .report(&Query::new().since(base + chrono::Duration::minutes(30)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (calls(&unaligned), unaligned.source),
+        (15, Source::RollupsAndRecords)
+    );
+    // Partial hours at both edges, from the records: 1:25 to 3:15 is the pruned 1:30 and 1:40
+    // (gone), hour 2 whole (five, from the rollups), then 3:00 and 3:10.
+    let edges = reader
+        .report(
+            &Query::new()
+                .since(base + hour + chrono::Duration::minutes(25))
+                .until(base + hour * 3 + chrono::Duration::minutes(15)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (calls(&edges), edges.source),
+        (7, Source::RollupsAndRecords)
+    );
+    // Within one hour there is no whole hour: the records answer alone.
+    let within = reader
+        .report(
+            &Query::new()
+                .since(base + hour * 2 + chrono::Duration::minutes(5))
+                .until(base + hour * 2 + chrono::Duration::minutes(35)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((calls(&within), within.source), (3, Source::Records));
+}

@@ -14,11 +14,15 @@ use crate::rollup::{bucket_midpoint, Tier};
 /// Where a report was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Source {
-    /// The hourly rollups.
+    /// The rollups (daily rows for whole days, hourly rows for the rest).
     Rollups,
     /// The records.
     Records,
+    /// The whole hours inside the range from the rollups, the partial hours at its edges
+    /// (a `since` or `until` within an hour) from the records.
+    RollupsAndRecords,
 }
 
 /// One group of a report.
@@ -92,6 +96,21 @@ impl Query {
 }
 
 impl Group {
+    /// Adds `other`'s calls, sums, histogram and distinct sets to this group's.
+    pub(super) fn merge(&mut self, other: Group) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+        self.cost = self.cost.saturating_add(other.cost);
+        for (bucket, calls) in other.histogram {
+            self.count(bucket, calls);
+        }
+        self.operations.extend(other.operations);
+        self.users.extend(other.users);
+    }
+
     pub(super) fn count(&mut self, bucket: u32, calls: u64) {
         match self.histogram.binary_search_by_key(&bucket, |(b, _)| *b) {
             Ok(at) => self.histogram[at].1 = self.histogram[at].1.saturating_add(calls),

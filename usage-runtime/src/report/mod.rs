@@ -73,6 +73,9 @@ struct Group {
     users: BTreeSet<String>,
 }
 
+/// A report's groups, by their dimensions' values (and bucket).
+type Grouped = BTreeMap<BTreeMap<String, String>, Group>;
+
 /// Groups being summed from rollup rows, found by their values without allocating per row.
 #[derive(Default)]
 struct Groups {
@@ -237,9 +240,16 @@ impl Reader {
     }
 
     /// The report for `query`: from the rollups when they can answer it, else from the records.
+    ///
+    /// A `since` or `until` within an hour is exact to the microsecond: the whole hours inside
+    /// the range come from the rollups and only the partial hours at its edges from the records
+    /// ([`Source::RollupsAndRecords`]), so the report does not depend on where the range starts
+    /// and loses nothing the retention pruned but those edge hours' records.
     pub async fn report(&self, query: &Query) -> Result<Summary, Error> {
         if query.rollups_answer() {
             self.read_rollups(query).await
+        } else if let Some(whole) = query.whole_hours() {
+            self.read_mixed(query, whole).await
         } else {
             self.read_records(query).await
         }

@@ -166,16 +166,36 @@ impl Query {
 
     /// Whether the rollups can answer: no user, and time limits on whole hours.
     pub(super) fn rollups_answer(&self) -> bool {
-        let whole_hour = |at: &Option<DateTime<Utc>>| {
-            at.is_none_or(|at| {
-                at.timestamp().rem_euclid(3600) == 0 && at.timestamp_subsec_nanos() == 0
-            })
-        };
-        self.user.is_none()
-            && !self.distinct_users
-            && !self.group_by.contains(&GroupBy::User)
-            && whole_hour(&self.since)
-            && whole_hour(&self.until)
+        let whole_hour = |at: &Option<DateTime<Utc>>| at.is_none_or(|at| hour_start(at) == at);
+        self.without_users() && whole_hour(&self.since) && whole_hour(&self.until)
+    }
+
+    /// Whether the query names no user (the rollups keep none).
+    fn without_users(&self) -> bool {
+        self.user.is_none() && !self.distinct_users && !self.group_by.contains(&GroupBy::User)
+    }
+
+    /// For a query the rollups answer but for a `since` or `until` within an hour: the whole
+    /// hours inside its range (answered from the rollups; the partial hours at the edges from
+    /// the records). `None` when the rollups answer it all, or it names a user, or its range
+    /// holds no whole hour.
+    pub(super) fn whole_hours(&self) -> Option<super::aggregate::Range> {
+        if !self.without_users() || self.rollups_answer() {
+            return None;
+        }
+        let since = self.since.map(|at| {
+            let start = hour_start(at);
+            if start == at {
+                at
+            } else {
+                start + chrono::Duration::hours(1)
+            }
+        });
+        let until = self.until.map(hour_start);
+        match (since, until) {
+            (Some(since), Some(until)) if since >= until => None,
+            range => Some(range),
+        }
     }
 }
 

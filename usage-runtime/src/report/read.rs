@@ -1,11 +1,46 @@
 //! Reading: the SQL each database answers a report with, from the rollups or the records.
 
+use super::aggregate::Range;
 use super::*;
 
 impl Reader {
     /// The report from the rollups, grouped by the database: only one row per group (and per
     /// latency bucket) comes back.
     pub(super) async fn read_rollups(&self, query: &Query) -> Result<Summary, Error> {
+        let groups = self.rollup_groups(query).await?;
+        Ok(finish(query, groups, Source::Rollups))
+    }
+
+    /// The report with the whole hours inside `whole` from the rollups and the partial hours
+    /// at the range's edges from the records.
+    pub(super) async fn read_mixed(
+        &self,
+        query: &Query,
+        (since, until): Range,
+    ) -> Result<Summary, Error> {
+        let within = |since, until| Query {
+            since,
+            until,
+            ..query.clone()
+        };
+        let mut groups = self.rollup_groups(&within(since, until)).await?;
+        let mut edges = Vec::new();
+        if query.since < since {
+            edges.push(within(query.since, since));
+        }
+        if until < query.until {
+            edges.push(within(until, query.until));
+        }
+        for edge in edges {
+            for (key, group) in self.record_groups(&edge).await? {
+                groups.entry(key).or_default().merge(group);
+            }
+        }
+        Ok(finish(query, groups, Source::RollupsAndRecords))
+    }
+
+    /// The groups of `query` (on whole hours) from the rollups.
+    async fn rollup_groups(&self, query: &Query) -> Result<Grouped, Error> {
         let mut groups = Groups::default();
         for (tier, (since, until)) in plan(query) {
             let mut part = query.clone();
@@ -17,7 +52,7 @@ impl Reader {
         if query.bucket.is_some() {
             names.push("bucket");
         }
-        let groups = groups
+        Ok(groups
             .rows
             .into_iter()
             .map(|(values, group)| {
@@ -28,8 +63,7 @@ impl Reader {
                     .collect();
                 (key, group)
             })
-            .collect();
-        Ok(finish(query, groups, Source::Rollups))
+            .collect())
     }
 
     /// Adds the rows of one rollup tier within the query's range to `groups`. The database adds
@@ -231,6 +265,12 @@ impl Reader {
     }
 
     pub(super) async fn read_records(&self, query: &Query) -> Result<Summary, Error> {
+        let groups = self.record_groups(query).await?;
+        Ok(finish(query, groups, Source::Records))
+    }
+
+    /// The groups of `query` from the records.
+    async fn record_groups(&self, query: &Query) -> Result<Grouped, Error> {
         let kind = self.kind();
         let (time, user, text) = match kind {
             Kind::Sqlite => (
@@ -262,7 +302,7 @@ impl Reader {
             cast("cost_nano_usd"),
             self.config.records_table()
         );
-        let mut groups: BTreeMap<BTreeMap<String, String>, Group> = BTreeMap::new();
+        let mut groups = Grouped::new();
         self.each_row(&sql, &values, |row| {
             // Capped as the rollups cap them (MySQL keeps counts above i64::MAX).
             let number = |i: usize| row[i].parse::<u64>().unwrap_or(0).min(i64::MAX as u64);
@@ -285,7 +325,7 @@ impl Reader {
             Ok(())
         })
         .await?;
-        Ok(finish(query, groups, Source::Records))
+        Ok(groups)
     }
 
     /// Runs `sql` (with `?` placeholders bound to `values`) and reads every column as text.
