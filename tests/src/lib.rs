@@ -352,8 +352,9 @@ pub fn overflowing_pair() -> Vec<usage_runtime::UsageRecord> {
 
 /// Every table a SQL sink makes (with a prefix before each name), and the histogram table of
 /// earlier versions.
-pub const SINK_TABLES: [&str; 6] = [
+pub const SINK_TABLES: [&str; 7] = [
     "usage_records",
+    "usage_pruned",
     "usage_rollups_hourly",
     "usage_rollup_latency",
     "usage_rollups_daily",

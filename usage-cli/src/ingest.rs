@@ -339,6 +339,22 @@ async fn write(
                 .unwrap_or(Err(Error::Timeout(timeout)));
             match attempt {
                 Ok(()) => break,
+                // Started before the pruned horizon: set aside at once, the rest was written.
+                Err(Error::Expired { refused, horizon }) => {
+                    for record in part.iter().filter(|record| refused.0.contains(&record.id)) {
+                        let reason = Error::Expired {
+                            refused: usage_runtime::error::RecordIds(vec![record.id]),
+                            horizon,
+                        };
+                        let line = serde_json::json!({
+                            "record": record,
+                            "reason": reason.to_string(),
+                        });
+                        quarantine(file, &line);
+                        rejected += 1;
+                    }
+                    break;
+                }
                 Err(error)
                     if error.failure_kind() == usage_runtime::error::FailureKind::Rejected =>
                 {

@@ -77,10 +77,15 @@ impl Setup {
 
     /// `usage ingest` on this stream and these tables, as consumer `writers`.
     fn ingest(&self) -> Command {
+        self.ingest_as("writers")
+    }
+
+    /// `usage ingest` on this stream and these tables, as consumer `consumer`.
+    fn ingest_as(&self, consumer: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_usage"));
         command
             .args(["ingest", "--nats", &self.nats, "--stream", &self.stream])
-            .args(["--consumer", "writers", "--database-url", &self.postgres])
+            .args(["--consumer", consumer, "--database-url", &self.postgres])
             .args(["--table-prefix", &self.table_prefix]);
         command
     }
@@ -200,13 +205,18 @@ impl Setup {
 
     /// The workers' consumer, once one of them has made it.
     async fn consumer_info(&self) -> Option<async_nats::jetstream::consumer::Info> {
+        self.consumer_named("writers").await
+    }
+
+    /// The consumer `name`, once a worker has made it.
+    async fn consumer_named(&self, name: &str) -> Option<async_nats::jetstream::consumer::Info> {
         let client = async_nats::connect(&self.nats).await.ok()?;
         let consumer: async_nats::jetstream::consumer::PullConsumer =
             async_nats::jetstream::new(client)
                 .get_stream(&self.stream)
                 .await
                 .ok()?
-                .get_consumer("writers")
+                .get_consumer(name)
                 .await
                 .ok()?;
         Some(consumer.cached_info().clone())
@@ -483,4 +493,72 @@ async fn a_worker_stopped_while_its_write_fails_hands_its_batch_back_at_once() {
     );
     let lines = std::fs::read_to_string(quarantine).unwrap();
     assert_eq!(lines.lines().count(), 1, "{lines}");
+}
+
+/// A new consumer reads a stream from its start, after the records were pruned: the pruned ones
+/// are refused and quarantined, never added to the rollups again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_consumer_after_a_prune_counts_each_record_once() {
+    let Some(setup) = setup("pruned").await else {
+        return;
+    };
+    let base = usage_runtime::report::hour_start(chrono::Utc::now() - chrono::Duration::days(3));
+    let mut records = tests::random_records(20, 31);
+    for (n, record) in records.iter_mut().enumerate() {
+        record.started_at = base
+            + chrono::Duration::hours(n as i64 / 5)
+            + chrono::Duration::minutes(10 * (n as i64 % 5));
+    }
+    let mut sink = NatsSink::connect_with(&setup.nats, setup.nats_config())
+        .await
+        .unwrap();
+    sink.write(&records).await.unwrap();
+    let worker = setup.worker(&[]);
+    setup.wait_for_rows(20, Duration::from_secs(60)).await;
+    assert!(terminate(worker));
+    let mut db = PostgresSink::connect_with(&setup.postgres, setup.sql_config())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.prune(base + chrono::Duration::hours(2)).await.unwrap(),
+        10
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let late = Running(
+        setup
+            .ingest_as("latecomer")
+            .args(["--ack-wait", "3s"])
+            .args(["--quarantine", quarantine.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = setup.consumer_named("latecomer").await;
+        if info.is_some_and(|info| {
+            info.delivered.stream_sequence >= 20
+                && info.num_pending == 0
+                && info.num_ack_pending == 0
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new consumer never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(terminate(late));
+    assert_eq!(setup.rolled_up().await, 20, "each record counted once");
+    assert_eq!(setup.rows().await, (10, 10));
+    let quarantined = tests::quarantined(&quarantine);
+    assert_eq!(quarantined.len(), 10, "{quarantined:?}");
+    assert!(quarantined.iter().all(|line| line["reason"]
+        .as_str()
+        .unwrap()
+        .contains("where the records were pruned")));
 }

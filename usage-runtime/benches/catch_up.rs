@@ -58,6 +58,7 @@ async fn fresh_sink(url: &str) -> PostgresSink {
         "usage_rollups_hourly",
         "usage_rollups_daily",
         "usage_operations",
+        "usage_pruned",
     ]
     .map(|table| format!("{PREFIX}{table}"));
     sqlx::raw_sql(AssertSqlSafe(format!(

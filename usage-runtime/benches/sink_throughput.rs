@@ -47,6 +47,7 @@ fn drop_tables() -> String {
             "usage_rollups_hourly",
             "usage_rollups_daily",
             "usage_operations",
+            "usage_pruned",
         ]
         .map(|table| format!("{prefix}{table}"))
     })

@@ -84,9 +84,26 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Records that started before the hour the database's records were pruned up to (by a
+    /// tracker's `retention` or `usage prune`) are refused: the rollups kept that time, and
+    /// may already count them (a record pruned, then written again from an old spool or a
+    /// stream read from its start). The batch's other records were written. The worker
+    /// quarantines the refused ones with this reason and counts them in `Health::expired`.
+    #[error(
+        "{} record(s) started before {horizon}, where the records were pruned (the rollups \
+         keep that time and may count them already): refused, never added twice",
+        refused.len()
+    )]
+    Expired {
+        /// The ids refused.
+        refused: RecordIds,
+        /// The pruned horizon: records that started before it are refused.
+        horizon: chrono::DateTime<chrono::Utc>,
+    },
 }
 
-/// The ids of the records a sink committed, in [`Error::PartlyWritten`]. `Debug` shows how many,
+/// The ids of records: those a sink committed, in [`Error::PartlyWritten`], or refused, in
+/// [`Error::Expired`]. `Debug` shows how many,
 /// not the ids (a batch holds thousands).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RecordIds(pub Vec<uuid::Uuid>);
@@ -174,7 +191,7 @@ impl Error {
             Error::Database { kind, .. } => *kind,
             Error::PartlyWritten { source, .. } => source.failure_kind(),
             Error::Timeout(_) => FailureKind::Transient,
-            Error::SinkPanicked(_) => FailureKind::Rejected,
+            Error::SinkPanicked(_) | Error::Expired { .. } => FailureKind::Rejected,
             _ => FailureKind::Other,
         }
     }

@@ -351,3 +351,134 @@ async fn a_report_over_pruned_hours_does_not_depend_on_where_its_range_starts(ba
         .unwrap();
     assert_eq!((calls(&within), within.source), (3, Source::Records));
 }
+
+/// Twenty records, five an hour (at minutes 0 to 40) over four hours from three days ago, and
+/// the first hour.
+fn four_hours(seed: u64) -> (chrono::DateTime<chrono::Utc>, Vec<UsageRecord>) {
+    let base = usage_runtime::report::hour_start(chrono::Utc::now() - chrono::Duration::days(3));
+    let mut records = tests::random_records(20, seed);
+    for (n, record) in records.iter_mut().enumerate() {
+        record.started_at = base
+            + chrono::Duration::hours(n as i64 / 5)
+            + chrono::Duration::minutes(10 * (n as i64 % 5));
+    }
+    (base, records)
+}
+
+conformance!(a_pruned_record_written_again_is_refused_and_counted_once: Sqlite, Postgres, MySql);
+async fn a_pruned_record_written_again_is_refused_and_counted_once(backend: Backend) {
+    let Some(db) = Db::fresh(backend, "pruned_again").await else {
+        return;
+    };
+    let _serial = serial();
+    let (base, records) = four_hours(71);
+    let mut sink = db.sink().await;
+    sink.write(&records).await.unwrap();
+    assert_eq!(
+        sink.prune(base + chrono::Duration::hours(2)).await.unwrap(),
+        10
+    );
+    let mut conn = db.open().await;
+    assert_eq!(db.rolled_calls(&mut conn).await, 20);
+    // The whole batch again (a replayed spool, a stream read from its start) and a new record:
+    // the pruned ten are refused, the ten kept are replays, the new one is written.
+    let mut again = records.clone();
+    let mut new = tests::random_records(1, 72).remove(0);
+    new.started_at = base + chrono::Duration::hours(3);
+    again.push(new.clone());
+    let error = sink.write(&again).await.unwrap_err();
+    match &error {
+        usage_runtime::Error::Expired { refused, horizon } => {
+            let mut refused = refused.0.clone();
+            refused.sort();
+            let mut pruned: Vec<Uuid> = records[..10].iter().map(|r| r.id).collect();
+            pruned.sort();
+            assert_eq!(refused, pruned);
+            assert_eq!(*horizon, base + chrono::Duration::hours(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        error.failure_kind(),
+        usage_runtime::error::FailureKind::Rejected
+    );
+    assert_eq!(db.rolled_calls(&mut conn).await, 21, "each id counts once");
+    assert_eq!(db.records(&mut conn).await, 11);
+
+    // Through the tracker, once the records are pruned up to the next hour: a call now is
+    // refused, quarantined with the reason and counted; the next batch goes on.
+    let next_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(sink.prune(next_hour).await.unwrap(), 11);
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let guard = Tracker::builder()
+        .sink(db.sink().await)
+        .quarantine_file(&quarantine)
+        .install()
+        .unwrap();
+    chat("acme", "user_1", false).await.unwrap();
+    let flushed = guard.flush().await;
+    assert!(
+        matches!(
+            flushed,
+            Err(usage_runtime::Error::NotWritten { count: 1, .. })
+        ),
+        "a refused record is not written: {flushed:?}"
+    );
+    let health = guard.health();
+    assert_eq!(
+        (health.written, health.expired, health.quarantined),
+        (0, 1, 1),
+        "{health:?}"
+    );
+    assert_eq!(health.state, usage_runtime::HealthState::Degraded);
+    guard.shutdown().await.unwrap();
+    let lines = tests::quarantined(&quarantine);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["record"]["operation"], "chat");
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("where the records were pruned"), "{reason}");
+    assert_eq!(db.rolled_calls(&mut conn).await, 21);
+}
+
+conformance!(a_database_pruned_before_the_horizon_existed_starts_from_its_oldest_record: Sqlite, Postgres, MySql);
+async fn a_database_pruned_before_the_horizon_existed_starts_from_its_oldest_record(
+    backend: Backend,
+) {
+    let Some(db) = Db::fresh(backend, "old_prune").await else {
+        return;
+    };
+    let (_, records) = four_hours(73);
+    let mut sink = db.sink().await;
+    sink.write(&records).await.unwrap();
+    // As an earlier version pruned: the records go, no horizon is kept.
+    let mut conn = db.open().await;
+    let (table, migrations, pruned) = (
+        db.table("usage_records"),
+        db.table("usage_schema_migrations"),
+        db.table("usage_pruned"),
+    );
+    let cutoff = records[10].started_at;
+    let ids: Vec<String> = records[..10]
+        .iter()
+        .map(|r| format!("'{}'", r.id))
+        .collect();
+    conn.execute(&format!(
+        "DELETE FROM {table} WHERE id IN ({})",
+        ids.join(", ")
+    ))
+    .await;
+    conn.execute(&format!("DROP TABLE {pruned}")).await;
+    conn.execute(&format!(
+        "DELETE FROM {migrations} WHERE description = 'the pruned horizon'"
+    ))
+    .await;
+    drop(sink);
+    // The upgrade finds rollup hours older than the oldest record: pruned up to its hour.
+    let mut sink = db.sink().await;
+    match sink.write(&records[..1]).await {
+        Err(usage_runtime::Error::Expired { horizon, .. }) => assert_eq!(horizon, cutoff),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db.rolled_calls(&mut conn).await, 20);
+}

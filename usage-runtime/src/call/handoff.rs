@@ -70,6 +70,7 @@ pub(crate) struct Counters {
     pub(crate) saturated: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) expired: AtomicU64,
     pub(crate) pruned: AtomicU64,
     pub(crate) spooled: AtomicU64,
     pub(crate) replayed: AtomicU64,

@@ -43,6 +43,10 @@ pub struct Health {
     pub retries: u64,
     /// Records the database rejected, set aside with the reason (never retried).
     pub quarantined: u64,
+    /// Of `quarantined`, records refused because they started before the hour the database's
+    /// records were pruned up to ([`Error::Expired`](crate::Error::Expired)): written again,
+    /// they could count twice in the rollups.
+    pub expired: u64,
     /// Records deleted by the retention (in all).
     pub pruned: u64,
     /// Records put in the disk spool because the sink was failing (in all).
@@ -96,6 +100,7 @@ impl Health {
             state: status.state,
             retries: counters.retries.load(Ordering::Relaxed),
             quarantined: counters.quarantined.load(Ordering::Relaxed),
+            expired: counters.expired.load(Ordering::Relaxed),
             pruned: counters.pruned.load(Ordering::Relaxed),
             spooled: counters.spooled.load(Ordering::Relaxed),
             replayed: counters.replayed.load(Ordering::Relaxed),

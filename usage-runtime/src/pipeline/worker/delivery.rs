@@ -13,6 +13,9 @@ impl Worker {
         counters
             .quarantined
             .fetch_add(outcome.quarantined, Ordering::Relaxed);
+        counters
+            .expired
+            .fetch_add(outcome.expired, Ordering::Relaxed);
     }
 
     /// Writes `batch`: transient failures are retried with backoff; a rejection splits the batch
@@ -39,6 +42,28 @@ impl Worker {
                 if !rest.is_empty() {
                     self.deliver(&rest, outcome);
                 }
+            }
+            Err(error @ Error::Expired { .. }) => {
+                // Refused for good (started before the pruned horizon); the rest was written.
+                let (refused, horizon) = match error {
+                    Error::Expired { refused, horizon } => (refused, horizon),
+                    _ => unreachable!(),
+                };
+                let refused: std::collections::HashSet<uuid::Uuid> =
+                    refused.0.into_iter().collect();
+                let mut set_aside = 0;
+                for record in batch.iter().filter(|record| refused.contains(&record.id)) {
+                    let reason = Error::Expired {
+                        refused: crate::error::RecordIds(vec![record.id]),
+                        horizon,
+                    };
+                    self.quarantine(record, &reason);
+                    outcome.quarantined_ids.push(record.id);
+                    set_aside += 1;
+                }
+                outcome.quarantined += set_aside;
+                outcome.expired += set_aside;
+                outcome.written += count - set_aside;
             }
             Err(error) if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
                 let (first, second) = batch.split_at(batch.len() / 2);
@@ -287,6 +312,8 @@ pub(super) fn sink_panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
 pub(super) struct Delivery {
     pub(super) written: u64,
     pub(super) quarantined: u64,
+    /// Of `quarantined`, records refused as older than the pruned horizon.
+    pub(super) expired: u64,
     /// The ids quarantined.
     pub(super) quarantined_ids: Vec<uuid::Uuid>,
     /// Records neither written nor quarantined.

@@ -17,6 +17,7 @@ use crate::call::catalog::Operation;
 use crate::error::{redact_url, DbStep, Error};
 use crate::record::UsageRecord;
 use crate::rollup::Rollup;
+use uuid::Uuid;
 
 /// Records deleted per statement when pruning.
 pub(crate) const PRUNE_CHUNK: u64 = 10_000;
@@ -177,9 +178,9 @@ impl<D: Dialect> SqlSink<D> {
         // Each part and its rollups commit together, the parts at once on their own connections.
         // A failed part does not cancel the others: each runs to its end, and the write says
         // which records committed (`Split::settle`). Only the worker's write timeout or shutdown
-        // deadline drops the whole write; it then counts the batch as not written.
+        // deadline drops the whole write; its records' outcome is then unknown.
         let split = Split::new(batch, D::writers(&self.config));
-        let written = futures_util::future::join_all(split.parts().map(|part| async {
+        let results = futures_util::future::join_all(split.parts().map(|part| async {
             let mut connection = pool
                 .acquire()
                 .await
@@ -189,7 +190,34 @@ impl<D: Dialect> SqlSink<D> {
                 .map_err(|error| Error::database(DbStep::Write, &self.target, error))
         }))
         .await;
-        split.settle(written)
+        let mut refused = Vec::new();
+        let mut horizon = DateTime::UNIX_EPOCH;
+        let results = results
+            .into_iter()
+            .map(|result| {
+                result.map(|(ids, at)| {
+                    refused.extend(ids);
+                    horizon = horizon.max(at);
+                })
+            })
+            .collect();
+        match split.settle(results) {
+            Ok(()) if refused.is_empty() => Ok(()),
+            Ok(()) => Err(Error::Expired {
+                refused: crate::error::RecordIds(refused),
+                horizon,
+            }),
+            // The refused records of committed parts go on with the rest (refused again there).
+            Err(Error::PartlyWritten {
+                mut written,
+                source,
+            }) => {
+                let refused: std::collections::HashSet<Uuid> = refused.into_iter().collect();
+                written.0.retain(|id| !refused.contains(id));
+                Err(Error::PartlyWritten { written, source })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub(crate) async fn register(
@@ -225,21 +253,39 @@ impl<D: Dialect> SqlSink<D> {
 }
 
 /// Writes `part` and, from the records it actually inserted (so a replayed record counts once),
-/// its rollups, in one transaction.
+/// its rollups, in one transaction. Records that started before the pruned horizon are refused
+/// (answered with the horizon), never added.
 async fn write_part<D: Dialect>(
     connection: &mut Conn<D>,
     config: &SqlConfig,
     limits: D::Limits,
     part: &[UsageRecord],
-) -> Result<(), sqlx::Error> {
+) -> Result<(Vec<Uuid>, DateTime<Utc>), sqlx::Error> {
     let mut tx = connection.begin().await?;
-    let mut inserted = D::insert(&mut *tx, config, limits, part).await?;
-    // `remove`: a record repeated within the part counts once too.
-    let rollup = Rollup::of(part.iter().filter(|record| inserted.remove(&record.id)));
-    if !rollup.is_empty() {
-        D::add_rollup(&mut *tx, config, &rollup).await?;
+    let horizon = super::horizon::read::<D>(&mut *tx, config).await?;
+    let refused: Vec<Uuid> = part
+        .iter()
+        .filter(|record| record.started_at < horizon)
+        .map(|record| record.id)
+        .collect();
+    let kept: std::borrow::Cow<'_, [UsageRecord]> = if refused.is_empty() {
+        std::borrow::Cow::Borrowed(part)
+    } else {
+        part.iter()
+            .filter(|record| record.started_at >= horizon)
+            .cloned()
+            .collect()
+    };
+    if !kept.is_empty() {
+        let mut inserted = D::insert(&mut *tx, config, limits, &kept).await?;
+        // `remove`: a record repeated within the part counts once too.
+        let rollup = Rollup::of(kept.iter().filter(|record| inserted.remove(&record.id)));
+        if !rollup.is_empty() {
+            D::add_rollup(&mut *tx, config, &rollup).await?;
+        }
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok((refused, horizon))
 }
 
 /// Deletes, `chunk` at a time, the records of calls started before the hour `before` falls in
@@ -256,6 +302,8 @@ pub(crate) async fn prune<D: Dialect>(
 ) -> Result<u64, sqlx::Error> {
     let statement = D::prune_statement(&config.records_table(), chunk.max(1));
     let cutoff = D::time_text(crate::rollup::hour_of(before));
+    // Before anything goes, so no write adds again what is about to be deleted.
+    super::horizon::raise::<D>(connection, config, &cutoff).await?;
     let started = Instant::now();
     let mut total = 0;
     loop {

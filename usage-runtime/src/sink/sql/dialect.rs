@@ -66,6 +66,12 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const VERSION: &'static str;
     /// A statement answering how many tables named by its one parameter exist.
     const TABLE_EXISTS: &'static str;
+    /// The pruned horizon's table (`{prefix}`: the table prefix): `name` text key,
+    /// `pruned_before` a time.
+    const HORIZON_TABLE: &'static str;
+    /// What makes a `SELECT` take a shared lock on the rows it reads (none where a write
+    /// transaction already excludes every other writer).
+    const SHARE_LOCK: &'static str = "";
     /// Where DDL is not transactional (and migrations run in no transaction): the statements,
     /// `{hourly}` and `{daily}` standing for the tables, that empty what the rollup upgrade
     /// fills, run in the upgrade's own transaction before it, so an interrupted one is redone.

@@ -120,6 +120,7 @@ async fn apply<D: Dialect>(
                     D::raw(connection, Migration::text(D::CATALOG_TABLE, config)).await?
                 }
                 Change::Daily => upgrade_rollups::<D>(connection, config).await?,
+                Change::Horizon => super::horizon::create::<D>(connection, config).await?,
             }
             let now = D::time_text(Utc::now());
             D::execute(

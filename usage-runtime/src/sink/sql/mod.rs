@@ -12,6 +12,7 @@ mod connect;
 pub(crate) mod core;
 pub(crate) mod dialect;
 mod failure;
+mod horizon;
 mod migrate;
 mod public;
 mod split;
@@ -152,6 +153,11 @@ impl SqlConfig {
         format!("{}usage_rollup_latency", self.table_prefix)
     }
 
+    /// The pruned horizon: the hour before which the records were deleted (the rollups kept).
+    pub fn pruned_table(&self) -> String {
+        format!("{}usage_pruned", self.table_prefix)
+    }
+
     /// The operation catalog.
     pub fn operations_table(&self) -> String {
         format!("{}usage_operations", self.table_prefix)
@@ -188,6 +194,8 @@ pub(crate) enum Change {
     /// The daily tier and the latency histograms inside the rollup rows, for rollups made before
     /// them (nothing to do on rollups created in the current shape).
     Daily,
+    /// The pruned horizon (see `horizon.rs`).
+    Horizon,
 }
 
 impl Migration {
@@ -205,6 +213,7 @@ impl Migration {
             Change::Rollups => "hourly and daily rollups (backfilled from the records)",
             Change::Catalog => "operation catalog",
             Change::Daily => "daily rollups; latency histograms inside the rollup rows",
+            Change::Horizon => "the pruned horizon",
         }
     }
 

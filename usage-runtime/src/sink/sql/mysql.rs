@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
         "replay counts on records",
         "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
     ),
+    Migration::new(7, Change::Horizon),
 ];
 
 /// The operation catalog.
@@ -140,6 +141,11 @@ impl Dialect for MySql8 {
         release: "SELECT RELEASE_LOCK(?)",
     };
     const VERSION: &'static str = "SELECT VERSION()";
+    const HORIZON_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_pruned (\
+         name VARCHAR(64) NOT NULL PRIMARY KEY, pruned_before DATETIME(6) NOT NULL) \
+         ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin";
+    // A point read of one existing row: a record lock, no gap lock.
+    const SHARE_LOCK: &'static str = " LOCK IN SHARE MODE";
     const TABLE_EXISTS: &'static str = "SELECT CAST(table_name AS CHAR) \
         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
     const UPGRADE_RESET: Option<&'static str> =

@@ -80,6 +80,7 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     Migration::new(2, Change::Rollups),
     Migration::new(3, Change::Catalog),
     Migration::new(4, Change::Daily),
+    Migration::new(5, Change::Horizon),
 ];
 
 /// The operation catalog.
@@ -122,6 +123,10 @@ impl Dialect for Postgres {
         MigrationLock::OneTransaction("SELECT pg_advisory_xact_lock(hashtext($1))");
     const VERSION: &'static str = "SELECT version()";
     const TABLE_EXISTS: &'static str = "SELECT CAST(to_regclass($1) AS text)";
+    const HORIZON_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_pruned (\
+         name text PRIMARY KEY, pruned_before timestamptz NOT NULL)";
+    // Conflicts with the prune's UPDATE (`FOR KEY SHARE` would not).
+    const SHARE_LOCK: &'static str = " FOR SHARE";
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
         PgConnectOptions::from_str(url)

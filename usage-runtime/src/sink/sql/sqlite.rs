@@ -87,6 +87,7 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usa
     Migration::new(3, Change::Rollups),
     Migration::new(4, Change::Catalog),
     Migration::new(5, Change::Daily),
+    Migration::new(6, Change::Horizon),
 ];
 
 /// The operation catalog.
@@ -130,6 +131,8 @@ impl Dialect for Sqlite3 {
     const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
     const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
+    const HORIZON_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_pruned (\
+         name TEXT NOT NULL PRIMARY KEY, pruned_before TEXT NOT NULL)";
     const TABLE_EXISTS: &'static str =
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?";
     const MIGRATE_POOL: bool = true;
