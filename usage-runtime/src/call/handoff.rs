@@ -77,6 +77,7 @@ pub(crate) struct Counters {
     pub(crate) spool_records: AtomicU64,
     pub(crate) spool_bytes: AtomicU64,
     pub(crate) spool_torn: AtomicU64,
+    pub(crate) spool_recovered: AtomicU64,
     pub(crate) spool_corrupt: AtomicU64,
     pub(crate) spool_lost: AtomicU64,
     pub(crate) spool_skipped: AtomicU64,

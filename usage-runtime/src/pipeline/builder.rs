@@ -459,6 +459,10 @@ impl TrackerBuilder {
             .store(recovery.torn, Ordering::Relaxed);
         shared
             .counters
+            .spool_recovered
+            .store(recovery.records, Ordering::Relaxed);
+        shared
+            .counters
             .spool_corrupt
             .store(recovery.corrupt, Ordering::Relaxed);
         let (requests, inbox) = mpsc::channel();

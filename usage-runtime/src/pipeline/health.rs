@@ -61,6 +61,8 @@ pub struct Health {
     pub spool_oldest_at: Option<DateTime<Utc>>,
     /// Bytes the spool takes on disk now.
     pub spool_bytes: u64,
+    /// Records found in the spool when it was opened (left by an earlier process).
+    pub spool_recovered: u64,
     /// Torn segment tails truncated when the spool was opened.
     pub spool_torn_tails: u64,
     /// Corrupt frames skipped when the spool was opened.
@@ -81,6 +83,34 @@ pub struct Health {
 }
 
 impl Health {
+    /// The accounting identity: every call, and every record an earlier process left in the
+    /// spool, is written, quarantined, waiting (in the queue or the spool), or counted under one
+    /// cause of loss:
+    ///
+    /// ```text
+    /// accepted + dropped_queue_full + spool_recovered    (every call; what an earlier run left)
+    ///   = written + quarantined + queue_depth + spool_records                      (kept)
+    ///   + dropped_queue_full + dropped_at_shutdown + failed + outcome_unknown + spool_lost
+    /// ```
+    ///
+    /// Answers the left side less the right: zero whenever no write is in flight (after a
+    /// `flush` or `shutdown`, say). Anything else is a record the tracker lost track of.
+    pub fn unaccounted(&self) -> i128 {
+        let sources = self.accepted + self.dropped_queue_full + self.spool_recovered;
+        let ends = [
+            self.dropped_queue_full,
+            self.written,
+            self.quarantined,
+            self.queue_depth as u64,
+            self.spool_records,
+            self.failed,
+            self.dropped_at_shutdown,
+            self.outcome_unknown,
+            self.spool_lost,
+        ];
+        i128::from(sources) - ends.iter().map(|&n| i128::from(n)).sum::<i128>()
+    }
+
     /// A snapshot of `shared`.
     pub(crate) fn of(shared: &Shared) -> Health {
         let counters = &shared.counters;
@@ -107,6 +137,7 @@ impl Health {
             spool_records: counters.spool_records.load(Ordering::Relaxed),
             spool_oldest_at: status.spool_oldest_at,
             spool_bytes: counters.spool_bytes.load(Ordering::Relaxed),
+            spool_recovered: counters.spool_recovered.load(Ordering::Relaxed),
             spool_torn_tails: counters.spool_torn.load(Ordering::Relaxed),
             spool_corrupt_frames: counters.spool_corrupt.load(Ordering::Relaxed),
             spool_segments_skipped: counters.spool_skipped.load(Ordering::Relaxed),

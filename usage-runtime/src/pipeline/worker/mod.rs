@@ -75,6 +75,16 @@ impl Reply {
     }
 
     fn send(self, shared: &Shared) {
+        // The workspace's tests check the identity at every reply, when no write is in flight.
+        #[cfg(any(test, feature = "check-accounting"))]
+        {
+            let health = crate::pipeline::health::Health::of(shared);
+            assert_eq!(
+                health.unaccounted(),
+                0,
+                "the accounting identity does not hold: {health:?}"
+            );
+        }
         let spooled = shared.counters.spool_records.load(Ordering::Relaxed);
         let unwritten = shared.unwritten().saturating_sub(self.unwritten_before) + spooled;
         let result = if unwritten == 0 {
