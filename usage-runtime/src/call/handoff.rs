@@ -92,7 +92,8 @@ pub(crate) struct Status {
     pub(crate) state: HealthState,
 }
 
-/// The tracker's state, from its last writes.
+/// The tracker's state, from its last writes: set after each batch, the worst that applies
+/// first (failing, then catching up, then degraded, then healthy); stopped is final.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -109,7 +110,9 @@ pub enum HealthState {
     /// [`Health::spool_oldest_at`](crate::Health::spool_oldest_at). Healthy (or degraded) again
     /// once the spool is empty; failing if a write fails.
     CatchingUp,
-    /// Writes are failing (being retried, or given up on).
+    /// Writes are failing (being retried, or given up on), or records missed the shutdown
+    /// deadline. The next batch written moves it to catching up (while the spool holds
+    /// records), degraded or healthy.
     Failing,
     /// The worker thread stopped (it panicked): nothing is written any more, calls fill the
     /// queue and are then dropped and counted, and `flush` answers `WorkerStopped`. Only a new
