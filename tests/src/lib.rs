@@ -53,6 +53,15 @@ impl usage_runtime::sink::Sink for Hung {
     }
 }
 
+/// The records of a JSON lines file, one a line.
+pub fn jsonl_records(path: &std::path::Path) -> Vec<usage_runtime::UsageRecord> {
+    assert!(path.exists(), "{} is missing", path.display());
+    quarantined(path)
+        .into_iter()
+        .map(|line| serde_json::from_value(line).unwrap())
+        .collect()
+}
+
 /// The lines of a quarantine file, each parsed as JSON; none when there is no file yet.
 pub fn quarantined(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -425,6 +434,14 @@ pub fn histogram_calls(latency: &[u8]) -> u64 {
     let mut calls = 0;
     usage_runtime::rollup::decode_latency(latency, |_, n| calls += n).unwrap();
     calls
+}
+
+/// Serves `router` on an ephemeral local port; answers its address.
+pub async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    address
 }
 
 #[cfg(test)]

@@ -17,10 +17,7 @@ use usage_runtime::{track_usage, Outcome, Tracker, UsageRecord};
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    address
+    tests::serve(router).await
 }
 
 fn install() -> (Tracker, MemorySink) {

@@ -1,7 +1,7 @@
 //! The JSON lines sink: one record per line, appended, readable back as `UsageRecord`s.
 
 use usage_runtime::sink::{JsonLinesSink, Sink};
-use usage_runtime::{error::DbStep, track_usage, Error, Outcome, Tracker, UsageRecord};
+use usage_runtime::{error::DbStep, track_usage, Error, Outcome, Tracker};
 
 #[track_usage(operation = "jsonl", tenant = "acme", fields(n = n))]
 fn work(n: u32) -> Result<u32, String> {
@@ -24,11 +24,7 @@ fn records_are_appended_one_json_object_per_line() {
         let _ = work(n);
     }
     drop(guard);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let records: Vec<UsageRecord> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = tests::jsonl_records(&path);
     assert_eq!(records.len(), 10);
     let failed = records
         .iter()
@@ -39,6 +35,7 @@ fn records_are_appended_one_json_object_per_line() {
         Some("three \u{0} is bad 🦀")
     );
     assert_eq!(failed.attributes["n"], 3);
+    let text = std::fs::read_to_string(&path).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     for key in [
         "id",

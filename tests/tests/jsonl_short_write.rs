@@ -3,7 +3,7 @@
 
 use usage_runtime::sink::{JsonLinesSink, Sink};
 use usage_runtime::testing::Capture;
-use usage_runtime::{track_usage, UsageRecord};
+use usage_runtime::track_usage;
 
 #[track_usage(operation = "short", fields(n = n))]
 fn work(n: u32) -> u32 {
@@ -51,11 +51,7 @@ async fn a_short_write_is_cut_back_and_the_retry_leaves_whole_lines() {
 
     // The retry, as the worker makes it: every line is a whole record.
     sink.write(&records[5..]).await.unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let read: Vec<UsageRecord> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let read = tests::jsonl_records(&path);
     assert_eq!(read.len(), 20);
     assert_eq!(
         read.iter().map(|r| r.id).collect::<Vec<_>>(),

@@ -17,6 +17,13 @@ fn own_config(name: &str) -> NatsConfig {
         .subject_prefix(format!("usage_test.{tag}"))
 }
 
+/// A sink on a stream of the test's own (see [`own_config`]), with its configuration.
+async fn own_sink(url: &str, name: &str) -> (NatsConfig, NatsSink) {
+    let config = own_config(name);
+    let sink = NatsSink::connect_with(url, config.clone()).await.unwrap();
+    (config, sink)
+}
+
 async fn context(url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(url).await.unwrap())
 }
@@ -41,8 +48,7 @@ async fn a_batch_written_twice_is_one_message_per_record() {
     let Some(url) = tests::nats_url() else {
         return;
     };
-    let config = own_config("twice");
-    let mut sink = NatsSink::connect_with(&url, config.clone()).await.unwrap();
+    let (config, mut sink) = own_sink(&url, "twice").await;
     let records = tests::random_records(300, 7);
     sink.write(&records).await.unwrap();
     sink.write(&records).await.unwrap(); // a retry of a batch whose acks were lost
@@ -77,8 +83,7 @@ async fn tracked_calls_reach_the_stream() {
         return;
     };
     let _turn = TURN.lock().await;
-    let config = own_config("tracked");
-    let sink = NatsSink::connect_with(&url, config.clone()).await.unwrap();
+    let (config, sink) = own_sink(&url, "tracked").await;
     let guard = Tracker::builder()
         .service("billing api")
         .sink(sink)
@@ -309,8 +314,7 @@ async fn a_stream_deleted_under_a_producer_is_made_again_at_the_retry() {
     let Some(url) = tests::nats_url() else {
         return;
     };
-    let config = own_config("deleted");
-    let mut sink = NatsSink::connect_with(&url, config.clone()).await.unwrap();
+    let (config, mut sink) = own_sink(&url, "deleted").await;
     let records = tests::random_records(50, 9);
     sink.write(&records[..10]).await.unwrap();
     // The server loses the stream (deleted, or JetStream's store wiped).

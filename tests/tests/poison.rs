@@ -49,14 +49,20 @@ async fn rest_written(
     lines.remove(0)
 }
 
+/// A quarantine file in a directory of its own, removed with the directory.
+fn quarantine_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quarantine.jsonl");
+    (dir, path)
+}
+
 #[tokio::test]
 async fn mysql_rejects_an_over_long_value_and_the_rest_is_written() {
     let Some(url) = mysql_url() else { return };
     let _serial = serial();
     let config = tests::fresh_mysql(&url, "my_poison_").await;
     let mut db = sqlx::MySqlConnection::connect(&url).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let quarantine = dir.path().join("quarantine.jsonl");
+    let (_dir, quarantine) = quarantine_file();
     let guard = Tracker::builder()
         .sink(MySqlSink::connect_with(&url, config).await.unwrap())
         .quarantine_file(&quarantine)
@@ -85,8 +91,7 @@ async fn postgres_rejects_a_constraint_violation_and_the_rest_is_written() {
     let _serial = serial();
     let config = tests::fresh_postgres(&url, "pg_poison_").await;
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let quarantine = dir.path().join("quarantine.jsonl");
+    let (_dir, quarantine) = quarantine_file();
     let sink = PostgresSink::connect_with(&url, config).await.unwrap();
     sqlx::raw_sql(
         "ALTER TABLE pg_poison_usage_records \

@@ -12,12 +12,14 @@
 //! Uses `USAGE_TEST_POSTGRES_URL` (default as in the tests); says so and stops when it does not
 //! answer. Each run writes fresh tables.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection};
-use usage_runtime::error::{DbStep, FailureKind};
 use usage_runtime::sink::{PostgresSink, Sink, SqlConfig};
 use usage_runtime::tracker::DEFAULT_BATCH_SIZE;
 use usage_runtime::{Error, Tracker, UsageRecord};
@@ -29,7 +31,7 @@ fn chat(tenant: &str, n: usize) -> usize {
     n
 }
 
-/// The database, or a refused connection while `down` is set (an outage seen from the client).
+/// The database, or a write timing out while `down` is set (an outage seen from the client).
 #[derive(Debug)]
 struct Outage {
     down: Arc<AtomicBool>,
@@ -39,12 +41,7 @@ struct Outage {
 impl Sink for Outage {
     async fn write(&mut self, batch: &[UsageRecord]) -> Result<(), Error> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(Error::Database {
-                step: DbStep::Connect,
-                target: "postgres://bench".into(),
-                source: "connection refused".into(),
-                kind: FailureKind::Transient,
-            });
+            return Err(Error::Timeout(Duration::from_secs(30)));
         }
         self.sink.write(batch).await
     }
@@ -52,15 +49,7 @@ impl Sink for Outage {
 
 async fn fresh_sink(url: &str) -> PostgresSink {
     let mut db = sqlx::PgConnection::connect(url).await.unwrap();
-    let tables = [
-        "usage_records",
-        "usage_schema_migrations",
-        "usage_rollups_hourly",
-        "usage_rollups_daily",
-        "usage_operations",
-        "usage_pruned",
-    ]
-    .map(|table| format!("{PREFIX}{table}"));
+    let tables = common::SINK_TABLES.map(|table| format!("{PREFIX}{table}"));
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {}",
         tables.join(", ")
@@ -125,16 +114,16 @@ async fn run(url: &str, batch_size: usize, count: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
+    if !common::benching() {
+        return;
+    }
     let url = std::env::var("USAGE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     if sqlx::PgConnection::connect(&url).await.is_err() {
         eprintln!("PostgreSQL does not answer at {url}: nothing measured");
         return;
     }
-    let count: usize = std::env::var("USAGE_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100_000);
+    let count: usize = common::env_number("USAGE_BENCH_RECORDS", 100_000);
     println!("{count} records on PostgreSQL; records/s");
     println!("| live batch size | live | catch-up | catch-up / live | catch-up / live (default) |");
     println!("| --- | ---: | ---: | ---: | ---: |");

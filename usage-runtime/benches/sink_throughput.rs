@@ -40,17 +40,7 @@ fn drop_tables() -> String {
         "bench_bulk_",
     ]
     .iter()
-    .flat_map(|prefix| {
-        [
-            "usage_records",
-            "usage_schema_migrations",
-            "usage_rollups_hourly",
-            "usage_rollups_daily",
-            "usage_operations",
-            "usage_pruned",
-        ]
-        .map(|table| format!("{prefix}{table}"))
-    })
+    .flat_map(|prefix| common::SINK_TABLES.map(|table| format!("{prefix}{table}")))
     .collect();
     format!("DROP TABLE IF EXISTS {}", tables.join(", "))
 }

@@ -291,65 +291,45 @@ async fn a_retention_on_the_tracker_prunes_old_records_and_keeps_the_rollups(bac
 
 conformance!(a_report_over_pruned_hours_does_not_depend_on_where_its_range_starts: Sqlite, Postgres, MySql);
 async fn a_report_over_pruned_hours_does_not_depend_on_where_its_range_starts(backend: Backend) {
-    use usage_runtime::report::{hour_start, Query, Reader, Source};
+    use usage_runtime::report::{Query, Reader, Source};
     let Some(db) = Db::fresh(backend, "pruned_report").await else {
         return;
     };
-    // Five records in each of four hours, at minutes 0, 10, 20, 30 and 40.
-    let base = hour_start(chrono::Utc::now() - chrono::Duration::days(3));
-    let mut records = tests::random_records(20, 67);
-    for (n, record) in records.iter_mut().enumerate() {
-        record.started_at = base
-            + chrono::Duration::hours(n as i64 / 5)
-            + chrono::Duration::minutes(10 * (n as i64 % 5));
-    }
+    let (base, records) = four_hours(67);
     let mut sink = db.sink().await;
     sink.write(&records).await.unwrap();
     // The first two hours' records go; their rollups stay.
     let hour = chrono::Duration::hours(1);
     assert_eq!(sink.prune(base + hour * 2).await.unwrap(), 10);
     let reader = Reader::connect_with(&db.url, db.config()).await.unwrap();
-    let calls = |summary: &usage_runtime::report::Summary| -> u64 {
-        summary.rows.iter().map(|row| row.calls).sum()
+    // Calls in all, and where they were read from, for `since` and `until` from `base`.
+    let answer = async |since: chrono::Duration, until: Option<chrono::Duration>| {
+        let mut query = Query::new().since(base + since);
+        if let Some(until) = until {
+            query = query.until(base + until);
+        }
+        let summary = reader.report(&query).await.unwrap();
+        let calls: u64 = summary.rows.iter().map(|row| row.calls).sum();
+        (calls, summary.source)
     };
-    let aligned = reader
-        .report(&Query::new().since(base + hour))
-        .await
-        .unwrap();
-    assert_eq!((calls(&aligned), aligned.source), (15, Source::Rollups));
+    let minutes = chrono::Duration::minutes;
+    assert_eq!(answer(hour, None).await, (15, Source::Rollups));
     // Half an hour earlier: the pruned half hour adds nothing, the whole hours are all there.
-    let unaligned = reader
-        .report(&Query::new().since(base + chrono::Duration::minutes(30)))
-        .await
-        .unwrap();
     assert_eq!(
-        (calls(&unaligned), unaligned.source),
+        answer(minutes(30), None).await,
         (15, Source::RollupsAndRecords)
     );
     // Partial hours at both edges, from the records: 1:25 to 3:15 is the pruned 1:30 and 1:40
     // (gone), hour 2 whole (five, from the rollups), then 3:00 and 3:10.
-    let edges = reader
-        .report(
-            &Query::new()
-                .since(base + hour + chrono::Duration::minutes(25))
-                .until(base + hour * 3 + chrono::Duration::minutes(15)),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        (calls(&edges), edges.source),
+        answer(hour + minutes(25), Some(hour * 3 + minutes(15))).await,
         (7, Source::RollupsAndRecords)
     );
     // Within one hour there is no whole hour: the records answer alone.
-    let within = reader
-        .report(
-            &Query::new()
-                .since(base + hour * 2 + chrono::Duration::minutes(5))
-                .until(base + hour * 2 + chrono::Duration::minutes(35)),
-        )
-        .await
-        .unwrap();
-    assert_eq!((calls(&within), within.source), (3, Source::Records));
+    assert_eq!(
+        answer(hour * 2 + minutes(5), Some(hour * 2 + minutes(35))).await,
+        (3, Source::Records)
+    );
 }
 
 /// Twenty records, five an hour (at minutes 0 to 40) over four hours from three days ago, and

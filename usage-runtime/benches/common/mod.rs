@@ -19,6 +19,17 @@ pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The tables a SQL sink makes (before its table prefix), so a bench can drop them and start
+/// empty.
+pub(crate) const SINK_TABLES: [&str; 6] = [
+    "usage_records",
+    "usage_schema_migrations",
+    "usage_rollups_hourly",
+    "usage_rollups_daily",
+    "usage_operations",
+    "usage_pruned",
+];
+
 /// A sink that discards every batch, so the figures are the tracker's own.
 #[derive(Debug)]
 pub(crate) struct Discard;

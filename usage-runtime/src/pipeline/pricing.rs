@@ -393,19 +393,12 @@ impl std::error::Error for PricingError {}
 mod tests {
     use super::*;
 
+    // Inline tables, as a table may also be written.
     const TABLE: &str = r#"
-[models."gpt-4o"]
-input = "2.50"
-output = "10.00"
-cached_input = "1.25"
-
-[models."claude-3-5-haiku-*"]
-input = "0.80"
-output = "4.00"
-
-[models."claude-*"]
-input = "3"
-output = "15"
+[models]
+"gpt-4o" = { input = "2.50", output = "10.00", cached_input = "1.25" }
+"claude-3-5-haiku-*" = { input = "0.80", output = "4.00" }
+"claude-*" = { input = "3", output = "15" }
 "#;
 
     fn usage(model: &str, input: u64, output: u64) -> TokenUsage<'static> {

@@ -59,14 +59,8 @@ fn records_come_back_in_order_and_segments_are_deleted() {
 #[test]
 fn only_the_head_segment_is_held_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
-    spool.segment_bytes = 1; // every append starts a segment
-    for n in 0..5 {
-        spool
-            .append(&[record(2 * n), record(2 * n + 1)])
-            .unwrap()
-            .unwrap();
-    }
+    let mut spool =
+        a_segment_per_append(dir.path(), &[&[0, 1], &[2, 3], &[4, 5], &[6, 7], &[8, 9]]);
     let held: Vec<bool> = spool.segments.iter().map(|s| s.pending.is_some()).collect();
     assert_eq!(held, [true, false, false, false, false]);
     // The others are read back from disk as each becomes the head, in order.
@@ -95,13 +89,21 @@ fn a_failed_append_leaves_nothing_behind() {
     assert_eq!(drain(&mut spool), ["op-0", "op-3"]);
 }
 
+/// A spool in `dir` whose every append starts a segment, with `appends` (record numbers) made.
+fn a_segment_per_append(dir: &Path, appends: &[&[u32]]) -> Spool {
+    let (mut spool, _) = open(dir);
+    spool.segment_bytes = 1;
+    for numbers in appends {
+        let records: Vec<UsageRecord> = numbers.iter().map(|&n| record(n)).collect();
+        spool.append(&records).unwrap().unwrap();
+    }
+    spool
+}
+
 #[test]
 fn frames_a_failed_append_left_behind_are_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
-    spool.segment_bytes = 1; // every append starts a segment
-    spool.append(&[record(0)]).unwrap().unwrap();
-    spool.append(&[record(1)]).unwrap().unwrap();
+    let mut spool = a_segment_per_append(dir.path(), &[&[0], &[1]]);
     // An append that failed and could not be undone: its frames reached the tail segment
     // (here, a copy of the frame already there), uncounted, and the segment was closed.
     let tail = spool.segments.back().unwrap().path.clone();
@@ -117,10 +119,7 @@ fn frames_a_failed_append_left_behind_are_not_replayed() {
 #[test]
 fn a_segment_damaged_while_open_is_counted_again_not_spun_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
-    spool.segment_bytes = 1; // every append starts a segment
-    spool.append(&[record(0)]).unwrap().unwrap();
-    spool.append(&[record(1), record(2)]).unwrap().unwrap();
+    let mut spool = a_segment_per_append(dir.path(), &[&[0], &[1, 2]]);
     // The second segment loses its content on disk (not the head: read when it gets there).
     let tail = spool.segments.back().unwrap().path.clone();
     OpenOptions::new()
@@ -233,11 +232,7 @@ fn empty_and_junk_files_never_stop_a_start() {
 #[test]
 fn a_vanished_segment_is_skipped_and_counted_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open(dir.path());
-    spool.segment_bytes = 1; // one append per segment
-    for n in 1..=3 {
-        spool.append(&[record(n)]).unwrap().unwrap();
-    }
+    let mut spool = a_segment_per_append(dir.path(), &[&[1], &[2], &[3]]);
     // A cleaner deletes the middle segment while the spool is open.
     let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
         .unwrap()
