@@ -341,7 +341,8 @@ async fn write(
                 Ok(()) => break,
                 // Started before the pruned horizon: set aside at once, the rest was written.
                 Err(Error::Expired { refused, horizon }) => {
-                    for record in part.iter().filter(|record| refused.0.contains(&record.id)) {
+                    let refused: std::collections::HashSet<_> = refused.0.into_iter().collect();
+                    for record in part.iter().filter(|record| refused.contains(&record.id)) {
                         let reason = Error::Expired {
                             refused: usage_runtime::error::RecordIds(vec![record.id]),
                             horizon,

@@ -148,3 +148,39 @@ async fn debug_output_never_shows_the_password() {
     );
     assert!(!shown.contains("topsecret"), "{shown}");
 }
+
+/// A batch written in two parts at once, one all refused as older than the pruned horizon, the
+/// other failing on a rejected value: nothing new committed, so the write fails as the rejected
+/// part did (a partial write naming no record would have the worker send the same batch again
+/// and again).
+#[tokio::test]
+async fn refused_and_rejected_parts_fail_as_the_rejection() {
+    use usage_runtime::sink::Sink;
+    let Some(db) = Db::fresh(Backend::MySql, "refused_rejected").await else {
+        return;
+    };
+    let mut sink = db.sink().await;
+    let now = chrono::Utc::now();
+    assert_eq!(
+        sink.prune(now - chrono::Duration::days(1)).await.unwrap(),
+        0
+    );
+    let mut records = tests::random_records(2048, 81);
+    for (n, record) in records.iter_mut().enumerate() {
+        record.started_at = if n < 1024 {
+            now - chrono::Duration::days(3)
+        } else {
+            now
+        };
+    }
+    records[2000].operation = "x".repeat(300).into();
+    let error = sink.write(&records).await.unwrap_err();
+    assert!(
+        matches!(error, usage_runtime::Error::Database { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.failure_kind(),
+        usage_runtime::error::FailureKind::Rejected
+    );
+}

@@ -462,3 +462,24 @@ async fn a_database_pruned_before_the_horizon_existed_starts_from_its_oldest_rec
     }
     assert_eq!(db.rolled_calls(&mut conn).await, 20);
 }
+
+conformance!(a_prune_before_the_horizon_is_migrated_is_refused_by_name: Sqlite, Postgres, MySql);
+async fn a_prune_before_the_horizon_is_migrated_is_refused_by_name(backend: Backend) {
+    let Some(db) = Db::fresh(backend, "unmigrated_prune").await else {
+        return;
+    };
+    let (_, records) = four_hours(75);
+    db.sink().await.write(&records).await.unwrap();
+    let mut conn = db.open().await;
+    conn.execute(&format!("DROP TABLE {}", db.table("usage_pruned")))
+        .await;
+    let reader = usage_runtime::report::Reader::connect_with(&db.url, db.config())
+        .await
+        .unwrap();
+    let error = reader
+        .prune(chrono::Utc::now(), 1000, |_| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("run `usage migrate`"), "{error}");
+    assert_eq!(db.records(&mut conn).await, 20, "nothing deleted");
+}

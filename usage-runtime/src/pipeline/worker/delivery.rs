@@ -38,12 +38,26 @@ impl Worker {
                     .filter(|record| !written.contains(&record.id))
                     .cloned()
                     .collect();
+                if rest.len() == batch.len() {
+                    // Nothing of this batch committed after all: its failure is the source's.
+                    self.deliver_failed(batch, *source, outcome);
+                    return;
+                }
                 outcome.written += count - rest.len() as u64;
                 if !rest.is_empty() {
                     self.deliver(&rest, outcome);
                 }
             }
-            Err(error @ Error::Expired { .. }) => {
+            Err(error) => self.deliver_failed(batch, error, outcome),
+        }
+    }
+
+    /// Settles `batch` after its write failed with `error`: refused records are quarantined, a
+    /// rejection is split until the rejected records are alone, anything else is unsettled.
+    fn deliver_failed(&mut self, batch: &[UsageRecord], error: Error, outcome: &mut Delivery) {
+        let count = batch.len() as u64;
+        match error {
+            error @ Error::Expired { .. } => {
                 // Refused for good (started before the pruned horizon); the rest was written.
                 let (refused, horizon) = match error {
                     Error::Expired { refused, horizon } => (refused, horizon),
@@ -59,23 +73,24 @@ impl Worker {
                     };
                     self.quarantine(record, &reason);
                     outcome.quarantined_ids.push(record.id);
+                    outcome.expired_ids.push(record.id);
                     set_aside += 1;
                 }
                 outcome.quarantined += set_aside;
                 outcome.expired += set_aside;
                 outcome.written += count - set_aside;
             }
-            Err(error) if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
+            error if error.failure_kind() == FailureKind::Rejected && batch.len() > 1 => {
                 let (first, second) = batch.split_at(batch.len() / 2);
                 self.deliver(first, outcome);
                 self.deliver(second, outcome);
             }
-            Err(error) if error.failure_kind() == FailureKind::Rejected => {
+            error if error.failure_kind() == FailureKind::Rejected => {
                 self.quarantine(&batch[0], &error);
                 outcome.quarantined += 1;
                 outcome.quarantined_ids.push(batch[0].id);
             }
-            Err(error) => {
+            error => {
                 let reason = error.to_string();
                 tracing::warn!(records = count, error = %reason, "usage batch write failed");
                 if matches!(error, Error::Timeout(_)) {
@@ -316,6 +331,8 @@ pub(super) struct Delivery {
     pub(super) expired: u64,
     /// The ids quarantined.
     pub(super) quarantined_ids: Vec<uuid::Uuid>,
+    /// Of those, the ids refused as older than the pruned horizon.
+    pub(super) expired_ids: Vec<uuid::Uuid>,
     /// Records neither written nor quarantined.
     pub(super) unsettled: Vec<UsageRecord>,
     /// How many records were unsettled (once `unsettled` is handed on).

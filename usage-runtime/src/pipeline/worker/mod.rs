@@ -183,6 +183,11 @@ struct Worker {
     /// Records of the spool's oldest batch quarantined by a replay that did not settle the whole
     /// batch: the batch stays in the spool, and they are not sent (and quarantined) again.
     replay_quarantined: std::collections::HashSet<uuid::Uuid>,
+    /// Of those, the records refused as older than the pruned horizon.
+    replay_expired: std::collections::HashSet<uuid::Uuid>,
+    /// Halvings of the catch-up size after replays cut by the write timeout (a database too
+    /// slow for the largest writes); back to none once the spool is empty.
+    catch_up_shrink: u32,
     /// The next batch of a drain, built while the current one's write is in flight.
     prefetch: Option<Prefetch>,
     /// Makes records between drains.
@@ -206,6 +211,8 @@ impl Worker {
             runtime,
             replay_failures: 0,
             replay_quarantined: std::collections::HashSet::new(),
+            replay_expired: std::collections::HashSet::new(),
+            catch_up_shrink: 0,
             prefetch: None,
             maker: Maker::default(),
             next_replay: Instant::now(),

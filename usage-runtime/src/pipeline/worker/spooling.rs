@@ -115,6 +115,10 @@ impl Worker {
                     .cloned()
                     .partition(|record| self.replay_quarantined.contains(&record.id));
                 outcome.quarantined += settled.len() as u64;
+                outcome.expired += settled
+                    .iter()
+                    .filter(|record| self.replay_expired.contains(&record.id))
+                    .count() as u64;
                 if !pending.is_empty() {
                     self.deliver(&pending, &mut outcome);
                 }
@@ -122,6 +126,12 @@ impl Worker {
             if !outcome.unsettled.is_empty() {
                 self.replay_quarantined
                     .extend(std::mem::take(&mut outcome.quarantined_ids));
+                self.replay_expired
+                    .extend(std::mem::take(&mut outcome.expired_ids));
+                if outcome.in_doubt > 0 {
+                    // Cut by the write timeout: smaller writes next (never below the live size).
+                    self.catch_up_shrink = (self.catch_up_shrink + 1).min(16);
+                }
                 self.replay_failures += 1;
                 self.next_replay = Instant::now() + self.config.retry.delay(self.replay_failures);
                 self.config.spool.as_mut().expect("spool").restore(batch);
@@ -130,6 +140,7 @@ impl Worker {
             }
             self.replay_failures = 0;
             self.replay_quarantined.clear();
+            self.replay_expired.clear();
             self.count(&outcome);
             if let Err(error) = self
                 .config
@@ -147,12 +158,16 @@ impl Worker {
             self.publish_spool();
             self.settle(&outcome);
         }
+        // Caught up: the next outage starts from the largest writes again.
+        self.catch_up_shrink = 0;
     }
 
     /// Records per write while catching up (a spool replay, a backlog in the queue): large
     /// writes, whatever the live batch size, so a backlog drains at the sink's best rate.
     pub(super) fn catch_up_size(&self) -> usize {
-        self.config.batch_size.max(CATCH_UP_BATCH_SIZE)
+        self.config
+            .batch_size
+            .max(CATCH_UP_BATCH_SIZE >> self.catch_up_shrink)
     }
 
     /// Publishes the spool's size to the health report.

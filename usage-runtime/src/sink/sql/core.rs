@@ -214,7 +214,12 @@ impl<D: Dialect> SqlSink<D> {
             }) => {
                 let refused: std::collections::HashSet<Uuid> = refused.into_iter().collect();
                 written.0.retain(|id| !refused.contains(id));
-                Err(Error::PartlyWritten { written, source })
+                if written.is_empty() {
+                    // Nothing new committed: the batch failed as its failed part did.
+                    Err(*source)
+                } else {
+                    Err(Error::PartlyWritten { written, source })
+                }
             }
             Err(error) => Err(error),
         }
@@ -261,7 +266,10 @@ async fn write_part<D: Dialect>(
     limits: D::Limits,
     part: &[UsageRecord],
 ) -> Result<(Vec<Uuid>, DateTime<Utc>), sqlx::Error> {
-    let mut tx = connection.begin().await?;
+    let mut tx = match D::BEGIN_WRITE {
+        Some(begin) => connection.begin_with(begin).await?,
+        None => connection.begin().await?,
+    };
     let horizon = super::horizon::read::<D>(&mut *tx, config).await?;
     let refused: Vec<Uuid> = part
         .iter()

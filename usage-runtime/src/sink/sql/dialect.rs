@@ -70,8 +70,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// `pruned_before` a time.
     const HORIZON_TABLE: &'static str;
     /// What makes a `SELECT` take a shared lock on the rows it reads (none where a write
-    /// transaction already excludes every other writer).
+    /// transaction already excludes every other writer, see [`Dialect::BEGIN_WRITE`]).
     const SHARE_LOCK: &'static str = "";
+    /// The statement beginning a write transaction, when not the driver's plain `BEGIN`.
+    const BEGIN_WRITE: Option<&'static str> = None;
     /// Where DDL is not transactional (and migrations run in no transaction): the statements,
     /// `{hourly}` and `{daily}` standing for the tables, that empty what the rollup upgrade
     /// fills, run in the upgrade's own transaction before it, so an interrupted one is redone.

@@ -89,11 +89,23 @@ pub(crate) async fn create<D: Dialect>(
 }
 
 /// Raises the horizon to `cutoff` (committed before anything is deleted); never lowers it.
+/// Refuses a database whose schema predates the horizon (`usage prune` does not migrate):
+/// deleting there would let a pruned record be added again.
 pub(crate) async fn raise<D: Dialect>(
     connection: &mut Conn<D>,
     config: &SqlConfig,
     cutoff: &str,
 ) -> Result<(), sqlx::Error> {
+    let table = config.pruned_table();
+    if !super::migrate::exists::<D>(connection, &table).await? {
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "table `{table}` is missing: the schema predates the pruned horizon; run \
+                 `usage migrate` (or start a tracker on this database) before pruning"
+            )
+            .into(),
+        ));
+    }
     let mut tx = connection.begin().await?;
     D::execute(
         &mut *tx,

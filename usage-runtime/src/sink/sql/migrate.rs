@@ -23,7 +23,10 @@ fn rollup_table<D: Dialect>(config: &SqlConfig, tier: Tier) -> String {
 }
 
 /// Whether the table `name` exists.
-async fn exists<D: Dialect>(connection: &mut Conn<D>, name: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn exists<D: Dialect>(
+    connection: &mut Conn<D>,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
     let rows = D::rows(connection, D::TABLE_EXISTS.to_owned(), &[Arg::Text(name)]).await?;
     Ok(rows
         .iter()

@@ -131,6 +131,10 @@ impl Dialect for Sqlite3 {
     const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
     const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
+    // The write lock from the start: the horizon read first cannot go stale before the insert
+    // (a deferred transaction would fail with SQLITE_BUSY_SNAPSHOT if a prune committed
+    // between them), and no other writer runs until the commit.
+    const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const HORIZON_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_pruned (\
          name TEXT NOT NULL PRIMARY KEY, pruned_before TEXT NOT NULL)";
     const TABLE_EXISTS: &'static str =
