@@ -3,7 +3,7 @@
 #![allow(missing_debug_implementations)]
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -578,12 +578,15 @@ fn a_damaged_spool_is_recovered_and_counted_at_install() {
     assert_eq!(up.records.records().len(), 40);
 }
 
-/// A sink that rejects any batch holding call 7 and, while `flaky`, fails any batch holding call
-/// 30 as a transient error; while `down`, refuses every batch.
+/// A sink that rejects any batch holding call 7 (or call `also_reject`, when not 0) and, while
+/// `flaky`, fails any batch holding call 30 as a transient error; while `down`, refuses every
+/// batch. The first batch of several holding call `hang_on` (when not 0) hangs.
 #[derive(Debug, Clone, Default)]
 struct Picky {
     down: Arc<AtomicBool>,
     flaky: Arc<AtomicBool>,
+    also_reject: Arc<AtomicU64>,
+    hang_on: Arc<AtomicU64>,
     records: MemorySink,
 }
 
@@ -601,8 +604,14 @@ impl Sink for Picky {
         if self.down.load(Ordering::SeqCst) {
             return fail(FailureKind::Transient);
         }
-        if holds(7) {
+        let also = self.also_reject.load(Ordering::SeqCst);
+        if holds(7) || (also != 0 && holds(also)) {
             return fail(FailureKind::Rejected);
+        }
+        let hang = self.hang_on.load(Ordering::SeqCst);
+        if hang != 0 && batch.len() > 1 && holds(hang) {
+            self.hang_on.store(0, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         if self.flaky.load(Ordering::SeqCst) && holds(30) {
             return fail(FailureKind::Transient);
@@ -669,4 +678,58 @@ fn a_record_quarantined_during_an_unsettled_replay_is_quarantined_once() {
     written.sort_unstable();
     written.dedup();
     assert_eq!(written, (0..50).filter(|n| *n != 7).collect::<Vec<_>>());
+}
+
+/// A replay cut by the write timeout makes the next catch-up write smaller, so the batch that
+/// quarantined a record is taken back in two: the record is still not sent (and quarantined)
+/// again.
+#[test]
+fn a_smaller_catch_up_after_a_timeout_quarantines_each_record_once() {
+    use usage_runtime::tracker::CATCH_UP_BATCH_SIZE;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("quarantine.jsonl");
+    let sink = Picky::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let guard = Tracker::builder()
+        .sink(sink.clone())
+        .max_retries(0)
+        .write_timeout(Duration::from_millis(300))
+        .spool_dir(dir.path().join("spool"))
+        .spool_fsync(Fsync::Never)
+        .quarantine_file(&quarantine)
+        .batch_size(500)
+        .queue_capacity(1 << 16)
+        .install()
+        .unwrap();
+    let total = CATCH_UP_BATCH_SIZE as u64;
+    for n in 0..total {
+        work(n);
+    }
+    let _ = guard.flush_blocking();
+    assert_eq!(guard.health().spool_records, total);
+    // The first replay: call 100's half hangs (cut by the timeout), call `late` in the other
+    // half is quarantined; the batch goes back to the spool, to be taken in halves.
+    let late = total - 100;
+    sink.also_reject.store(late, Ordering::SeqCst);
+    sink.hang_on.store(100, Ordering::SeqCst);
+    sink.down.store(false, Ordering::SeqCst);
+    for _ in 0..5 {
+        let _ = guard.flush_blocking();
+        if guard.health().spool_records == 0 {
+            break;
+        }
+    }
+    let health = guard.health();
+    assert_eq!(
+        (health.spool_records, health.quarantined, health.written),
+        (0, 2, total - 2),
+        "{health:?}"
+    );
+    let mut quarantined: Vec<u64> = tests::quarantined(&quarantine)
+        .iter()
+        .map(|line| line["record"]["attributes"]["n"].as_u64().unwrap())
+        .collect();
+    quarantined.sort_unstable();
+    assert_eq!(quarantined, [7, late], "each quarantined once");
 }

@@ -139,8 +139,12 @@ impl Worker {
                 return;
             }
             self.replay_failures = 0;
-            self.replay_quarantined.clear();
-            self.replay_expired.clear();
+            // Only this batch's: a smaller take after a timeout may leave some of the records
+            // an earlier attempt quarantined for the next batch.
+            for record in &batch {
+                self.replay_quarantined.remove(&record.id);
+                self.replay_expired.remove(&record.id);
+            }
             self.count(&outcome);
             if let Err(error) = self
                 .config

@@ -97,7 +97,10 @@ pub(crate) async fn raise<D: Dialect>(
     cutoff: &str,
 ) -> Result<(), sqlx::Error> {
     let table = config.pruned_table();
-    if !super::migrate::exists::<D>(connection, &table).await? {
+    let row = format!("SELECT name FROM {table} WHERE name = {ROW}");
+    if !super::migrate::exists::<D>(connection, &table).await?
+        || D::rows(connection, row, &[]).await?.is_empty()
+    {
         return Err(sqlx::Error::Configuration(
             format!(
                 "table `{table}` is missing: the schema predates the pruned horizon; run \
