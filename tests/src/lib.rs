@@ -53,6 +53,30 @@ impl usage_runtime::sink::Sink for Hung {
     }
 }
 
+/// Waits until `done` answers true, checking every `every`; fails with `why()` after `within`.
+pub fn wait_until(
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl Fn() -> String,
+) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{}", why());
+        std::thread::sleep(every);
+    }
+}
+
+/// Each record's operation, outcome and tenant, in order: what most shape tests compare.
+pub fn summary(
+    records: &[usage_runtime::UsageRecord],
+) -> Vec<(&str, usage_runtime::Outcome, Option<&str>)> {
+    records
+        .iter()
+        .map(|r| (r.operation.as_ref(), r.outcome, r.tenant_id.as_deref()))
+        .collect()
+}
+
 /// The records of a JSON lines file, one a line.
 pub fn jsonl_records(path: &std::path::Path) -> Vec<usage_runtime::UsageRecord> {
     assert!(path.exists(), "{} is missing", path.display());

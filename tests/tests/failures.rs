@@ -461,16 +461,18 @@ fn an_operation_catalog_not_recorded_at_start_is_recorded_once_writes_succeed() 
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 1);
     assert!(sink.recorded.lock().unwrap().is_empty());
     // Tried again (after 1 s, then 2 s) while writes succeed, until recorded.
-    let started = std::time::Instant::now();
-    while sink.recorded.lock().unwrap().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the catalog was never recorded: {} attempts",
-            sink.attempts.load(Ordering::SeqCst)
-        );
-        work("acme");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tests::wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            work("acme");
+            !sink.recorded.lock().unwrap().is_empty()
+        },
+        || {
+            let attempts = sink.attempts.load(Ordering::SeqCst);
+            format!("the catalog was never recorded: {attempts} attempts")
+        },
+    );
     assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
     assert!(sink
         .recorded
@@ -500,15 +502,12 @@ fn a_queue_no_larger_than_a_batch_still_wakes_the_worker() {
     for _ in 0..8192 {
         work("acme");
     }
-    let started = std::time::Instant::now();
-    while guard.health().written == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the worker was never woken: {:?}",
-            guard.health()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    tests::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || guard.health().written > 0,
+        || format!("the worker was never woken: {:?}", guard.health()),
+    );
     guard.flush_blocking().ok();
     let health = guard.health();
     assert_eq!(health.written + health.dropped, 8192, "{health:?}");

@@ -322,10 +322,7 @@ fn a_panic_while_a_future_or_stream_is_built_is_the_calls_panic() {
         assert!(caught.is_err(), "the panic must continue");
     }
     let records = capture.records();
-    let seen: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.as_ref(), r.outcome, r.tenant_id.as_deref()))
-        .collect();
+    let seen = tests::summary(&records);
     assert_eq!(
         seen,
         [

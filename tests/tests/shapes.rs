@@ -590,10 +590,7 @@ fn impl_block_tracks_every_method_but_skipped_ones() {
     });
     runtime().block_on(capture.run_async(async { repo.load().await }));
     let records = capture.records();
-    let summary: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.as_ref(), r.outcome, r.tenant_id.as_deref()))
-        .collect();
+    let summary = tests::summary(&records);
     assert_eq!(
         summary,
         [

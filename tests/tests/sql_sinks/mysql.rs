@@ -156,15 +156,8 @@ async fn debug_output_never_shows_the_password() {
 #[tokio::test]
 async fn refused_and_rejected_parts_fail_as_the_rejection() {
     use usage_runtime::sink::Sink;
-    let Some(db) = Db::fresh(Backend::MySql, "refused_rejected").await else {
-        return;
-    };
-    let mut sink = db.sink().await;
+    // Half the records from before the horizon, half from now; one of these too long.
     let now = chrono::Utc::now();
-    assert_eq!(
-        sink.prune(now - chrono::Duration::days(1)).await.unwrap(),
-        0
-    );
     let mut records = tests::random_records(2048, 81);
     for (n, record) in records.iter_mut().enumerate() {
         record.started_at = if n < 1024 {
@@ -174,6 +167,14 @@ async fn refused_and_rejected_parts_fail_as_the_rejection() {
         };
     }
     records[2000].operation = "x".repeat(300).into();
+    let Some(db) = Db::fresh(Backend::MySql, "refused_rejected").await else {
+        return;
+    };
+    let mut sink = db.sink().await;
+    assert_eq!(
+        sink.prune(now - chrono::Duration::days(1)).await.unwrap(),
+        0
+    );
     let error = sink.write(&records).await.unwrap_err();
     assert!(
         matches!(error, usage_runtime::Error::Database { .. }),
