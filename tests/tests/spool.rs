@@ -620,22 +620,32 @@ impl Sink for Picky {
     }
 }
 
+/// A `Picky` sink that starts down, its quarantine file in `dir`, and a tracker writing to it
+/// with a spool in `dir`.
+fn picky_while_down(
+    dir: &std::path::Path,
+) -> (Picky, std::path::PathBuf, usage_runtime::TrackerBuilder) {
+    let quarantine = dir.join("quarantine.jsonl");
+    let sink = Picky::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let builder = Tracker::builder()
+        .sink(sink.clone())
+        .spool_dir(dir.join("spool"))
+        .quarantine_file(&quarantine);
+    (sink, quarantine, builder)
+}
+
 /// A replayed batch whose rejected record is quarantined while another of its records keeps
 /// failing stays in the spool; the rejected record is quarantined once, not at every replay.
 #[test]
 fn a_record_quarantined_during_an_unsettled_replay_is_quarantined_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let quarantine = dir.path().join("quarantine.jsonl");
-    let sink = Picky::default();
-    sink.down.store(true, Ordering::SeqCst);
-    let guard = Tracker::builder()
-        .sink(sink.clone())
+    let (sink, quarantine, builder) = picky_while_down(dir.path());
+    let guard = builder
         .max_retries(1)
         .retry_backoff(Duration::from_millis(1), Duration::from_millis(2))
-        .spool_dir(dir.path().join("spool"))
         .spool_fsync(Fsync::Always)
-        .quarantine_file(&quarantine)
         .batch_size(50)
         .install()
         .unwrap();
@@ -688,16 +698,11 @@ fn a_smaller_catch_up_after_a_timeout_quarantines_each_record_once() {
     use usage_runtime::tracker::CATCH_UP_BATCH_SIZE;
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let quarantine = dir.path().join("quarantine.jsonl");
-    let sink = Picky::default();
-    sink.down.store(true, Ordering::SeqCst);
-    let guard = Tracker::builder()
-        .sink(sink.clone())
+    let (sink, quarantine, builder) = picky_while_down(dir.path());
+    let guard = builder
         .max_retries(0)
         .write_timeout(Duration::from_millis(300))
-        .spool_dir(dir.path().join("spool"))
         .spool_fsync(Fsync::Never)
-        .quarantine_file(&quarantine)
         .batch_size(500)
         .queue_capacity(1 << 16)
         .install()

@@ -57,12 +57,8 @@ impl Worker {
     fn deliver_failed(&mut self, batch: &[UsageRecord], error: Error, outcome: &mut Delivery) {
         let count = batch.len() as u64;
         match error {
-            error @ Error::Expired { .. } => {
+            Error::Expired { refused, horizon } => {
                 // Refused for good (started before the pruned horizon); the rest was written.
-                let (refused, horizon) = match error {
-                    Error::Expired { refused, horizon } => (refused, horizon),
-                    _ => unreachable!(),
-                };
                 let refused: std::collections::HashSet<uuid::Uuid> =
                     refused.0.into_iter().collect();
                 let mut set_aside = 0;
