@@ -284,13 +284,29 @@ fn cap_fields(fields: &mut Vec<(&'static str, serde_json::Value)>, limit: usize)
     }
 }
 
+/// The bytes of a JSON number, without formatting it (no allocation per field per call, and no
+/// float formatter in every binary): an integer's digits exactly, a float at its longest (24, as
+/// in `-2.2250738585072014e-308`), so a float is never kept past the limit.
+fn number_len(number: &serde_json::Number) -> usize {
+    fn digits(n: u64) -> usize {
+        n.checked_ilog10().map_or(1, |log| log as usize + 1)
+    }
+    if let Some(n) = number.as_u64() {
+        digits(n)
+    } else if let Some(n) = number.as_i64() {
+        1 + digits(n.unsigned_abs())
+    } else {
+        24
+    }
+}
+
 /// About how many bytes `value` takes as JSON (escapes not counted), without writing it.
 fn json_len(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     match value {
         Value::Null | Value::Bool(true) => 4,
         Value::Bool(false) => 5,
-        Value::Number(number) => number.to_string().len(),
+        Value::Number(number) => number_len(number),
         Value::String(text) => text.len() + 2,
         Value::Array(items) => 2 + items.iter().map(|item| json_len(item) + 1).sum::<usize>(),
         Value::Object(map) => {
@@ -339,6 +355,19 @@ mod tests {
                 serde_json::json!(["prompt", "messages", "n"])
             )]
         );
+    }
+
+    #[test]
+    fn numbers_are_measured_without_formatting() {
+        for n in [0u64, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(json_len(&field(&n)), n.to_string().len(), "{n}");
+        }
+        for n in [-1i64, -10, -12_345, i64::MIN] {
+            assert_eq!(json_len(&field(&n)), n.to_string().len(), "{n}");
+        }
+        for x in [0.5f64, -2.2250738585072014e-308, f64::MAX, 1.0 / 3.0] {
+            assert!(json_len(&field(&x)) >= field(&x).to_string().len(), "{x}");
+        }
     }
 
     #[test]

@@ -58,20 +58,24 @@ pub(crate) struct Shared {
     pub(crate) shutdown_deadline: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
+/// Each counter is the [`Health`](crate::Health) field of the same name, documented there.
 #[derive(Default)]
 pub(crate) struct Counters {
+    // Where each record ends (the accounting identity, `Health::unaccounted`).
     pub(crate) taken: AtomicU64,
     pub(crate) written: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_at_shutdown: AtomicU64,
     pub(crate) outcome_unknown: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
+    // What happened to records on the way, each also counted above.
     pub(crate) unpriced: AtomicU64,
     pub(crate) saturated: AtomicU64,
     pub(crate) retries: AtomicU64,
-    pub(crate) quarantined: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) pruned: AtomicU64,
+    // The spool.
     pub(crate) spooled: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) spool_records: AtomicU64,

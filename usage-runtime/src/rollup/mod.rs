@@ -337,6 +337,14 @@ impl Rollup {
         [(Tier::Hour, &self.hours), (Tier::Day, &self.days)]
     }
 
+    /// The rows of `tier`.
+    pub(crate) fn tier_mut(&mut self, tier: Tier) -> &mut BTreeMap<RollupKey, Cell> {
+        match tier {
+            Tier::Hour => &mut self.hours,
+            Tier::Day => &mut self.days,
+        }
+    }
+
     /// The same rollup with every key's text passed through `f` (rows whose keys become equal
     /// are added together).
     #[cfg(feature = "postgres")]

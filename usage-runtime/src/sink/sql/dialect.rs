@@ -109,7 +109,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     async fn limits(connection: &mut Conn<Self>) -> Result<Self::Limits, sqlx::Error>;
 
     /// The `n`th placeholder (from 1).
-    fn param(n: usize) -> String;
+    fn param(n: usize) -> String {
+        let _ = n;
+        "?".into()
+    }
     /// The `n`th placeholder, bound as a hyphenated id and compared with an id column.
     fn id_param(n: usize) -> String {
         Self::param(n)
@@ -121,14 +124,27 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     }
     /// A time as it is bound for [`time_param`](Self::time_param).
     fn time_text(at: DateTime<Utc>) -> String;
-    /// A column as text, for the core's rows (all text, whatever the database).
-    fn as_text(column: &str) -> String;
-    /// A time column as RFC 3339 text in UTC.
-    fn time_as_text(column: &str) -> String;
-    /// A binary column as hexadecimal text.
-    fn hex(column: &str) -> String;
-    /// Creates the migrations table.
-    fn migrations_table(table: &str) -> String;
+    /// A column as text, for the core's rows (all text, whatever the database): `{column}`
+    /// stands for the column.
+    const AS_TEXT: &'static str;
+    /// A time column as RFC 3339 text in UTC (`{column}` the column).
+    const TIME_AS_TEXT: &'static str;
+    /// A binary column as hexadecimal text (`{column}` the column).
+    const HEX: &'static str;
+    /// Creates the migrations table (`{table}` its name).
+    const MIGRATIONS_TABLE: &'static str;
+    /// [`AS_TEXT`](Self::AS_TEXT) of `column`.
+    fn as_text(column: &str) -> String {
+        Self::AS_TEXT.replace("{column}", column)
+    }
+    /// [`TIME_AS_TEXT`](Self::TIME_AS_TEXT) of `column`.
+    fn time_as_text(column: &str) -> String {
+        Self::TIME_AS_TEXT.replace("{column}", column)
+    }
+    /// [`HEX`](Self::HEX) of `column`.
+    fn hex(column: &str) -> String {
+        Self::HEX.replace("{column}", column)
+    }
     /// Deletes up to `chunk` records of calls started before the bound time.
     fn prune_statement(table: &str, chunk: u64) -> String;
 
@@ -140,7 +156,8 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         limits: Self::Limits,
         records: &[UsageRecord],
     ) -> Result<HashSet<Uuid>, sqlx::Error>;
-    /// Adds `rollup` to both rollup tables, in the caller's transaction.
+    /// Adds `rollup` to both rollup tables, in the caller's transaction. A database implements
+    /// this or [`add_tier`](Self::add_tier), each defined by the other.
     async fn add_rollup(
         connection: &mut Conn<Self>,
         config: &SqlConfig,
@@ -159,7 +176,11 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         config: &SqlConfig,
         tier: Tier,
         rows: &BTreeMap<RollupKey, Cell>,
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), sqlx::Error> {
+        let mut rollup = Rollup::default();
+        *rollup.tier_mut(tier) = rows.clone();
+        Self::add_rollup(connection, config, &rollup).await
+    }
     /// Rewrites in canonical form the histogram `stored` of the row of `table` whose `key` column
     /// is `id`, grown well past its last canonical size by appends (the caller's transaction
     /// holds the row).

@@ -94,7 +94,7 @@ async fn apply<D: Dialect>(
 ) -> Result<(), sqlx::Error> {
     // Checked first, so a user who may not create tables can still run an up-to-date schema.
     if !exists::<D>(connection, table).await? {
-        D::raw(connection, D::migrations_table(table)).await?;
+        D::raw(connection, D::MIGRATIONS_TABLE.replace("{table}", table)).await?;
     }
     for migration in D::MIGRATIONS {
         if let MigrationLock::EachStep(begin) = D::LOCK {

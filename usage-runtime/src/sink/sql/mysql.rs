@@ -150,6 +150,13 @@ impl Dialect for MySql8 {
         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
     const UPGRADE_RESET: Option<&'static str> =
         Some("UPDATE {hourly} SET latency = NULL; DELETE FROM {daily}");
+    const AS_TEXT: &'static str = "CAST({column} AS CHAR)";
+    const TIME_AS_TEXT: &'static str = "DATE_FORMAT({column}, '%Y-%m-%dT%H:%i:%s.%fZ')";
+    const HEX: &'static str = "HEX({column})";
+    const MIGRATIONS_TABLE: &'static str = "CREATE TABLE {table} (\
+         version BIGINT NOT NULL PRIMARY KEY, description VARCHAR(255) NOT NULL, \
+         applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) \
+         ENGINE = InnoDB DEFAULT CHARSET = utf8mb4";
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
         MySqlConnectOptions::from_str(url)
@@ -204,38 +211,12 @@ impl Dialect for MySql8 {
             .max(64 * 1024))
     }
 
-    fn param(_: usize) -> String {
-        "?".into()
-    }
-
     fn time_param(_: usize) -> String {
         "CAST(? AS DATETIME(6))".into()
     }
 
     fn time_text(at: DateTime<Utc>) -> String {
         at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-    }
-
-    fn as_text(column: &str) -> String {
-        format!("CAST({column} AS CHAR)")
-    }
-
-    fn time_as_text(column: &str) -> String {
-        format!("DATE_FORMAT({column}, '%Y-%m-%dT%H:%i:%s.%fZ')")
-    }
-
-    fn hex(column: &str) -> String {
-        format!("HEX({column})")
-    }
-
-    fn migrations_table(table: &str) -> String {
-        format!(
-            "CREATE TABLE {table} (
-                 version     BIGINT       NOT NULL PRIMARY KEY,
-                 description VARCHAR(255) NOT NULL,
-                 applied_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
-        )
     }
 
     fn prune_statement(table: &str, chunk: u64) -> String {

@@ -3,7 +3,7 @@
 //! reused across batches), idempotent with `ON CONFLICT (id) DO NOTHING`; native `uuid`,
 //! `timestamptz` and `jsonb` columns.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -18,9 +18,7 @@ use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig,
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{
-    compact_when, compacted, encode_latency, Cell, Rollup, RollupKey, RollupSums, Tier,
-};
+use crate::rollup::{compact_when, compacted, encode_latency, Rollup, RollupKey, RollupSums, Tier};
 
 /// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
 /// shape.
@@ -127,6 +125,12 @@ impl Dialect for Postgres {
          name text PRIMARY KEY, pruned_before timestamptz NOT NULL)";
     // Conflicts with the prune's UPDATE (`FOR KEY SHARE` would not).
     const SHARE_LOCK: &'static str = " FOR SHARE";
+    const AS_TEXT: &'static str = "CAST({column} AS text)";
+    const TIME_AS_TEXT: &'static str =
+        "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+    const HEX: &'static str = "encode({column}, 'hex')";
+    const MIGRATIONS_TABLE: &'static str = "CREATE TABLE {table} (version bigint PRIMARY KEY, \
+         description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
         PgConnectOptions::from_str(url)
@@ -181,28 +185,6 @@ impl Dialect for Postgres {
         at.to_rfc3339()
     }
 
-    fn as_text(column: &str) -> String {
-        format!("CAST({column} AS text)")
-    }
-
-    fn time_as_text(column: &str) -> String {
-        format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-    }
-
-    fn hex(column: &str) -> String {
-        format!("encode({column}, 'hex')")
-    }
-
-    fn migrations_table(table: &str) -> String {
-        format!(
-            "CREATE TABLE {table} (
-                 version     bigint      PRIMARY KEY,
-                 description text        NOT NULL,
-                 applied_at  timestamptz NOT NULL DEFAULT now()
-             )"
-        )
-    }
-
     fn prune_statement(table: &str, chunk: u64) -> String {
         format!(
             "DELETE FROM {table} WHERE id IN \
@@ -239,20 +221,6 @@ impl Dialect for Postgres {
         rollup: &Rollup,
     ) -> Result<(), sqlx::Error> {
         add_rollup(connection, config, rollup).await
-    }
-
-    async fn add_tier(
-        connection: &mut PgConnection,
-        config: &SqlConfig,
-        tier: Tier,
-        rows: &BTreeMap<RollupKey, Cell>,
-    ) -> Result<(), sqlx::Error> {
-        let mut rollup = Rollup::default();
-        match tier {
-            Tier::Hour => rollup.hours = rows.clone(),
-            Tier::Day => rollup.days = rows.clone(),
-        }
-        add_rollup(connection, config, &rollup).await
     }
 
     async fn register(

@@ -140,6 +140,12 @@ impl Dialect for Sqlite3 {
     const TABLE_EXISTS: &'static str =
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?";
     const MIGRATE_POOL: bool = true;
+    const AS_TEXT: &'static str = "CAST({column} AS TEXT)";
+    // Stored as RFC 3339 text already.
+    const TIME_AS_TEXT: &'static str = "{column}";
+    const HEX: &'static str = "hex({column})";
+    const MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {table} (\
+         version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)";
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error> {
         Ok(SqliteConnectOptions::from_str(url)?
@@ -175,34 +181,8 @@ impl Dialect for Sqlite3 {
         Ok(())
     }
 
-    fn param(_: usize) -> String {
-        "?".into()
-    }
-
     fn time_text(at: DateTime<Utc>) -> String {
         timestamp_text(at)
-    }
-
-    fn as_text(column: &str) -> String {
-        format!("CAST({column} AS TEXT)")
-    }
-
-    fn time_as_text(column: &str) -> String {
-        column.to_owned()
-    }
-
-    fn hex(column: &str) -> String {
-        format!("hex({column})")
-    }
-
-    fn migrations_table(table: &str) -> String {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
-                version     INTEGER NOT NULL PRIMARY KEY,
-                description TEXT    NOT NULL,
-                applied_at  TEXT    NOT NULL
-            )"
-        )
     }
 
     fn prune_statement(table: &str, chunk: u64) -> String {
