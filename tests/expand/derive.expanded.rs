@@ -13,14 +13,14 @@ impl ::usage_runtime::UsageReport for Usage {
             u32,
         >(
             &mut __usage,
-            ::usage_runtime::__private::CountKind::Input,
+            ::usage_runtime::__private::TokenKind::Input,
             &self.prompt_tokens,
         );
         ::usage_runtime::__private::add_field_count::<
             Option<u64>,
         >(
             &mut __usage,
-            ::usage_runtime::__private::CountKind::Output,
+            ::usage_runtime::__private::TokenKind::Output,
             &self.completion_tokens,
         );
         __usage
@@ -74,14 +74,14 @@ impl ::usage_runtime::UsageReport for Outcome {
                     u32,
                 >(
                     &mut __usage,
-                    ::usage_runtime::__private::CountKind::Input,
+                    ::usage_runtime::__private::TokenKind::Input,
                     __usage_field_0,
                 );
                 ::usage_runtime::__private::add_field_count::<
                     u32,
                 >(
                     &mut __usage,
-                    ::usage_runtime::__private::CountKind::CachedInput,
+                    ::usage_runtime::__private::TokenKind::CachedInput,
                     __usage_field_0,
                 );
             }

@@ -4,29 +4,53 @@ use usage_runtime::report::{OperationRow, ReportRow, Summary};
 
 use crate::Format;
 
-/// A report row's figures, named as in JSON and CSV.
-const FIGURES: [&str; 8] = [
-    "calls",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cost_nano_usd",
-    "p50_ms",
-    "p95_ms",
-    "p99_ms",
+/// A report row's figures: the name in JSON and CSV, the header in a table, and whether a table
+/// leaves the column out when every row has zero there (the token kinds few calls have).
+const FIGURES: [(&str, &str, bool); 14] = [
+    ("calls", "calls", false),
+    ("errors", "errors", false),
+    ("input_tokens", "tokens in", false),
+    ("cached_input_tokens", "cache read", true),
+    ("cache_creation_input_tokens", "cache write", true),
+    ("cache_creation_1h_input_tokens", "of which 1h", true),
+    ("audio_input_tokens", "audio in", true),
+    ("output_tokens", "tokens out", false),
+    ("reasoning_tokens", "reasoning", true),
+    ("audio_output_tokens", "audio out", true),
+    ("cost_nano_usd", "cost (USD)", false),
+    ("p50_ms", "p50 ms", false),
+    ("p95_ms", "p95 ms", false),
+    ("p99_ms", "p99 ms", false),
 ];
 
-/// The same figures' headers in a table.
-const TABLE_FIGURES: [&str; 8] = [
-    "calls",
-    "errors",
-    "tokens in",
-    "tokens out",
-    "cost (USD)",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-];
+/// A figure of a row.
+#[derive(Clone, Copy)]
+enum Figure {
+    Count(u64),
+    Cost(i64),
+    Ms(f64),
+}
+
+/// A row's figures, in [`FIGURES`] order.
+fn figures(row: &ReportRow) -> [Figure; 14] {
+    use Figure::{Cost, Count, Ms};
+    [
+        Count(row.calls),
+        Count(row.errors),
+        Count(row.input_tokens),
+        Count(row.cached_input_tokens),
+        Count(row.cache_creation_input_tokens),
+        Count(row.cache_creation_1h_input_tokens),
+        Count(row.audio_input_tokens),
+        Count(row.output_tokens),
+        Count(row.reasoning_tokens),
+        Count(row.audio_output_tokens),
+        Cost(row.cost_nano_usd),
+        Ms(row.p50_ms),
+        Ms(row.p95_ms),
+        Ms(row.p99_ms),
+    ]
+}
 
 /// The report, its group's columns named by `--by`.
 pub(crate) fn print_report(report: &Summary, by: &[String], format: Format) {
@@ -47,18 +71,13 @@ pub(crate) fn print_report(report: &Summary, by: &[String], format: Format) {
                     for (name, value) in &row.group {
                         object.insert(name.clone(), value.clone().into());
                     }
-                    let figures: [serde_json::Value; 8] = [
-                        row.calls.into(),
-                        row.errors.into(),
-                        row.input_tokens.into(),
-                        row.output_tokens.into(),
-                        row.cost_nano_usd.into(),
-                        row.p50_ms.into(),
-                        row.p95_ms.into(),
-                        row.p99_ms.into(),
-                    ];
-                    for (name, value) in FIGURES.into_iter().zip(figures) {
-                        object.insert(name.into(), value);
+                    for ((name, _, _), figure) in FIGURES.iter().zip(figures(row)) {
+                        let value = match figure {
+                            Figure::Count(n) => n.into(),
+                            Figure::Cost(n) => n.into(),
+                            Figure::Ms(ms) => ms.into(),
+                        };
+                        object.insert((*name).into(), value);
                     }
                     if let Some(users) = row.distinct_users {
                         object.insert("distinct_users".into(), users.into());
@@ -72,50 +91,67 @@ pub(crate) fn print_report(report: &Summary, by: &[String], format: Format) {
             );
         }
         Format::Csv => {
+            let shown = [true; 14];
             let mut out = csv::Writer::from_writer(std::io::stdout());
-            let _ = out.write_record(header(&columns, FIGURES));
+            let _ = out.write_record(header(&columns, &shown, |(name, _, _)| name));
             for row in &report.rows {
-                let _ = out.write_record(cells(&columns, row, row.cost_nano_usd.to_string(), 3));
+                let _ = out.write_record(cells(&columns, row, &shown, false));
             }
             let _ = out.flush();
         }
         Format::Table => {
+            // A rare kind's column only when some row has it.
+            let shown: [bool; 14] = std::array::from_fn(|i| {
+                !FIGURES[i].2
+                    || report
+                        .rows
+                        .iter()
+                        .any(|row| matches!(figures(row)[i], Figure::Count(n) if n > 0))
+            });
             let mut table = comfy_table::Table::new();
-            table.set_header(header(&columns, TABLE_FIGURES));
+            table.set_header(header(&columns, &shown, |(_, header, _)| header));
             for row in &report.rows {
-                table.add_row(cells(&columns, row, dollars(row.cost_nano_usd), 1));
+                table.add_row(cells(&columns, row, &shown, true));
             }
             println!("{table}");
         }
     }
 }
 
-/// The group's columns, then the figures.
-fn header(columns: &[String], figures: [&str; 8]) -> Vec<String> {
-    columns
+/// The group's columns, then the figures shown, each named by `name`.
+fn header(
+    columns: &[String],
+    shown: &[bool; 14],
+    name: impl Fn(&(&'static str, &'static str, bool)) -> &'static str,
+) -> Vec<String> {
+    let figures = FIGURES
         .iter()
-        .cloned()
-        .chain(figures.map(String::from))
-        .collect()
+        .zip(shown)
+        .filter(|(_, shown)| **shown)
+        .map(|(figure, _)| name(figure).to_owned());
+    columns.iter().cloned().chain(figures).collect()
 }
 
-/// A row's cells under [`header`]: its group's values, then its figures, with the cost as given
-/// and the latencies to `decimals` places.
-fn cells(columns: &[String], row: &ReportRow, cost: String, decimals: usize) -> Vec<String> {
+/// A row's cells under [`header`]: its group's values, then its figures shown; in a table the
+/// cost in dollars and latencies to one place, else the cost in nano-USD and latencies to three.
+fn cells(columns: &[String], row: &ReportRow, shown: &[bool; 14], table: bool) -> Vec<String> {
     let mut cells: Vec<String> = columns
         .iter()
         .map(|c| row.group.get(c).cloned().unwrap_or_default())
         .collect();
-    cells.extend([
-        row.calls.to_string(),
-        row.errors.to_string(),
-        row.input_tokens.to_string(),
-        row.output_tokens.to_string(),
-        cost,
-        format!("{:.decimals$}", row.p50_ms),
-        format!("{:.decimals$}", row.p95_ms),
-        format!("{:.decimals$}", row.p99_ms),
-    ]);
+    let decimals = if table { 1 } else { 3 };
+    for (figure, _) in figures(row)
+        .into_iter()
+        .zip(shown)
+        .filter(|(_, shown)| **shown)
+    {
+        cells.push(match figure {
+            Figure::Count(n) => n.to_string(),
+            Figure::Cost(n) if table => dollars(n),
+            Figure::Cost(n) => n.to_string(),
+            Figure::Ms(ms) => format!("{ms:.decimals$}"),
+        });
+    }
     cells
 }
 

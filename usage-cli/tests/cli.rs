@@ -46,8 +46,9 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    let expected = "bucket calls cost_nano_usd errors input_tokens output_tokens p50_ms p95_ms \
-                    p99_ms tenant";
+    let expected = "audio_input_tokens audio_output_tokens bucket cache_creation_1h_input_tokens \
+                    cache_creation_input_tokens cached_input_tokens calls cost_nano_usd errors \
+                    input_tokens output_tokens p50_ms p95_ms p99_ms reasoning_tokens tenant";
     assert_eq!(
         keys,
         expected.split_whitespace().collect::<Vec<_>>(),
@@ -70,7 +71,9 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "outcome,calls,errors,input_tokens,output_tokens,cost_nano_usd,p50_ms,p95_ms,p99_ms"
+        "outcome,calls,errors,input_tokens,cached_input_tokens,cache_creation_input_tokens,\
+         cache_creation_1h_input_tokens,audio_input_tokens,output_tokens,reasoning_tokens,\
+         audio_output_tokens,cost_nano_usd,p50_ms,p95_ms,p99_ms"
     );
     assert_eq!(lines.count(), 4, "{out}");
 

@@ -29,7 +29,7 @@ pub use pipeline::pricing::Pricing;
 pub use pipeline::tracker::Tracker;
 pub use record::{Outcome, UsageRecord};
 pub use sink::Sink;
-pub use tokens::{record_tokens, set_model, TokenUsage, UsageReport};
+pub use tokens::{record_tokens, set_model, TokenKind, TokenUsage, UsageReport};
 
 /// The tracker's settings and their defaults (each documented beside its setter on
 /// [`TrackerBuilder`]), and its counters.
@@ -49,8 +49,8 @@ pub mod tracker {
 /// records itself ([`record_tokens`], [`set_model`]).
 pub mod tokens {
     pub use crate::call::tokens::{
-        record_cached_input_tokens, record_tokens, set_model, ModelName, TokenCount, TokenUsage,
-        UsageReport,
+        record_cached_input_tokens, record_token_count, record_tokens, set_model, ModelName,
+        TokenCount, TokenKind, TokenUsage, UsageReport,
     };
     pub use crate::pipeline::record::SATURATED_ATTRIBUTE;
 }
@@ -158,7 +158,7 @@ pub mod __private {
     pub use crate::call::guard::{call, CallGuard, Guarded};
     pub use crate::call::stream::TrackedStream;
     pub use crate::call::tokens::{
-        add_field_count, set_field_model, CountKind, TokensProbe, UsageReport, ViaNoReport,
+        add_field_count, set_field_model, TokenKind, TokensProbe, UsageReport, ViaNoReport,
         ViaReport, ViaTokensAll, ViaTokensOk,
     };
     pub use crate::{

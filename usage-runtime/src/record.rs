@@ -51,15 +51,36 @@ pub struct UsageRecord {
     /// The model that served the call: set in the body (`set_model`), else reported by the
     /// result (`UsageReport`), else `model = ...` in the attribute.
     pub model: Option<Cow<'static, str>>,
-    /// Input tokens, cached ones included.
+    /// Input tokens: all of them, cache reads and writes and audio included (the OpenTelemetry
+    /// GenAI conventions' inclusive rule; see [`TokenUsage`](crate::TokenUsage)).
     pub input_tokens: Option<u64>,
-    /// Output tokens.
+    /// Output tokens: all of them, reasoning and audio included.
     pub output_tokens: Option<u64>,
-    /// How many input tokens were read from a prompt cache.
+    /// How many of the input tokens were read from a prompt cache.
     pub cached_input_tokens: Option<u64>,
+    /// How many of the input tokens were written to a prompt cache, every lifetime together.
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    /// How many of the cache-creation tokens went to the 1-hour cache (the rest: 5-minute).
+    #[serde(default)]
+    pub cache_creation_1h_input_tokens: Option<u64>,
+    /// How many of the output tokens were reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+    /// How many of the input tokens were audio.
+    #[serde(default)]
+    pub audio_input_tokens: Option<u64>,
+    /// How many of the output tokens were audio.
+    #[serde(default)]
+    pub audio_output_tokens: Option<u64>,
     /// The exact cost in nano-USD (10⁻⁹ USD) from the tracker's [`Pricing`](crate::Pricing);
     /// `None` when the model has no price (never a made-up zero).
     pub cost_nano_usd: Option<i64>,
+    /// Which price entry made `cost_nano_usd` ([`PriceEntry::id`](crate::pricing::PriceEntry::id):
+    /// the model pattern, the entry's start date and a hash of its rates), so a later change of
+    /// prices never silently rewrites what a stored cost meant. `None` when unpriced.
+    #[serde(default)]
+    pub price_id: Option<Cow<'static, str>>,
     /// Extra attributes declared with `fields(key = expr, ...)`; `token_counts_saturated: true`
     /// when a token count overflowed, or did not fit in 64 bits, and was held at `u64::MAX`.
     pub attributes: serde_json::Map<String, serde_json::Value>,
@@ -109,16 +130,60 @@ impl UsageRecord {
             input_tokens: None,
             output_tokens: None,
             cached_input_tokens: None,
+            cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
+            reasoning_tokens: None,
+            audio_input_tokens: None,
+            audio_output_tokens: None,
             cost_nano_usd: None,
+            price_id: None,
             attributes: serde_json::Map::new(),
         }
     }
 
     /// Whether the record carries any token count.
     pub fn has_tokens(&self) -> bool {
-        self.input_tokens.is_some()
-            || self.output_tokens.is_some()
-            || self.cached_input_tokens.is_some()
+        self.token_counts().iter().any(Option::is_some)
+    }
+
+    /// Every token count, in [`TokenKind::ALL`](crate::TokenKind::ALL) order.
+    pub fn token_counts(&self) -> [Option<u64>; 8] {
+        [
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_creation_1h_input_tokens,
+            self.reasoning_tokens,
+            self.audio_input_tokens,
+            self.audio_output_tokens,
+        ]
+    }
+
+    /// Sets every token count from `usage` (its model aside).
+    pub(crate) fn set_token_counts(&mut self, usage: &crate::TokenUsage<'_>) {
+        self.input_tokens = usage.input_tokens;
+        self.output_tokens = usage.output_tokens;
+        self.cached_input_tokens = usage.cached_input_tokens;
+        self.cache_creation_input_tokens = usage.cache_creation_input_tokens;
+        self.cache_creation_1h_input_tokens = usage.cache_creation_1h_input_tokens;
+        self.reasoning_tokens = usage.reasoning_tokens;
+        self.audio_input_tokens = usage.audio_input_tokens;
+        self.audio_output_tokens = usage.audio_output_tokens;
+    }
+
+    /// The token counts (and model) as a [`TokenUsage`](crate::TokenUsage), as pricing reads them.
+    pub fn token_usage(&self) -> crate::TokenUsage<'_> {
+        let mut usage = crate::TokenUsage::new();
+        for (kind, count) in crate::TokenKind::ALL.into_iter().zip(self.token_counts()) {
+            if let Some(count) = count {
+                usage = usage.with(kind, count);
+            }
+        }
+        match self.model.as_deref() {
+            Some(model) => usage.with_model(model),
+            None => usage,
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`writes`]: tracked calls as rows, idempotent writes, awkward values, saturating sums, the
 //!   operation catalog, retention.
 //! - [`rollups`]: rollups equal the raw records; split batches that fail in part.
+//! - [`tokens`]: every token kind and the price id stored and rolled up; a database of the
+//!   previous schema gains them in place.
 //! - [`connect`]: verification, and the step each connection or schema failure is named by.
 //! - [`sqlite`], [`postgres`], [`mysql`]: what only one backend does, as plain tests named
 //!   `<backend>::<behaviour>`: SQLite's files, WAL, in-memory databases, upgrades, a table
@@ -32,6 +34,7 @@ mod mysql;
 mod postgres;
 mod rollups;
 mod sqlite;
+mod tokens;
 mod writes;
 
 use tests::serial;

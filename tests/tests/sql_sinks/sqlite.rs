@@ -38,7 +38,7 @@ async fn wal_mode_and_recorded_migrations() {
         .await
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(migrations(&mut db).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(migrations(&mut db).await, [1, 2, 3, 4, 5, 6, 7]);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -184,7 +184,7 @@ async fn a_first_release_database_is_upgraded_in_place() {
     sink.write(&capture.records()).await.unwrap();
 
     let mut db = open(&url).await;
-    assert_eq!(migrations(&mut db).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(migrations(&mut db).await, [1, 2, 3, 4, 5, 6, 7]);
     let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT operation, model, input_tokens, output_tokens, cached_input_tokens, \
              cost_nano_usd FROM usage_records ORDER BY started_at, input_tokens",

@@ -4,7 +4,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::DeriveInput;
+use syn::{DeriveInput, Ident};
 
 use super::parse::{self, Data, Input, Marked, Role};
 use super::valid;
@@ -116,16 +116,12 @@ fn adds(
                 Role::Model => quote_spanned! {*span=>
                     #private::set_field_model::<#ty>(&mut __usage, #binding);
                 },
-                Role::Input | Role::Output | Role::CachedInput => {
-                    let kind = match role {
-                        Role::Input => quote!(Input),
-                        Role::Output => quote!(Output),
-                        _ => quote!(CachedInput),
-                    };
+                Role::Count(kind) => {
+                    let kind = Ident::new(kind, *span);
                     quote_spanned! {*span=>
                         #private::add_field_count::<#ty>(
                             &mut __usage,
-                            #private::CountKind::#kind,
+                            #private::TokenKind::#kind,
                             #binding,
                         );
                     }

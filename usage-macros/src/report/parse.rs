@@ -9,15 +9,28 @@ use syn::{DeriveInput, Ident, Member, Path, Token, Type};
 use crate::errors::Errors;
 
 /// Every field kind, as the messages list them.
-pub(crate) const FIELD_KINDS: &str =
-    "input_tokens, output_tokens, cached_input_tokens, model, flatten";
+pub(crate) const FIELD_KINDS: &str = "input_tokens, output_tokens, cached_input_tokens \
+     (or cache_read_input_tokens), cache_creation_input_tokens, cache_creation_1h_input_tokens, \
+     reasoning_tokens, audio_input_tokens, audio_output_tokens, model, flatten";
+
+/// Each count's word, and the runtime's `TokenKind` variant it feeds.
+const COUNTS: &[(&str, &str)] = &[
+    ("input_tokens", "Input"),
+    ("output_tokens", "Output"),
+    ("cached_input_tokens", "CachedInput"),
+    ("cache_read_input_tokens", "CachedInput"),
+    ("cache_creation_input_tokens", "CacheCreation"),
+    ("cache_creation_1h_input_tokens", "CacheCreation1h"),
+    ("reasoning_tokens", "Reasoning"),
+    ("audio_input_tokens", "AudioInput"),
+    ("audio_output_tokens", "AudioOutput"),
+];
 
 /// What one field contributes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    Input,
-    Output,
-    CachedInput,
+    /// A count: the name of its `TokenKind` variant.
+    Count(&'static str),
     Model,
     Flatten,
 }
@@ -132,10 +145,10 @@ fn roles(field: &syn::Field, errors: &mut Errors, misread: &mut bool) -> Vec<(Ro
             }
         };
         for word in words {
-            let role = match word.unraw().to_string().as_str() {
-                "input_tokens" => Role::Input,
-                "output_tokens" => Role::Output,
-                "cached_input_tokens" => Role::CachedInput,
+            let text = word.unraw().to_string();
+            let count = COUNTS.iter().find(|(name, _)| *name == text);
+            let role = match text.as_str() {
+                _ if count.is_some() => Role::Count(count.map_or("", |(_, kind)| kind)),
                 "model" => Role::Model,
                 "flatten" => Role::Flatten,
                 other => {

@@ -2,30 +2,98 @@
 //! attribute (`tokens = ...`, `model = ...`), or recorded inside the body ([`record_tokens`],
 //! [`set_model`]).
 //!
-//! Counts follow OpenAI's convention: `input_tokens` is every input token, *including* the ones
-//! served from a prompt cache, and `cached_input_tokens` says how many of them were cached. For a
-//! provider that reports cache reads separately (Anthropic's `cache_read_input_tokens`), mark that
-//! field as both `input_tokens` and `cached_input_tokens`: fields of the same kind are added.
+//! Counts follow the OpenTelemetry GenAI conventions' inclusive rule: `input_tokens` is every
+//! input token, *including* those read from or written to a prompt cache and audio ones, and
+//! `output_tokens` every output token, *including* reasoning and audio ones; the other counts
+//! say how many of those were of a kind. For a provider that reports cache reads or writes
+//! apart from input (Anthropic's `cache_read_input_tokens` and `cache_creation_input_tokens`),
+//! mark each such field as `input_tokens` too: fields of the same kind are added.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Token counts and model of one call, as a [`UsageReport`] gives them.
+/// Token counts and model of one call, as a [`UsageReport`] gives them. Every count is `None`
+/// when the call did not report it (never a made-up zero).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TokenUsage<'a> {
-    /// Input (prompt) tokens, cached ones included.
+    /// Input (prompt) tokens: all of them, cache reads and writes and audio included.
     pub input_tokens: Option<u64>,
-    /// Output (completion) tokens.
+    /// Output (completion) tokens: all of them, reasoning and audio included.
     pub output_tokens: Option<u64>,
-    /// How many of the input tokens were read from a prompt cache.
+    /// How many of the input tokens were read from a prompt cache (OpenAI's `cached_tokens`,
+    /// Anthropic's `cache_read_input_tokens`).
     pub cached_input_tokens: Option<u64>,
+    /// How many of the input tokens were written to a prompt cache, every cache lifetime
+    /// together (Anthropic's `cache_creation_input_tokens`).
+    pub cache_creation_input_tokens: Option<u64>,
+    /// How many of the cache-creation tokens were written to the 1-hour cache (Anthropic's
+    /// `ephemeral_1h_input_tokens`); the rest went to the 5-minute cache.
+    pub cache_creation_1h_input_tokens: Option<u64>,
+    /// How many of the output tokens were reasoning (OpenAI's `reasoning_tokens`, Gemini's
+    /// `thoughtsTokenCount` added to output).
+    pub reasoning_tokens: Option<u64>,
+    /// How many of the input tokens were audio.
+    pub audio_input_tokens: Option<u64>,
+    /// How many of the output tokens were audio.
+    pub audio_output_tokens: Option<u64>,
     /// The model that served the call.
     pub model: Option<Cow<'a, str>>,
     /// Whether a count overflowed while being added up and was held at `u64::MAX`.
     pub saturated: bool,
+}
+
+/// A kind of token count, in the order of [`TokenUsage`]'s fields (and of every column list
+/// that stores them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenKind {
+    /// [`TokenUsage::input_tokens`].
+    Input,
+    /// [`TokenUsage::output_tokens`].
+    Output,
+    /// [`TokenUsage::cached_input_tokens`].
+    CachedInput,
+    /// [`TokenUsage::cache_creation_input_tokens`].
+    CacheCreation,
+    /// [`TokenUsage::cache_creation_1h_input_tokens`].
+    CacheCreation1h,
+    /// [`TokenUsage::reasoning_tokens`].
+    Reasoning,
+    /// [`TokenUsage::audio_input_tokens`].
+    AudioInput,
+    /// [`TokenUsage::audio_output_tokens`].
+    AudioOutput,
+}
+
+impl TokenKind {
+    /// Every kind, in field order.
+    pub const ALL: [TokenKind; 8] = [
+        TokenKind::Input,
+        TokenKind::Output,
+        TokenKind::CachedInput,
+        TokenKind::CacheCreation,
+        TokenKind::CacheCreation1h,
+        TokenKind::Reasoning,
+        TokenKind::AudioInput,
+        TokenKind::AudioOutput,
+    ];
+
+    /// The field's (and the column's) name: `input_tokens`, `cache_creation_input_tokens`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            TokenKind::Input => "input_tokens",
+            TokenKind::Output => "output_tokens",
+            TokenKind::CachedInput => "cached_input_tokens",
+            TokenKind::CacheCreation => "cache_creation_input_tokens",
+            TokenKind::CacheCreation1h => "cache_creation_1h_input_tokens",
+            TokenKind::Reasoning => "reasoning_tokens",
+            TokenKind::AudioInput => "audio_input_tokens",
+            TokenKind::AudioOutput => "audio_output_tokens",
+        }
+    }
 }
 
 impl<'a> TokenUsage<'a> {
@@ -43,10 +111,52 @@ impl<'a> TokenUsage<'a> {
         }
     }
 
-    /// Sets the cached-input count.
-    pub fn with_cached_input_tokens(mut self, cached: u64) -> Self {
-        self.cached_input_tokens = Some(cached);
+    /// The count of `kind`.
+    pub fn count(&self, kind: TokenKind) -> Option<u64> {
+        self.counts()[kind as usize]
+    }
+
+    /// Every count, in [`TokenKind::ALL`] order.
+    pub fn counts(&self) -> [Option<u64>; 8] {
+        [
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_creation_1h_input_tokens,
+            self.reasoning_tokens,
+            self.audio_input_tokens,
+            self.audio_output_tokens,
+        ]
+    }
+
+    fn count_mut(&mut self, kind: TokenKind) -> &mut Option<u64> {
+        match kind {
+            TokenKind::Input => &mut self.input_tokens,
+            TokenKind::Output => &mut self.output_tokens,
+            TokenKind::CachedInput => &mut self.cached_input_tokens,
+            TokenKind::CacheCreation => &mut self.cache_creation_input_tokens,
+            TokenKind::CacheCreation1h => &mut self.cache_creation_1h_input_tokens,
+            TokenKind::Reasoning => &mut self.reasoning_tokens,
+            TokenKind::AudioInput => &mut self.audio_input_tokens,
+            TokenKind::AudioOutput => &mut self.audio_output_tokens,
+        }
+    }
+
+    /// Sets the count of `kind`.
+    pub fn with(mut self, kind: TokenKind, count: u64) -> Self {
+        *self.count_mut(kind) = Some(count);
         self
+    }
+
+    /// Adds `count` to the count of `kind`, saturating at `u64::MAX` (and setting `saturated`).
+    pub fn add(&mut self, kind: TokenKind, count: u64) {
+        self.saturated |= add_count(self.count_mut(kind), Some(count));
+    }
+
+    /// Sets the cached-input (cache-read) count.
+    pub fn with_cached_input_tokens(self, cached: u64) -> Self {
+        self.with(TokenKind::CachedInput, cached)
     }
 
     /// Sets the model.
@@ -59,29 +169,46 @@ impl<'a> TokenUsage<'a> {
     /// takes its model when this has none.
     pub fn merge(&mut self, other: TokenUsage<'a>) {
         self.saturated |= other.saturated;
-        self.saturated |= add_count(&mut self.input_tokens, other.input_tokens);
-        self.saturated |= add_count(&mut self.output_tokens, other.output_tokens);
-        self.saturated |= add_count(&mut self.cached_input_tokens, other.cached_input_tokens);
+        for (kind, count) in TokenKind::ALL.into_iter().zip(other.counts()) {
+            self.saturated |= add_count(self.count_mut(kind), count);
+        }
         if self.model.is_none() {
             self.model = other.model;
         }
     }
 
+    /// Whether there is any count.
+    pub fn has_counts(&self) -> bool {
+        self.counts().iter().any(Option::is_some)
+    }
+
     /// Whether there is anything in it.
     pub fn is_empty(&self) -> bool {
-        self.input_tokens.is_none()
-            && self.output_tokens.is_none()
-            && self.cached_input_tokens.is_none()
-            && self.model.is_none()
+        !self.has_counts() && self.model.is_none()
     }
 
     pub(crate) fn into_owned(self) -> TokenUsage<'static> {
         TokenUsage {
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cached_input_tokens: self.cached_input_tokens,
             // Interned: a model repeats on every call, so the hot path does not copy it.
             model: self.model.as_deref().map(crate::call::intern::intern_model),
+            ..self.without_model()
+        }
+    }
+
+    /// The counts, without the model.
+    fn without_model<'b>(&self) -> TokenUsage<'b> {
+        let [input, output, cached, creation, creation_1h, reasoning, audio_in, audio_out] =
+            self.counts();
+        TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: cached,
+            cache_creation_input_tokens: creation,
+            cache_creation_1h_input_tokens: creation_1h,
+            reasoning_tokens: reasoning,
+            audio_input_tokens: audio_in,
+            audio_output_tokens: audio_out,
+            model: None,
             saturated: self.saturated,
         }
     }
@@ -188,7 +315,7 @@ impl UsageReport for TokenUsage<'_> {
     fn usage(&self) -> TokenUsage<'_> {
         TokenUsage {
             model: self.model.as_deref().map(Cow::Borrowed),
-            ..*self
+            ..self.without_model()
         }
     }
 }
@@ -197,24 +324,10 @@ impl UsageReport for TokenUsage<'_> {
 #[doc(hidden)]
 pub fn add_field_count<T: TokenCount + ?Sized>(
     usage: &mut TokenUsage<'_>,
-    kind: CountKind,
+    kind: TokenKind,
     value: &T,
 ) {
-    let total = match kind {
-        CountKind::Input => &mut usage.input_tokens,
-        CountKind::Output => &mut usage.output_tokens,
-        CountKind::CachedInput => &mut usage.cached_input_tokens,
-    };
-    usage.saturated |= add_count(total, value.token_count());
-}
-
-/// Which count a field feeds (derive code only).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub enum CountKind {
-    Input,
-    Output,
-    CachedInput,
+    usage.saturated |= add_count(usage.count_mut(kind), value.token_count());
 }
 
 /// Sets the model from a field, unless one is set (derive code only).
@@ -378,9 +491,14 @@ pub fn record_tokens(input: u64, output: u64) {
 /// Adds cached input tokens (already counted in `input`, see the module docs) to the innermost
 /// tracked call. Outside any tracked call it does nothing.
 pub fn record_cached_input_tokens(cached: u64) {
-    with_innermost(|tally| {
-        tally.saturated |= add_count(&mut tally.cached_input_tokens, Some(cached))
-    });
+    record_token_count(TokenKind::CachedInput, cached);
+}
+
+/// Adds `count` tokens of `kind` to the innermost tracked call (a count of a kind within input
+/// or output, such as [`TokenKind::Reasoning`], is already counted there: see the module docs).
+/// Outside any tracked call it does nothing.
+pub fn record_token_count(kind: TokenKind, count: u64) {
+    with_innermost(|tally| tally.add(kind, count));
 }
 
 /// Sets the model of the innermost tracked call running on this thread or task. Outside any

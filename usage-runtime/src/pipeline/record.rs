@@ -160,10 +160,15 @@ fn complete(
         model: usage.model.or(dims.model),
         ..usage
     };
-    record.cost_nano_usd = ctx
+    if let Some(cost) = ctx
         .pricing
         .as_deref()
-        .and_then(|pricing| pricing.cost_nano_usd(&usage));
+        .and_then(|pricing| pricing.cost(&usage, record.started_at))
+    {
+        record.cost_nano_usd = Some(cost.nano_usd);
+        // Interned: a tracker's few entries repeat on every record.
+        record.price_id = Some(crate::call::intern::intern_model(cost.price_id));
+    }
     if !dims.fields.is_empty() {
         record.attributes = dims
             .fields
@@ -181,10 +186,8 @@ fn complete(
     }
     record.user_id = dims.user.map(|id| id.resolve(&ctx.namespace));
     record.session_id = dims.session.map(|id| id.resolve(&ctx.namespace));
+    record.set_token_counts(&usage);
     record.model = usage.model;
-    record.input_tokens = usage.input_tokens;
-    record.output_tokens = usage.output_tokens;
-    record.cached_input_tokens = usage.cached_input_tokens;
 }
 
 #[cfg(test)]

@@ -37,12 +37,23 @@ pub struct ReportRow {
     pub errors: u64,
     /// `errors / calls`.
     pub error_rate: f64,
-    /// Input tokens.
+    /// Input tokens, cache reads and writes and audio included (see
+    /// [`TokenUsage`](crate::TokenUsage)).
     pub input_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, reasoning and audio included.
     pub output_tokens: u64,
-    /// Cached input tokens.
+    /// Of the input tokens, those read from a prompt cache.
     pub cached_input_tokens: u64,
+    /// Of the input tokens, those written to a prompt cache (every lifetime).
+    pub cache_creation_input_tokens: u64,
+    /// Of the cache-creation tokens, those written to the 1-hour cache.
+    pub cache_creation_1h_input_tokens: u64,
+    /// Of the output tokens, the reasoning ones.
+    pub reasoning_tokens: u64,
+    /// Of the input tokens, the audio ones.
+    pub audio_input_tokens: u64,
+    /// Of the output tokens, the audio ones.
+    pub audio_output_tokens: u64,
     /// Cost in nano-USD (unpriced calls add nothing).
     pub cost_nano_usd: i64,
     /// Median latency, ms (from the histogram: within about 3%).
@@ -100,9 +111,7 @@ impl Group {
     pub(super) fn merge(&mut self, other: Group) {
         self.calls += other.calls;
         self.errors += other.errors;
-        self.input = self.input.saturating_add(other.input);
-        self.output = self.output.saturating_add(other.output);
-        self.cached = self.cached.saturating_add(other.cached);
+        add_tokens(&mut self.tokens, &other.tokens);
         self.cost = self.cost.saturating_add(other.cost);
         for (bucket, calls) in other.histogram {
             self.count(bucket, calls);
@@ -196,6 +205,13 @@ pub(super) fn percentile(histogram: &[(u32, u64)], total: u64, q: f64) -> f64 {
     0.0
 }
 
+/// Adds each token count of `other` to `sums`, saturating.
+pub(super) fn add_tokens(sums: &mut [u64; 8], other: &[u64; 8]) {
+    for (sum, count) in sums.iter_mut().zip(other) {
+        *sum = sum.saturating_add(*count);
+    }
+}
+
 pub(super) fn finish(
     query: &Query,
     groups: BTreeMap<BTreeMap<String, String>, Group>,
@@ -203,25 +219,34 @@ pub(super) fn finish(
 ) -> Summary {
     let rows = groups
         .into_iter()
-        .map(|(group, g)| ReportRow {
-            group,
-            calls: g.calls,
-            errors: g.errors,
-            error_rate: if g.calls == 0 {
-                0.0
-            } else {
-                g.errors as f64 / g.calls as f64
-            },
+        .map(|(group, g)| {
             // Held at the largest count a database column stores, whichever source answers.
-            input_tokens: g.input.min(i64::MAX as u64),
-            output_tokens: g.output.min(i64::MAX as u64),
-            cached_input_tokens: g.cached.min(i64::MAX as u64),
-            cost_nano_usd: g.cost,
-            p50_ms: percentile(&g.histogram, g.calls, 0.50),
-            p95_ms: percentile(&g.histogram, g.calls, 0.95),
-            p99_ms: percentile(&g.histogram, g.calls, 0.99),
-            distinct_operations: g.operations.len() as u64,
-            distinct_users: query.distinct_users.then_some(g.users.len() as u64),
+            let [input, output, cached, creation, creation_1h, reasoning, audio_in, audio_out] =
+                g.tokens.map(|count| count.min(i64::MAX as u64));
+            ReportRow {
+                group,
+                calls: g.calls,
+                errors: g.errors,
+                error_rate: if g.calls == 0 {
+                    0.0
+                } else {
+                    g.errors as f64 / g.calls as f64
+                },
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: cached,
+                cache_creation_input_tokens: creation,
+                cache_creation_1h_input_tokens: creation_1h,
+                reasoning_tokens: reasoning,
+                audio_input_tokens: audio_in,
+                audio_output_tokens: audio_out,
+                cost_nano_usd: g.cost,
+                p50_ms: percentile(&g.histogram, g.calls, 0.50),
+                p95_ms: percentile(&g.histogram, g.calls, 0.95),
+                p99_ms: percentile(&g.histogram, g.calls, 0.99),
+                distinct_operations: g.operations.len() as u64,
+                distinct_users: query.distinct_users.then_some(g.users.len() as u64),
+            }
         })
         .collect();
     Summary { rows, source }
@@ -289,9 +314,7 @@ pub(super) fn add(
     if fact.outcome == "error" {
         group.errors += fact.calls;
     }
-    group.input = group.input.saturating_add(fact.input);
-    group.output = group.output.saturating_add(fact.output);
-    group.cached = group.cached.saturating_add(fact.cached);
+    add_tokens(&mut group.tokens, &fact.tokens);
     group.cost = group.cost.saturating_add(fact.cost);
     group.operations.insert(fact.operation.clone());
     if !fact.user.is_empty() {

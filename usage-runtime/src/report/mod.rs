@@ -53,9 +53,8 @@ struct Fact {
     model: String,
     outcome: String,
     calls: u64,
-    input: u64,
-    output: u64,
-    cached: u64,
+    /// In [`TokenKind::ALL`](crate::TokenKind::ALL) order.
+    tokens: [u64; 8],
     cost: i64,
 }
 
@@ -63,9 +62,8 @@ struct Fact {
 struct Group {
     calls: u64,
     errors: u64,
-    input: u64,
-    output: u64,
-    cached: u64,
+    /// In [`TokenKind::ALL`](crate::TokenKind::ALL) order.
+    tokens: [u64; 8],
     cost: i64,
     /// Calls per latency bucket, by bucket (sparse: groups can be many).
     histogram: Vec<(u32, u64)>,

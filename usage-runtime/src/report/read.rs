@@ -1,7 +1,13 @@
 //! Reading: the SQL each database answers a report with, from the rollups or the records.
 
+use super::aggregate::add_tokens;
 use super::aggregate::Range;
 use super::*;
+use crate::rollup::RollupSums;
+use crate::TokenKind;
+
+/// How many token kinds a row carries.
+const TOKENS: usize = TokenKind::ALL.len();
 
 impl Reader {
     /// The report from the rollups, grouped by the database: only one row per group (and per
@@ -128,14 +134,15 @@ impl Reader {
             Kind::MySql => ", LENGTH(service), LENGTH(operation), LENGTH(tenant_id), LENGTH(model)",
             _ => "",
         };
+        // Every sum but the duration (the histogram has the latency), in `RollupSums` order.
+        let sums = RollupSums::COLUMNS[..RollupSums::COLUMNS.len() - 1]
+            .iter()
+            .map(|column| sum(column))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "SELECT {bucket_select}{key_columns}, {}, {}, {}, {}, {}, {histograms} FROM {}\
+            "SELECT {bucket_select}{key_columns}, {sums}, {histograms} FROM {}\
              {filters} GROUP BY {key_columns}{bucket_group}{exact}",
-            sum("calls"),
-            sum("input_tokens"),
-            sum("output_tokens"),
-            sum("cached_input_tokens"),
-            sum("cost_nano_usd"),
             self.config.tier_table(tier)
         );
         // Where each grouping value is in a row.
@@ -223,15 +230,20 @@ impl Reader {
                     if outcome == Outcome::Error.as_str() {
                         group.errors = group.errors.saturating_add(calls);
                     }
-                    group.input = group.input.saturating_add(count(1)?);
-                    group.output = group.output.saturating_add(count(2)?);
-                    group.cached = group.cached.saturating_add(count(3)?);
-                    let cost = number(4)?.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+                    let mut tokens = [0; TOKENS];
+                    for (i, sum) in tokens.iter_mut().enumerate() {
+                        *sum = count(1 + i)?;
+                    }
+                    add_tokens(&mut group.tokens, &tokens);
+                    let cost = number(1 + TOKENS)?
+                        .clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                        as i64;
                     group.cost = group.cost.saturating_add(cost);
                     if !group.operations.contains(operation) {
                         group.operations.insert(operation.to_owned());
                     }
-                    let latency: Option<&[u8]> = row.try_get(sums_at + 5).map_err(self.fail())?;
+                    let latency: Option<&[u8]> =
+                        row.try_get(sums_at + 2 + TOKENS).map_err(self.fail())?;
                     let mut held = 0u64;
                     decode_latency(latency.unwrap_or_default(), |bucket, n| {
                         scratch.count(bucket, n);
@@ -292,13 +304,11 @@ impl Reader {
         };
         let cast = |column: &str| text.replace("%s", &format!("COALESCE({column}, 0)"));
         let (filters, values) = self.filters(query, "started_at", false, kind);
+        let tokens = TokenKind::ALL.map(|kind| cast(kind.name())).join(", ");
         let sql = format!(
             "SELECT {time}, service, operation, COALESCE(tenant_id, ''), {user}, COALESCE(model, ''), \
-             outcome, {}, {}, {}, {}, {} FROM {}{filters}",
+             outcome, {}, {tokens}, {} FROM {}{filters}",
             cast("duration_us"),
-            cast("input_tokens"),
-            cast("output_tokens"),
-            cast("cached_input_tokens"),
             cast("cost_nano_usd"),
             self.config.records_table()
         );
@@ -316,10 +326,8 @@ impl Reader {
                 model: row[5].clone(),
                 outcome: row[6].clone(),
                 calls: 1,
-                input: number(8),
-                output: number(9),
-                cached: number(10),
-                cost: row[11].parse().unwrap_or(0),
+                tokens: std::array::from_fn(|i| number(8 + i)),
+                cost: row[8 + TOKENS].parse().unwrap_or(0),
             };
             add(query, &mut groups, &f, Some(latency_bucket(number(7))));
             Ok(())

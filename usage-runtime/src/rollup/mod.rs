@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::call::tokens::TokenKind;
 use crate::record::UsageRecord;
 
 mod histogram;
@@ -79,10 +80,8 @@ impl RollupKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RollupSums {
     pub(crate) calls: i64,
-    /// Token counts, a record without one adding nothing.
-    pub(crate) input_tokens: i64,
-    pub(crate) output_tokens: i64,
-    pub(crate) cached_input_tokens: i64,
+    /// Token counts in [`TokenKind::ALL`] order, a record without one adding nothing.
+    pub(crate) tokens: [i64; TOKEN_KINDS],
     /// The priced records' costs; an unpriced record adds nothing (and is counted in
     /// `Health::unpriced`).
     pub(crate) cost_nano_usd: i64,
@@ -90,51 +89,50 @@ pub(crate) struct RollupSums {
     pub(crate) duration_us: i64,
 }
 
+const TOKEN_KINDS: usize = TokenKind::ALL.len();
+
+/// How many sums a rollup row has: calls, each token kind, cost, duration.
+pub(crate) const SUMS: usize = TOKEN_KINDS + 3;
+
 impl RollupSums {
-    /// The sums' columns, in the order of [`RollupSums::values`]: every upsert and read of the
-    /// rollups names them from here, so a new sum is added in one place.
-    pub(crate) const COLUMNS: [&'static str; 6] = [
-        "calls",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cost_nano_usd",
-        "duration_us",
-    ];
+    /// The sums' columns, in the order of [`RollupSums::values`]: every table, upsert and read
+    /// of the rollups names them from here, so a new sum is added in one place.
+    pub(crate) const COLUMNS: [&'static str; SUMS] = {
+        let mut columns = [""; SUMS];
+        columns[0] = "calls";
+        let mut i = 0;
+        while i < TOKEN_KINDS {
+            columns[1 + i] = TokenKind::ALL[i].name();
+            i += 1;
+        }
+        columns[SUMS - 2] = "cost_nano_usd";
+        columns[SUMS - 1] = "duration_us";
+        columns
+    };
 
     /// The sums in [`RollupSums::COLUMNS`] order.
-    pub(crate) fn values(&self) -> [i64; 6] {
-        [
-            self.calls,
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_input_tokens,
-            self.cost_nano_usd,
-            self.duration_us,
-        ]
+    pub(crate) fn values(&self) -> [i64; SUMS] {
+        let mut values = [0; SUMS];
+        values[0] = self.calls;
+        values[1..=TOKEN_KINDS].copy_from_slice(&self.tokens);
+        values[SUMS - 2] = self.cost_nano_usd;
+        values[SUMS - 1] = self.duration_us;
+        values
     }
 
     /// The sums from their values in [`RollupSums::COLUMNS`] order.
     pub(crate) fn from_values(sum: impl Fn(usize) -> i64) -> RollupSums {
         RollupSums {
             calls: sum(0),
-            input_tokens: sum(1),
-            output_tokens: sum(2),
-            cached_input_tokens: sum(3),
-            cost_nano_usd: sum(4),
-            duration_us: sum(5),
+            tokens: std::array::from_fn(|i| sum(1 + i)),
+            cost_nano_usd: sum(SUMS - 2),
+            duration_us: sum(SUMS - 1),
         }
     }
 
     fn add(&mut self, other: &RollupSums) {
-        self.calls = self.calls.saturating_add(other.calls);
-        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
-        self.cached_input_tokens = self
-            .cached_input_tokens
-            .saturating_add(other.cached_input_tokens);
-        self.cost_nano_usd = self.cost_nano_usd.saturating_add(other.cost_nano_usd);
-        self.duration_us = self.duration_us.saturating_add(other.duration_us);
+        let (mine, theirs) = (self.values(), other.values());
+        *self = RollupSums::from_values(|i| mine[i].saturating_add(theirs[i]));
     }
 }
 
@@ -179,9 +177,9 @@ impl Cell {
         };
         let sums = &mut self.sums;
         sums.calls = sums.calls.saturating_add(1);
-        add(&mut sums.input_tokens, parts.input_tokens);
-        add(&mut sums.output_tokens, parts.output_tokens);
-        add(&mut sums.cached_input_tokens, parts.cached_input_tokens);
+        for (sum, count) in sums.tokens.iter_mut().zip(parts.tokens) {
+            add(sum, count);
+        }
         sums.cost_nano_usd = sums
             .cost_nano_usd
             .saturating_add(parts.cost_nano_usd.unwrap_or(0));
@@ -212,9 +210,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) model: Option<&'a str>,
     pub(crate) outcome: crate::record::Outcome,
     pub(crate) duration_us: u64,
-    pub(crate) input_tokens: Option<u64>,
-    pub(crate) output_tokens: Option<u64>,
-    pub(crate) cached_input_tokens: Option<u64>,
+    /// In [`TokenKind::ALL`] order.
+    pub(crate) tokens: [Option<u64>; TOKEN_KINDS],
     pub(crate) cost_nano_usd: Option<i64>,
 }
 
@@ -229,9 +226,7 @@ impl<'a> Parts<'a> {
             model: record.model.as_deref(),
             outcome: record.outcome,
             duration_us: u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-            input_tokens: record.input_tokens,
-            output_tokens: record.output_tokens,
-            cached_input_tokens: record.cached_input_tokens,
+            tokens: record.token_counts(),
             cost_nano_usd: record.cost_nano_usd,
         }
     }
@@ -459,9 +454,7 @@ mod tests {
                 model: Some("m"),
                 outcome: crate::record::Outcome::Success,
                 duration_us: micros,
-                input_tokens: Some(u64::MAX),
-                output_tokens: None,
-                cached_input_tokens: None,
+                tokens: [Some(u64::MAX), None, None, None, None, Some(7), None, None],
                 cost_nano_usd: Some(-5),
             });
         }
@@ -485,7 +478,8 @@ mod tests {
             ]
         );
         let day = rollup.days.values().next().unwrap();
-        assert_eq!(day.sums.input_tokens, i64::MAX, "saturates");
+        assert_eq!(day.sums.tokens[0], i64::MAX, "saturates");
+        assert_eq!(day.sums.tokens[5], 14, "reasoning tokens add up");
         assert_eq!(day.sums.cost_nano_usd, -10);
         assert_eq!(day.sums.duration_us, 3_000);
         assert_eq!(day.latency.values().sum::<u64>(), 2);

@@ -133,6 +133,14 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const HEX: &'static str;
     /// Creates the migrations table (`{table}` its name).
     const MIGRATIONS_TABLE: &'static str;
+    /// A statement answering the column names of the table its one parameter names.
+    const COLUMNS_OF: &'static str;
+    /// A record's token count column.
+    const COUNT_TYPE: &'static str;
+    /// A rollup sum column, added to rows that exist already.
+    const SUM_TYPE: &'static str;
+    /// A short text column (a record's `price_id`).
+    const LABEL_TYPE: &'static str;
     /// [`AS_TEXT`](Self::AS_TEXT) of `column`.
     fn as_text(column: &str) -> String {
         Self::AS_TEXT.replace("{column}", column)
@@ -228,8 +236,22 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         connection: &mut Conn<Self>,
         config: &SqlConfig,
     ) -> Result<Option<String>, sqlx::Error> {
-        let _ = (connection, config);
-        Ok(None)
+        let table = config.records_table();
+        let rows = Self::rows(connection, Self::COLUMNS_OF.into(), &[Arg::Text(&table)]).await?;
+        let missing: Vec<&str> = super::RECORD_COLUMNS
+            .split(", ")
+            .filter(|column| {
+                !rows.iter().any(|row| {
+                    first(std::slice::from_ref(row)).is_some_and(|p| p.eq_ignore_ascii_case(column))
+                })
+            })
+            .collect();
+        Ok((!missing.is_empty()).then(|| {
+            format!(
+                "table `{table}` exists without the columns {}",
+                missing.join(", ")
+            )
+        }))
     }
 
     /// Runs `sql` with `args`; answers the rows it affected.
@@ -333,7 +355,13 @@ macro_rules! push_record {
             .push_bind($record.input_tokens.map($count))
             .push_bind($record.output_tokens.map($count))
             .push_bind($record.cached_input_tokens.map($count))
+            .push_bind($record.cache_creation_input_tokens.map($count))
+            .push_bind($record.cache_creation_1h_input_tokens.map($count))
+            .push_bind($record.reasoning_tokens.map($count))
+            .push_bind($record.audio_input_tokens.map($count))
+            .push_bind($record.audio_output_tokens.map($count))
             .push_bind($record.cost_nano_usd)
+            .push_bind($record.price_id.as_deref())
             .push_bind(crate::sink::sql::values::attributes_json(
                 &$record.attributes,
             ))

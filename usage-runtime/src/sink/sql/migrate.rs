@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dialect::{first, Arg, Conn, Dialect, MigrationLock};
-use super::{Change, Migration, SqlConfig};
+use super::{Change, Migration, SqlConfig, LATER_TOKEN_KINDS};
 use crate::error::{DbStep, Error};
 use crate::record::Outcome;
 use crate::rollup::{Cell, Parts, Rollup, RollupKey, RollupSums, Tier};
@@ -117,6 +117,8 @@ async fn apply<D: Dialect>(
                     for tier in [Tier::Hour, Tier::Day] {
                         D::raw(connection, rollup_table::<D>(config, tier)).await?;
                     }
+                    // The rollups are written in the current shape from here on.
+                    later_sums::<D>(connection, config).await?;
                     backfill::<D>(connection, config).await?;
                 }
                 Change::Catalog => {
@@ -124,6 +126,15 @@ async fn apply<D: Dialect>(
                 }
                 Change::Daily => upgrade_rollups::<D>(connection, config).await?,
                 Change::Horizon => super::horizon::create::<D>(connection, config).await?,
+                Change::TokenKinds => {
+                    let mut columns: Vec<(&str, &str)> = LATER_TOKEN_KINDS
+                        .iter()
+                        .map(|kind| (kind.name(), D::COUNT_TYPE))
+                        .collect();
+                    columns.push(("price_id", D::LABEL_TYPE));
+                    add_missing::<D>(connection, &config.records_table(), &columns).await?;
+                    later_sums::<D>(connection, config).await?;
+                }
             }
             let now = D::time_text(Utc::now());
             D::execute(
@@ -144,6 +155,45 @@ async fn apply<D: Dialect>(
         }
         if let MigrationLock::EachStep(_) = D::LOCK {
             D::raw(connection, "COMMIT".into()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds to `table` each of `columns` (name, type) it does not have yet, so a change that an
+/// earlier one may have made already (the rollups are created in the current shape) is applied
+/// once.
+async fn add_missing<D: Dialect>(
+    connection: &mut Conn<D>,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let rows = D::rows(connection, D::COLUMNS_OF.to_owned(), &[Arg::Text(table)]).await?;
+    let present: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.first()?.as_deref().map(str::to_ascii_lowercase))
+        .collect();
+    for (name, sql_type) in columns {
+        if !present.iter().any(|column| column == name) {
+            let sql = format!("ALTER TABLE {table} ADD COLUMN {name} {sql_type}");
+            D::raw(connection, sql).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The sums of [`LATER_TOKEN_KINDS`] in both rollup tiers.
+async fn later_sums<D: Dialect>(
+    connection: &mut Conn<D>,
+    config: &SqlConfig,
+) -> Result<(), sqlx::Error> {
+    let columns: Vec<(&str, &str)> = LATER_TOKEN_KINDS
+        .iter()
+        .map(|kind| (kind.name(), D::SUM_TYPE))
+        .collect();
+    for tier in [Tier::Hour, Tier::Day] {
+        if exists::<D>(connection, &config.tier_table(tier)).await? {
+            add_missing::<D>(connection, &config.tier_table(tier), &columns).await?;
         }
     }
     Ok(())
@@ -258,9 +308,17 @@ async fn backfill<D: Dialect>(
                 model: text(5),
                 outcome: outcome(text(6))?,
                 duration_us: count(text(7)).unwrap_or(0),
-                input_tokens: count(text(8)),
-                output_tokens: count(text(9)),
-                cached_input_tokens: count(text(10)),
+                // The kinds the records had when the rollups came; the later ones came after.
+                tokens: [
+                    count(text(8)),
+                    count(text(9)),
+                    count(text(10)),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
                 cost_nano_usd: text(11).map(|cost| int(Some(cost))),
             });
         }
@@ -281,6 +339,7 @@ async fn upgrade_rollups<D: Dialect>(
         return Ok(());
     }
     D::raw(connection, rollup_table::<D>(config, Tier::Day)).await?;
+    later_sums::<D>(connection, config).await?;
     D::before_upgrade(connection, config).await?;
     let Some(reset) = D::UPGRADE_RESET else {
         fold_histograms::<D>(connection, config).await?;

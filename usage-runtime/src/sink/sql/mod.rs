@@ -30,7 +30,18 @@ pub use backend::{AnySqlSink, Backend};
 /// The records table's columns, in the order every insert binds them.
 pub(crate) const RECORD_COLUMNS: &str = "id, operation, function, service, instance, started_at, \
     duration_us, outcome, error_type, error_message, tenant_id, user_id, session_id, model, \
-    input_tokens, output_tokens, cached_input_tokens, cost_nano_usd, attributes";
+    input_tokens, output_tokens, cached_input_tokens, cache_creation_input_tokens, \
+    cache_creation_1h_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, \
+    cost_nano_usd, price_id, attributes";
+
+/// The token kinds the first schema did not have, added by [`Change::TokenKinds`].
+pub(crate) const LATER_TOKEN_KINDS: [crate::TokenKind; 5] = [
+    crate::TokenKind::CacheCreation,
+    crate::TokenKind::CacheCreation1h,
+    crate::TokenKind::Reasoning,
+    crate::TokenKind::AudioInput,
+    crate::TokenKind::AudioOutput,
+];
 pub(crate) use public::sql_sink;
 
 /// A rollup upsert's columns after its time column, in the order `push_rollup!` binds them.
@@ -196,6 +207,9 @@ pub(crate) enum Change {
     Daily,
     /// The pruned horizon (see `horizon.rs`).
     Horizon,
+    /// The token kinds after the first three (cache creation, reasoning, audio) in the records
+    /// and both rollup tiers, and the records' `price_id`.
+    TokenKinds,
 }
 
 impl Migration {
@@ -214,6 +228,7 @@ impl Migration {
             Change::Catalog => "operation catalog",
             Change::Daily => "daily rollups; latency histograms inside the rollup rows",
             Change::Horizon => "the pruned horizon",
+            Change::TokenKinds => "cache creation, reasoning and audio tokens; price ids",
         }
     }
 

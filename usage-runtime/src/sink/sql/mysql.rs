@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
         "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
     ),
     Migration::new(7, Change::Horizon),
+    Migration::new(8, Change::TokenKinds),
 ];
 
 /// The operation catalog.
@@ -107,7 +108,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#;
 
-/// At most this many rows per statement (19 placeholders each, far below MySQL's 65,535).
+/// At most this many rows per statement (25 placeholders each, far below MySQL's 65,535).
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
 
 sql_sink!(
@@ -153,6 +154,11 @@ impl Dialect for MySql8 {
     const AS_TEXT: &'static str = "CAST({column} AS CHAR)";
     const TIME_AS_TEXT: &'static str = "DATE_FORMAT({column}, '%Y-%m-%dT%H:%i:%s.%fZ')";
     const HEX: &'static str = "HEX({column})";
+    const COLUMNS_OF: &'static str = "SELECT CAST(column_name AS CHAR) \
+        FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?";
+    const COUNT_TYPE: &'static str = "BIGINT UNSIGNED NULL";
+    const SUM_TYPE: &'static str = "BIGINT NOT NULL DEFAULT 0";
+    const LABEL_TYPE: &'static str = "VARCHAR(512) NULL";
     const MIGRATIONS_TABLE: &'static str = "CREATE TABLE {table} (\
          version BIGINT NOT NULL PRIMARY KEY, description VARCHAR(255) NOT NULL, \
          applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) \
@@ -344,32 +350,6 @@ impl Dialect for MySql8 {
         config: &SqlConfig,
     ) -> Result<(), sqlx::Error> {
         add_latency_columns(connection, &config.rollups_table()).await
-    }
-
-    async fn check_schema(
-        connection: &mut MySqlConnection,
-        config: &SqlConfig,
-    ) -> Result<Option<String>, sqlx::Error> {
-        // `CREATE TABLE IF NOT EXISTS` accepts any table of that name: check its columns.
-        let table = config.records_table();
-        let present: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
-         WHERE table_schema = DATABASE() AND table_name = ?",
-        )
-        .bind(&table)
-        .fetch_all(&mut *connection)
-        .await?;
-        let missing: Vec<&str> = RECORD_COLUMNS
-            .split(", ")
-            .map(str::trim)
-            .filter(|column| !present.iter().any(|p| p.eq_ignore_ascii_case(column)))
-            .collect();
-        Ok((!missing.is_empty()).then(|| {
-            format!(
-                "table `{table}` exists without the columns {}",
-                missing.join(", ")
-            )
-        }))
     }
 
     /// Adds the rows of one tier in one upsert per chunk: sums added, the histogram appended (a

@@ -79,6 +79,7 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     Migration::new(3, Change::Catalog),
     Migration::new(4, Change::Daily),
     Migration::new(5, Change::Horizon),
+    Migration::new(6, Change::TokenKinds),
 ];
 
 /// The operation catalog.
@@ -129,6 +130,12 @@ impl Dialect for Postgres {
     const TIME_AS_TEXT: &'static str =
         "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
     const HEX: &'static str = "encode({column}, 'hex')";
+    const COLUMNS_OF: &'static str =
+        "SELECT CAST(column_name AS text) FROM information_schema.columns \
+        WHERE table_schema = current_schema() AND table_name = lower($1)";
+    const COUNT_TYPE: &'static str = "bigint";
+    const SUM_TYPE: &'static str = "bigint NOT NULL DEFAULT 0";
+    const LABEL_TYPE: &'static str = "text";
     const MIGRATIONS_TABLE: &'static str = "CREATE TABLE {table} (version bigint PRIMARY KEY, \
          description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";
 
@@ -192,7 +199,7 @@ impl Dialect for Postgres {
         )
     }
 
-    /// The batch as 19 column arrays bound to one UNNEST statement, with native types.
+    /// The batch as 25 column arrays bound to one UNNEST statement, with native types.
     async fn insert(
         connection: &mut PgConnection,
         config: &SqlConfig,
@@ -204,7 +211,8 @@ impl Dialect for Postgres {
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                          $6::timestamptz[], $7::int8[], $8::text[], $9::text[], $10::text[], \
                          $11::text[], $12::uuid[], $13::uuid[], $14::text[], $15::int8[], \
-                         $16::int8[], $17::int8[], $18::int8[], $19::jsonb[]) \
+                         $16::int8[], $17::int8[], $18::int8[], $19::int8[], $20::int8[], \
+                         $21::int8[], $22::int8[], $23::int8[], $24::text[], $25::jsonb[]) \
              ON CONFLICT (id) DO NOTHING RETURNING id",
             table = config.records_table(),
         );
@@ -277,7 +285,7 @@ impl Dialect for Postgres {
     statements!();
 }
 
-/// A statement over the 19 record columns as arrays (`$1` to `$19`), bound with native types.
+/// A statement over the 25 record columns as arrays (`$1` to `$25`), bound with native types.
 /// Text and attributes are borrowed from the records unless a NUL has to be replaced.
 fn bind_records<'a>(
     statement: &'a str,
@@ -309,7 +317,13 @@ fn bind_records<'a>(
         .bind(column(batch, |r| count(r.input_tokens)))
         .bind(column(batch, |r| count(r.output_tokens)))
         .bind(column(batch, |r| count(r.cached_input_tokens)))
+        .bind(column(batch, |r| count(r.cache_creation_input_tokens)))
+        .bind(column(batch, |r| count(r.cache_creation_1h_input_tokens)))
+        .bind(column(batch, |r| count(r.reasoning_tokens)))
+        .bind(column(batch, |r| count(r.audio_input_tokens)))
+        .bind(column(batch, |r| count(r.audio_output_tokens)))
         .bind(column(batch, |r| r.cost_nano_usd))
+        .bind(column(batch, |r| opt_text(r.price_id.as_deref())))
         .bind(column(batch, |r| {
             sqlx::types::Json(attributes_without_nul(&r.attributes))
         }))

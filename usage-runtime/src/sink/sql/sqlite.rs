@@ -20,7 +20,7 @@ use crate::error::redact_url;
 use crate::record::UsageRecord;
 use crate::rollup::{compact_when, Cell, RollupKey, Tier};
 
-/// Rows per `INSERT` statement: 19 bound values each stays far below SQLite's 32,766 limit.
+/// Rows per `INSERT` statement: 25 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
@@ -88,6 +88,7 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usa
     Migration::new(4, Change::Catalog),
     Migration::new(5, Change::Daily),
     Migration::new(6, Change::Horizon),
+    Migration::new(7, Change::TokenKinds),
 ];
 
 /// The operation catalog.
@@ -144,6 +145,10 @@ impl Dialect for Sqlite3 {
     // Stored as RFC 3339 text already.
     const TIME_AS_TEXT: &'static str = "{column}";
     const HEX: &'static str = "hex({column})";
+    const COLUMNS_OF: &'static str = "SELECT name FROM pragma_table_info(?)";
+    const COUNT_TYPE: &'static str = "INTEGER";
+    const SUM_TYPE: &'static str = "INTEGER NOT NULL DEFAULT 0";
+    const LABEL_TYPE: &'static str = "TEXT";
     const MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {table} (\
          version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)";
 
