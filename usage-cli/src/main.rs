@@ -23,6 +23,7 @@ Examples:
   usage spool status --dir /var/lib/app/usage-spool
   usage spool replay --dir /var/lib/app/usage-spool --database-url sqlite://usage.db
   usage prune --database-url sqlite://usage.db --older-than 30d
+  usage reprice --database-url sqlite://usage.db --pricing prices.toml --since 30d --dry-run
   usage ingest --nats nats://127.0.0.1:4222 --stream USAGE --consumer writers \\
       --database-url postgres://app@db/usage";
 
@@ -135,6 +136,30 @@ enum Command {
         #[arg(long)]
         older_than: String,
     },
+    /// Recomputes the cost of stored records with a corrected price table (TOML, or LiteLLM's
+    /// JSON), each priced by the entry in force when its call started; shows the change per
+    /// model and tenant, and writes it (records and rollups together) unless --dry-run.
+    Reprice {
+        #[command(flatten)]
+        database: Database,
+        /// The price table: TOML, or LiteLLM's model_prices_and_context_window.json.
+        #[arg(long)]
+        pricing: std::path::PathBuf,
+        /// Calls since: an age (30d, 12h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Calls before: an age or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Show the change without writing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +203,10 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+        Err(Failure::File(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -186,6 +215,8 @@ fn main() -> ExitCode {
 enum Failure {
     Usage(String),
     Run(Error),
+    /// A file the command reads is not what it should be.
+    File(String),
 }
 
 impl From<Error> for Failure {
@@ -370,6 +401,41 @@ async fn run(command: Command) -> Result<(), Failure> {
             println!(
                 "deleted {deleted} records older than {older_than} (whole hours); the rollups are kept"
             );
+            Ok(())
+        }
+        Command::Reprice {
+            database,
+            pricing,
+            since,
+            until,
+            model,
+            dry_run,
+            format,
+        } => {
+            let pricing = usage_runtime::Pricing::from_file(&pricing)
+                .map_err(|error| Failure::File(error.to_string()))?;
+            let mut filter = usage_runtime::report::RepriceFilter::new();
+            if let Some(since) = since {
+                filter = filter.since(parse_time(&since).map_err(usage_error)?);
+            }
+            if let Some(until) = until {
+                filter = filter.until(parse_time(&until).map_err(usage_error)?);
+            }
+            if let Some(model) = model {
+                filter = filter.model(model);
+            }
+            if !dry_run {
+                // The schema first, so the records have their price ids.
+                connect(&database).await?;
+            }
+            let reader = database.reader().await?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message("records read");
+            let repriced = reader
+                .reprice(&pricing, &filter, dry_run, |read| bar.set_position(read))
+                .await?;
+            bar.finish_and_clear();
+            output::print_repriced(&repriced, format);
             Ok(())
         }
     }

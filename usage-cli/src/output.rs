@@ -1,6 +1,6 @@
 //! What the commands print: a report and the operation catalog, as a table, JSON or CSV.
 
-use usage_runtime::report::{OperationRow, ReportRow, Summary};
+use usage_runtime::report::{OperationRow, ReportRow, Repriced, Summary};
 
 use crate::Format;
 
@@ -153,6 +153,68 @@ fn cells(columns: &[String], row: &ReportRow, shown: &[bool; 14], table: bool) -
         });
     }
     cells
+}
+
+/// A reprice's changes by model and tenant, and what it read.
+pub(crate) fn print_repriced(repriced: &Repriced, format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(repriced).expect("a reprice serializes")
+        ),
+        Format::Csv => {
+            let mut out = csv::Writer::from_writer(std::io::stdout());
+            let _ = out.write_record([
+                "model",
+                "tenant",
+                "records",
+                "old_cost_nano_usd",
+                "new_cost_nano_usd",
+            ]);
+            for row in &repriced.rows {
+                let _ = out.write_record([
+                    row.model.clone(),
+                    row.tenant.clone(),
+                    row.records.to_string(),
+                    row.old_cost_nano_usd.to_string(),
+                    row.new_cost_nano_usd.to_string(),
+                ]);
+            }
+            let _ = out.flush();
+        }
+        Format::Table => {
+            let mut table = comfy_table::Table::new();
+            table.set_header([
+                "model",
+                "tenant",
+                "records",
+                "old cost (USD)",
+                "new cost (USD)",
+                "change (USD)",
+            ]);
+            for row in &repriced.rows {
+                table.add_row([
+                    row.model.clone(),
+                    row.tenant.clone(),
+                    row.records.to_string(),
+                    dollars(row.old_cost_nano_usd),
+                    dollars(row.new_cost_nano_usd),
+                    dollars(row.new_cost_nano_usd.saturating_sub(row.old_cost_nano_usd)),
+                ]);
+            }
+            println!("{table}");
+            let changed: u64 = repriced.rows.iter().map(|row| row.records).sum();
+            let verb = if repriced.written {
+                "repriced"
+            } else {
+                "would reprice (dry run)"
+            };
+            println!(
+                "{verb} {changed} of {} records read; {} kept: no price or no tokens",
+                repriced.records_read, repriced.records_without_price
+            );
+        }
+    }
 }
 
 /// The operation catalog, each silent operation marked.

@@ -82,6 +82,93 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
     assert!(out.contains(&expected.to_string()), "{out}");
 }
 
+/// `usage reprice` with a table pricing only gpt-4o: a dry run shows the change and writes
+/// nothing; the run writes it, after which the rollups and the records agree on the new total;
+/// a second run finds nothing to change. Records of other models are kept as they were.
+fn check_reprice(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord]) {
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[models.\"gpt-4o\"]\ninput = \"2.50\"\noutput = \"10.00\"\n",
+    )
+    .unwrap();
+    let pricing = usage_runtime::Pricing::from_file(&prices).unwrap();
+    let prices = prices.to_str().unwrap();
+    let reprice = |extra: &[&str]| {
+        let args = [
+            "reprice",
+            "--database-url",
+            url,
+            "--table-prefix",
+            prefix,
+            "--pricing",
+            prices,
+        ];
+        let (code, out, err) = usage(&[&args[..], extra].concat());
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let total_cost = |extra: &[&str]| -> i64 {
+        let args = [
+            "report",
+            "--database-url",
+            url,
+            "--table-prefix",
+            prefix,
+            "--format",
+            "json",
+        ];
+        let (code, out, err) = usage(&[&args[..], extra].concat());
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        rows.iter()
+            .map(|r| r["cost_nano_usd"].as_i64().unwrap())
+            .sum()
+    };
+    // What it should do, worked out record by record.
+    let (mut changed, mut without_price, mut expected) = (0u64, 0u64, 0i64);
+    for record in records {
+        match pricing.cost(&record.token_usage(), record.started_at) {
+            Some(cost) => {
+                changed += u64::from(
+                    record.cost_nano_usd != Some(cost.nano_usd) || record.price_id.is_none(),
+                );
+                expected += cost.nano_usd;
+            }
+            None => {
+                without_price += u64::from(record.model.is_some());
+                expected += record.cost_nano_usd.unwrap_or(0);
+            }
+        }
+    }
+    let before = total_cost(&[]);
+    let dry: serde_json::Value =
+        serde_json::from_str(&reprice(&["--dry-run", "--format", "json"])).unwrap();
+    assert_eq!(dry["written"], false);
+    assert_eq!(dry["records_without_price"], without_price);
+    let rows = dry["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|row| row["model"] == "gpt-4o"), "{rows:?}");
+    let counted: u64 = rows
+        .iter()
+        .map(|row| row["records"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, changed);
+    assert!(changed > 0);
+    assert_eq!(total_cost(&[]), before, "a dry run writes nothing");
+
+    let table = reprice(&[]);
+    assert!(table.contains(&format!("repriced {changed} of")), "{table}");
+    assert_eq!(total_cost(&[]), expected, "the rollups");
+    assert_eq!(total_cost(&["--distinct-users"]), expected, "the records");
+    let again: serde_json::Value = serde_json::from_str(&reprice(&["--format", "json"])).unwrap();
+    assert_eq!(
+        again["rows"],
+        serde_json::json!([]),
+        "nothing left to change"
+    );
+}
+
 #[test]
 fn sqlite_report_operations_verify_migrate_prune() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,6 +179,7 @@ fn sqlite_report_operations_verify_migrate_prune() {
         sink.write(&records).await.unwrap();
     });
     check_report(&url, "", &records);
+    check_reprice(&url, "", &records);
 
     let (code, out, err) = usage(&["verify", "--database-url", &url]);
     assert_eq!(code, 0, "{err}");
@@ -348,6 +436,7 @@ fn report_and_verify(url: &str, prefix: &str, seed: u64) {
         }
     });
     check_report(url, prefix, &records);
+    check_reprice(url, prefix, &records);
     let (code, out, err) = usage(&["verify", "--database-url", url, "--table-prefix", prefix]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("authenticate"), "{out}");

@@ -87,6 +87,40 @@ impl Reader {
             .collect())
     }
 
+    /// Recomputes the cost and price id of the stored records `filter` matches at `pricing`
+    /// (each priced by the entry in force when it started), and, unless `dry_run`, writes them:
+    /// each changed record with its cost difference added to its hourly and daily rollup rows,
+    /// a page at a time in one transaction, so the rollups stay equal to the records. A record
+    /// whose model the table does not price is kept as it is. Calls `progress` with the
+    /// records read so far. Hours already pruned keep the costs their rollups have.
+    pub async fn reprice(
+        &self,
+        pricing: &crate::Pricing,
+        filter: &RepriceFilter,
+        dry_run: bool,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Repriced, Error> {
+        macro_rules! reprice {
+            ($pool:expr, $dialect:ty) => {{
+                let mut connection = $pool
+                    .acquire()
+                    .await
+                    .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+                crate::sink::sql::reprice::reprice::<$dialect>(
+                    &mut connection,
+                    &self.config,
+                    pricing,
+                    filter,
+                    dry_run,
+                    &mut progress,
+                )
+                .await
+            }};
+        }
+        on_pool!(self, |pool, Dialect, _kind| reprice!(pool, Dialect))
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+    }
+
     /// Deletes the records of calls started before the hour `before` falls in, `chunk` rows at a time (calling
     /// `progress` with the running total), keeping the rollups: reports over those hours still
     /// answer from them. Returns how many records were deleted.

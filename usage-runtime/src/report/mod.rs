@@ -35,6 +35,7 @@ mod aggregate;
 mod query;
 mod read;
 
+pub use crate::sink::sql::reprice::{RepriceFilter, RepriceRow, Repriced};
 pub use admin::OperationRow;
 use aggregate::{add, finish, parse_sum, parse_time, plan, Scratch};
 pub use aggregate::{ReportRow, Source, Summary};

@@ -204,18 +204,18 @@ fn decode(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(error))
 }
 
-fn time(text: Option<&str>) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(super) fn time(text: Option<&str>) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(text.unwrap_or_default())
         .map(|at| at.with_timezone(&Utc))
         .map_err(decode)
 }
 
-fn outcome(text: Option<&str>) -> Result<Outcome, sqlx::Error> {
+pub(super) fn outcome(text: Option<&str>) -> Result<Outcome, sqlx::Error> {
     text.unwrap_or_default().parse().map_err(decode)
 }
 
 /// A count read back as text: held to the `u64` range (a negative one is zero).
-fn count(text: Option<&str>) -> Option<u64> {
+pub(super) fn count(text: Option<&str>) -> Option<u64> {
     let value: i128 = text?.split('.').next()?.parse().ok()?;
     Some(value.clamp(0, i128::from(u64::MAX)) as u64)
 }

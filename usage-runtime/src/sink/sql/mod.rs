@@ -15,6 +15,7 @@ mod failure;
 mod horizon;
 mod migrate;
 mod public;
+pub(crate) mod reprice;
 mod split;
 pub(crate) mod values;
 
