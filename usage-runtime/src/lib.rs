@@ -22,6 +22,7 @@ pub mod testing;
 #[cfg(feature = "tower")]
 pub mod tower;
 
+pub use call::providers;
 pub use error::Error;
 pub use pipeline::builder::TrackerBuilder;
 pub use pipeline::health::{health, Health, HealthState};
@@ -29,7 +30,7 @@ pub use pipeline::pricing::Pricing;
 pub use pipeline::tracker::Tracker;
 pub use record::{Outcome, UsageRecord};
 pub use sink::Sink;
-pub use tokens::{record_tokens, set_model, TokenKind, TokenUsage, UsageReport};
+pub use tokens::{record_tokens, record_usage, set_model, TokenKind, TokenUsage, UsageReport};
 
 /// The tracker's settings and their defaults (each documented beside its setter on
 /// [`TrackerBuilder`]), and its counters.
@@ -49,8 +50,8 @@ pub mod tracker {
 /// records itself ([`record_tokens`], [`set_model`]).
 pub mod tokens {
     pub use crate::call::tokens::{
-        record_cached_input_tokens, record_token_count, record_tokens, set_model, ModelName,
-        TokenCount, TokenKind, TokenUsage, UsageReport,
+        record_cached_input_tokens, record_token_count, record_tokens, record_usage, set_model,
+        ModelName, TokenCount, TokenKind, TokenUsage, UsageReport,
     };
     pub use crate::pipeline::record::SATURATED_ATTRIBUTE;
 }

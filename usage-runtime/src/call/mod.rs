@@ -11,6 +11,7 @@ pub(crate) mod dimension;
 pub(crate) mod guard;
 pub(crate) mod handoff;
 pub(crate) mod intern;
+pub mod providers;
 pub(crate) mod queue;
 pub(crate) mod raw;
 pub(crate) mod stream;

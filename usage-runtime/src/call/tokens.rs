@@ -494,6 +494,14 @@ pub fn record_cached_input_tokens(cached: u64) {
     record_token_count(TokenKind::CachedInput, cached);
 }
 
+/// Adds `usage`'s counts to the innermost tracked call, and its model when the call has none
+/// yet: what a provider's response reported, read by a [`providers`](crate::providers) mapper
+/// or by hand. Outside any tracked call it does nothing.
+pub fn record_usage(usage: TokenUsage<'_>) {
+    let usage = usage.into_owned();
+    with_innermost(|tally| tally.merge(usage));
+}
+
 /// Adds `count` tokens of `kind` to the innermost tracked call (a count of a kind within input
 /// or output, such as [`TokenKind::Reasoning`], is already counted there: see the module docs).
 /// Outside any tracked call it does nothing.

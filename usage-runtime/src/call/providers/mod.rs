@@ -1,0 +1,199 @@
+//! The token counts of the providers' raw JSON, for services on plain `reqwest` or any client
+//! that hands back the body: OpenAI (chat completions, the Responses API, embeddings),
+//! Anthropic Messages and Gemini (`usageMetadata`). Each maps the provider's fields to the
+//! inclusive counts of [`TokenUsage`] (input includes cache reads, cache writes and audio;
+//! output includes reasoning and audio), so the provider's own convention never leaks into
+//! costs. Each takes the whole response body (the model comes from it) or the usage object
+//! alone.
+//!
+//! ```
+//! # use usage_runtime::track_usage;
+//! #[track_usage(operation = "chat")]
+//! async fn chat(body: serde_json::Value) -> serde_json::Value {
+//!     // `body` is what the provider answered.
+//!     usage_runtime::record_usage(usage_runtime::providers::anthropic(&body));
+//!     body
+//! }
+//! ```
+//!
+//! With the `openai` feature, async-openai's response types implement
+//! [`UsageReport`](crate::UsageReport) themselves, so a tracked fn returning one needs nothing.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::call::tokens::{TokenKind, TokenUsage};
+
+#[cfg(feature = "openai")]
+mod openai;
+
+/// An OpenAI response's usage: a chat completion or its last stream chunk (`prompt_tokens`,
+/// `completion_tokens` and their `_details`), a Responses API response (`input_tokens`,
+/// `output_tokens` and their `_details`), or an embedding (`prompt_tokens` alone).
+pub fn openai(body: &Value) -> TokenUsage<'_> {
+    let (usage, model) = parts(body, "usage", "model");
+    let mut out = TokenUsage::new();
+    let (input, output, input_details, output_details) = if usage.get("prompt_tokens").is_some() {
+        (
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        )
+    } else {
+        (
+            "input_tokens",
+            "output_tokens",
+            "input_tokens_details",
+            "output_tokens_details",
+        )
+    };
+    set(&mut out, TokenKind::Input, count(usage, &[input]));
+    set(&mut out, TokenKind::Output, count(usage, &[output]));
+    let input_details = &usage[input_details];
+    let output_details = &usage[output_details];
+    set(
+        &mut out,
+        TokenKind::CachedInput,
+        count(input_details, &["cached_tokens"]),
+    );
+    set(
+        &mut out,
+        TokenKind::AudioInput,
+        count(input_details, &["audio_tokens"]),
+    );
+    set(
+        &mut out,
+        TokenKind::Reasoning,
+        count(output_details, &["reasoning_tokens"]),
+    );
+    set(
+        &mut out,
+        TokenKind::AudioOutput,
+        count(output_details, &["audio_tokens"]),
+    );
+    with_model(out, model)
+}
+
+/// An Anthropic Messages response's usage (or a `message_start` event's, or a
+/// `message_delta` event's). Anthropic counts cache reads and writes apart from
+/// `input_tokens`; they are added to input here. The 1-hour cache writes come from
+/// `cache_creation.ephemeral_1h_input_tokens`. In a stream, `message_start` holds the input and
+/// each `message_delta` the output *so far*: record the start's and the last delta's, not
+/// every delta's.
+pub fn anthropic(body: &Value) -> TokenUsage<'_> {
+    let (usage, model) = if body.get("type").and_then(Value::as_str) == Some("message_start") {
+        parts(&body["message"], "usage", "model")
+    } else {
+        parts(body, "usage", "model")
+    };
+    let mut out = TokenUsage::new();
+    let read = count(usage, &["cache_read_input_tokens"]);
+    let ttl = &usage["cache_creation"];
+    let (five_minutes, one_hour) = (
+        count(ttl, &["ephemeral_5m_input_tokens"]),
+        count(ttl, &["ephemeral_1h_input_tokens"]),
+    );
+    let written =
+        count(usage, &["cache_creation_input_tokens"]).or(match (five_minutes, one_hour) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        });
+    let plain = count(usage, &["input_tokens"]);
+    if plain.is_some() || read.is_some() || written.is_some() {
+        let total = [plain, read, written]
+            .iter()
+            .fold(0u64, |sum, n| sum.saturating_add(n.unwrap_or(0)));
+        set(&mut out, TokenKind::Input, Some(total));
+    }
+    set(
+        &mut out,
+        TokenKind::Output,
+        count(usage, &["output_tokens"]),
+    );
+    set(&mut out, TokenKind::CachedInput, read);
+    set(&mut out, TokenKind::CacheCreation, written);
+    set(&mut out, TokenKind::CacheCreation1h, one_hour);
+    with_model(out, model)
+}
+
+/// A Gemini `generateContent` response's `usageMetadata` (or the object alone). Gemini counts
+/// thinking tokens (`thoughtsTokenCount`) apart from `candidatesTokenCount`; they are added to
+/// output here, and are the reasoning count. Cached content is part of `promptTokenCount`
+/// already. Audio comes from the `AUDIO` entries of `promptTokensDetails` and
+/// `candidatesTokensDetails`. The model is `modelVersion`.
+pub fn gemini(body: &Value) -> TokenUsage<'_> {
+    let (usage, model) = parts(body, "usageMetadata", "modelVersion");
+    let mut out = TokenUsage::new();
+    let candidates = count(usage, &["candidatesTokenCount"]);
+    let thoughts = count(usage, &["thoughtsTokenCount"]);
+    set(
+        &mut out,
+        TokenKind::Input,
+        count(usage, &["promptTokenCount"]),
+    );
+    if candidates.is_some() || thoughts.is_some() {
+        let output = candidates
+            .unwrap_or(0)
+            .saturating_add(thoughts.unwrap_or(0));
+        set(&mut out, TokenKind::Output, Some(output));
+    }
+    set(&mut out, TokenKind::Reasoning, thoughts);
+    set(
+        &mut out,
+        TokenKind::CachedInput,
+        count(usage, &["cachedContentTokenCount"]),
+    );
+    set(
+        &mut out,
+        TokenKind::AudioInput,
+        modality(&usage["promptTokensDetails"], "AUDIO"),
+    );
+    set(
+        &mut out,
+        TokenKind::AudioOutput,
+        modality(&usage["candidatesTokensDetails"], "AUDIO"),
+    );
+    with_model(out, model)
+}
+
+/// The usage object and the model of `body`: its `usage` key and `model` key when it has the
+/// first, else `body` itself is the usage object.
+fn parts<'a>(body: &'a Value, usage: &str, model: &str) -> (&'a Value, Option<&'a str>) {
+    match body.get(usage) {
+        Some(inner) => (inner, body.get(model).and_then(Value::as_str)),
+        None => (body, None),
+    }
+}
+
+/// The first of `keys` that holds a non-negative integer.
+fn count(object: &Value, keys: &[&str]) -> Option<u64> {
+    keys.iter().find_map(|key| object.get(key)?.as_u64())
+}
+
+/// The tokens of `modality` in a Gemini `[{modality, tokenCount}]` list.
+fn modality(details: &Value, modality: &str) -> Option<u64> {
+    details
+        .as_array()?
+        .iter()
+        .filter(|entry| entry["modality"] == modality)
+        .filter_map(|entry| entry["tokenCount"].as_u64())
+        .reduce(u64::saturating_add)
+}
+
+fn set(usage: &mut TokenUsage<'_>, kind: TokenKind, count: Option<u64>) {
+    if let Some(count) = count {
+        usage.add(kind, count);
+    }
+}
+
+fn with_model<'a>(usage: TokenUsage<'a>, model: Option<&'a str>) -> TokenUsage<'a> {
+    match model.filter(|name| !name.is_empty()) {
+        Some(model) => usage.with_model(Cow::Borrowed(model)),
+        None => usage,
+    }
+}
+
+#[cfg(test)]
+mod tests;
