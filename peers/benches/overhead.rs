@@ -85,6 +85,36 @@ fn tracked_llm(input: u32) -> Reply {
     }
 }
 
+/// A reply with every kind Anthropic reports: cache reads and both cache writes, in input.
+#[derive(UsageReport)]
+struct CachedReply {
+    #[usage(input_tokens)]
+    input: u32,
+    #[usage(output_tokens)]
+    output: u32,
+    #[usage(input_tokens, cache_read_input_tokens)]
+    read: u32,
+    #[usage(input_tokens, cache_creation_input_tokens)]
+    written: u32,
+    #[usage(cache_creation_1h_input_tokens)]
+    written_1h: u32,
+    #[usage(model)]
+    model: &'static str,
+}
+
+#[track_usage(operation = "bench.llm_cached")]
+#[inline(never)]
+fn tracked_llm_cached(input: u32) -> CachedReply {
+    CachedReply {
+        input,
+        output: 12,
+        read: 2_000,
+        written: 300,
+        written_1h: 100,
+        model: "claude-sonnet-4-5",
+    }
+}
+
 #[inline(never)]
 #[tracing::instrument]
 fn instrumented(a: u64, b: u64) -> u64 {
@@ -213,6 +243,9 @@ fn overhead(c: &mut Criterion) {
     });
     bench_timed(&mut group, "track_usage_llm_reply", &tracker, 1, || {
         black_box(tracked_llm(black_box(40)));
+    });
+    bench_timed(&mut group, "track_usage_llm_reply_cached", &tracker, 1, || {
+        black_box(tracked_llm_cached(black_box(40)));
     });
     group.bench_function("tracing_instrument_fmt", |b| {
         b.iter(|| instrumented(black_box(1), black_box(2)))

@@ -175,9 +175,16 @@ impl CallGuard {
 
     /// Adds the returned value's usage to what the body recorded; a model the body set wins.
     fn add_usage(&mut self, usage: TokenUsage<'_>) {
-        self.tally
-            .get_or_insert_with(Box::default)
-            .merge(usage.into_owned());
+        let usage = usage.into_owned();
+        match &mut self.tally {
+            Some(tally) => tally.merge(usage),
+            // Nothing recorded in the body (the usual case): the usage as it is, unmerged.
+            None => {
+                let mut tally = crate::call::tokens::spare_tally();
+                *tally = usage;
+                self.tally = Some(tally);
+            }
+        }
     }
 
     #[cold]

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::pricing::Pricing;
 use crate::call::intern::Interner;
 use crate::call::raw::{Extras, RawCall};
-use crate::call::tokens::{Tally, TokenUsage};
+use crate::call::tokens::{recycle, Tally, TokenUsage};
 use crate::record::UsageRecord;
 
 /// What every record of one tracker shares.
@@ -153,7 +153,7 @@ fn complete(
         record.error_message = details.message;
     }
     let dims = dims.map(|dims| *dims).unwrap_or_default();
-    let usage: Tally = tokens.map(|tally| *tally).unwrap_or_default();
+    let usage: Tally = tokens.map(recycle).unwrap_or_default();
     let saturated = usage.saturated;
     // A model from the body or the result (the one that served the call) beats `model = ...`.
     let usage = TokenUsage {
