@@ -6,21 +6,23 @@ use crate::Format;
 
 /// A report row's figures: the name in JSON and CSV, the header in a table, and whether a table
 /// leaves the column out when every row has zero there (the token kinds few calls have).
+/// The kinds within input and output come last, after the columns older versions printed, so a
+/// CSV read by position reads as before.
 const FIGURES: [(&str, &str, bool); 14] = [
     ("calls", "calls", false),
     ("errors", "errors", false),
     ("input_tokens", "tokens in", false),
-    ("cached_input_tokens", "cache read", true),
-    ("cache_creation_input_tokens", "cache write", true),
-    ("cache_creation_1h_input_tokens", "of which 1h", true),
-    ("audio_input_tokens", "audio in", true),
     ("output_tokens", "tokens out", false),
-    ("reasoning_tokens", "reasoning", true),
-    ("audio_output_tokens", "audio out", true),
     ("cost_nano_usd", "cost (USD)", false),
     ("p50_ms", "p50 ms", false),
     ("p95_ms", "p95 ms", false),
     ("p99_ms", "p99 ms", false),
+    ("cached_input_tokens", "cache read", true),
+    ("cache_creation_input_tokens", "cache write", true),
+    ("cache_creation_1h_input_tokens", "of which 1h", true),
+    ("audio_input_tokens", "audio in", true),
+    ("reasoning_tokens", "reasoning", true),
+    ("audio_output_tokens", "audio out", true),
 ];
 
 /// A figure of a row.
@@ -38,17 +40,17 @@ fn figures(row: &ReportRow) -> [Figure; 14] {
         Count(row.calls),
         Count(row.errors),
         Count(row.input_tokens),
-        Count(row.cached_input_tokens),
-        Count(row.cache_creation_input_tokens),
-        Count(row.cache_creation_1h_input_tokens),
-        Count(row.audio_input_tokens),
         Count(row.output_tokens),
-        Count(row.reasoning_tokens),
-        Count(row.audio_output_tokens),
         Cost(row.cost_nano_usd),
         Ms(row.p50_ms),
         Ms(row.p95_ms),
         Ms(row.p99_ms),
+        Count(row.cached_input_tokens),
+        Count(row.cache_creation_input_tokens),
+        Count(row.cache_creation_1h_input_tokens),
+        Count(row.audio_input_tokens),
+        Count(row.reasoning_tokens),
+        Count(row.audio_output_tokens),
     ]
 }
 

@@ -71,9 +71,9 @@ fn check_report(url: &str, prefix: &str, records: &[usage_runtime::UsageRecord])
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "outcome,calls,errors,input_tokens,cached_input_tokens,cache_creation_input_tokens,\
-         cache_creation_1h_input_tokens,audio_input_tokens,output_tokens,reasoning_tokens,\
-         audio_output_tokens,cost_nano_usd,p50_ms,p95_ms,p99_ms"
+        "outcome,calls,errors,input_tokens,output_tokens,cost_nano_usd,p50_ms,p95_ms,p99_ms,\
+         cached_input_tokens,cache_creation_input_tokens,cache_creation_1h_input_tokens,\
+         audio_input_tokens,reasoning_tokens,audio_output_tokens"
     );
     assert_eq!(lines.count(), 4, "{out}");
 

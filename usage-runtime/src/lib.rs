@@ -110,8 +110,11 @@ pub mod catalog {
 /// ```
 pub use usage_macros::track_usage;
 
-/// Derives [`UsageReport`] from `#[usage(...)]` field attributes: `input_tokens`,
-/// `output_tokens`, `cached_input_tokens`, `model`, and `flatten` for a nested value that
+/// Derives [`UsageReport`] from `#[usage(...)]` field attributes: each token kind by its
+/// [`TokenUsage`] field's name (`input_tokens`, `output_tokens`, `cached_input_tokens` or
+/// `cache_read_input_tokens`, `cache_creation_input_tokens`, `cache_creation_1h_input_tokens`,
+/// `reasoning_tokens`, `audio_input_tokens`, `audio_output_tokens`), `model`, and `flatten` for a
+/// nested value that
 /// implements `UsageReport` (an `Option` of one reports nothing when `None`). Fields of the same
 /// kind are added; one field may carry several kinds. On an enum, each variant reports its own
 /// marked fields. `#[usage(crate = path)]` on the type names a renamed runtime crate.

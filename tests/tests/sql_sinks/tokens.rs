@@ -1,6 +1,7 @@
 //! Every token kind and the price entry stored, rolled up exactly, and added to a database of
 //! the previous schema in place.
 
+use usage_runtime::report::{Query, Reader, RepriceFilter};
 use usage_runtime::sink::Sink;
 use usage_runtime::testing::Capture;
 use usage_runtime::{track_usage, Pricing, UsageRecord, UsageReport};
@@ -165,6 +166,20 @@ async fn a_database_of_the_previous_schema_gains_the_token_kinds(backend: Backen
         db.table("usage_schema_migrations"),
     ))
     .await;
+
+    // A reader (a newer `usage` command, say) reads it before its trackers migrate it: the
+    // later kinds read as zero; a reprice asks for the migration first.
+    let reader = Reader::connect_with(&db.url, db.config()).await.unwrap();
+    let report = reader.report(&Query::new()).await.unwrap();
+    assert_eq!(report.rows[0].input_tokens, 4 * 26_000 + 6);
+    assert_eq!(report.rows[0].cache_creation_input_tokens, 0);
+    let records = reader.report(&Query::new().distinct_users()).await.unwrap();
+    assert_eq!(records.rows[0].reasoning_tokens, 0);
+    let refused = reader
+        .reprice(&Pricing::new(), &RepriceFilter::new(), true, |_| {})
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("usage migrate"), "{refused}");
 
     // Opening it migrates it; what it held keeps its meaning, the new kinds start at zero.
     let mut sink = db.sink().await;

@@ -100,6 +100,13 @@ impl Reader {
         dry_run: bool,
         mut progress: impl FnMut(u64),
     ) -> Result<Repriced, Error> {
+        if !self.later_kinds {
+            return Err(Error::database(
+                DbStep::Migrate,
+                &self.target,
+                "the records have no price ids yet: the schema predates them; run `usage migrate`",
+            ));
+        }
         macro_rules! reprice {
             ($pool:expr, $dialect:ty) => {{
                 let mut connection = $pool

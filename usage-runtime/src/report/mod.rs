@@ -124,6 +124,9 @@ pub struct Reader {
     pool: Pool,
     config: SqlConfig,
     target: String,
+    /// Whether the records have the token kinds a later schema added: a reader of a database
+    /// its trackers have not migrated yet reads those kinds as zero.
+    later_kinds: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -176,6 +179,51 @@ fn placeholders(sql: &str, dollar: bool) -> String {
 }
 
 impl Reader {
+    /// Whether the records table has every column [`Change::TokenKinds`] adds.
+    ///
+    /// [`Change::TokenKinds`]: crate::sink::sql::Change::TokenKinds
+    async fn has_later_kinds(&self) -> Result<bool, Error> {
+        use crate::sink::sql::dialect::{Arg, Dialect as _};
+        let table = self.config.records_table();
+        let rows = on_pool!(self, |pool, Dialect, _kind| {
+            let mut connection = pool
+                .acquire()
+                .await
+                .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+            Dialect::rows(
+                &mut connection,
+                Dialect::COLUMNS_OF.into(),
+                &[Arg::Text(&table)],
+            )
+            .await
+        })
+        .map_err(|error| Error::database(DbStep::Read, &self.target, error))?;
+        let present = |name: &str| {
+            rows.iter().any(|row| {
+                row.first()
+                    .and_then(Option::as_deref)
+                    .is_some_and(|c| c.eq_ignore_ascii_case(name))
+            })
+        };
+        Ok(crate::sink::sql::LATER_TOKEN_KINDS
+            .iter()
+            .all(|kind| present(kind.name()))
+            && present("price_id"))
+    }
+
+    /// `column` as a report reads it: `0` for a token kind the database's schema does not have
+    /// yet.
+    fn column<'a>(&self, column: &'a str) -> &'a str {
+        let later = crate::sink::sql::LATER_TOKEN_KINDS
+            .iter()
+            .any(|kind| kind.name() == column);
+        if later && !self.later_kinds {
+            "0"
+        } else {
+            column
+        }
+    }
+
     /// Connects to the database at `url` (`sqlite://`, `postgres://` or `mysql://`).
     pub async fn connect(url: &str) -> Result<Self, Error> {
         Self::connect_with(url, SqlConfig::new()).await
@@ -223,11 +271,14 @@ impl Reader {
             #[allow(unreachable_patterns)] // a backend whose feature is off is refused above
             _ => unreachable!("Backend::of_url answers only compiled-in backends"),
         };
-        Ok(Reader {
+        let mut reader = Reader {
             pool,
             config,
             target,
-        })
+            later_kinds: true,
+        };
+        reader.later_kinds = reader.has_later_kinds().await?;
+        Ok(reader)
     }
 
     /// A reader that only ever returns `tenant`'s rows.

@@ -137,7 +137,7 @@ impl Reader {
         // Every sum but the duration (the histogram has the latency), in `RollupSums` order.
         let sums = RollupSums::COLUMNS[..RollupSums::COLUMNS.len() - 1]
             .iter()
-            .map(|column| sum(column))
+            .map(|column| sum(self.column(column)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -304,7 +304,9 @@ impl Reader {
         };
         let cast = |column: &str| text.replace("%s", &format!("COALESCE({column}, 0)"));
         let (filters, values) = self.filters(query, "started_at", false, kind);
-        let tokens = TokenKind::ALL.map(|kind| cast(kind.name())).join(", ");
+        let tokens = TokenKind::ALL
+            .map(|kind| cast(self.column(kind.name())))
+            .join(", ");
         let sql = format!(
             "SELECT {time}, service, operation, COALESCE(tenant_id, ''), {user}, COALESCE(model, ''), \
              outcome, {}, {tokens}, {} FROM {}{filters}",

@@ -95,8 +95,9 @@ const TOKEN_KINDS: usize = TokenKind::ALL.len();
 pub(crate) const SUMS: usize = TOKEN_KINDS + 3;
 
 impl RollupSums {
-    /// The sums' columns, in the order of [`RollupSums::values`]: every table, upsert and read
-    /// of the rollups names them from here, so a new sum is added in one place.
+    /// The sums' columns, in the order of [`RollupSums::values`]: every upsert and read of the
+    /// rollups names them from here (the tables' first shape has the first three kinds; the
+    /// migration adds the others from `LATER_TOKEN_KINDS`).
     pub(crate) const COLUMNS: [&'static str; SUMS] = {
         let mut columns = [""; SUMS];
         columns[0] = "calls";

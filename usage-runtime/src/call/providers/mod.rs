@@ -30,8 +30,14 @@ mod openai;
 
 /// An OpenAI response's usage: a chat completion or its last stream chunk (`prompt_tokens`,
 /// `completion_tokens` and their `_details`), a Responses API response (`input_tokens`,
-/// `output_tokens` and their `_details`), or an embedding (`prompt_tokens` alone).
+/// `output_tokens` and their `_details`) or the stream event that ends one
+/// (`response.completed`, `.incomplete`, `.failed`: its `response`), or an embedding
+/// (`prompt_tokens` alone).
 pub fn openai(body: &Value) -> TokenUsage<'_> {
+    let body = match body.get("response") {
+        Some(response) if body.get("type").and_then(Value::as_str).is_some() => response,
+        _ => body,
+    };
     let (usage, model) = parts(body, "usage", "model");
     let mut out = TokenUsage::new();
     let (input, output, input_details, output_details) = if usage.get("prompt_tokens").is_some() {
@@ -79,15 +85,37 @@ pub fn openai(body: &Value) -> TokenUsage<'_> {
 /// An Anthropic Messages response's usage (or a `message_start` event's, or a
 /// `message_delta` event's). Anthropic counts cache reads and writes apart from
 /// `input_tokens`; they are added to input here. The 1-hour cache writes come from
-/// `cache_creation.ephemeral_1h_input_tokens`. In a stream, `message_start` holds the input and
-/// each `message_delta` the output *so far*: record the start's and the last delta's, not
-/// every delta's.
+/// `cache_creation.ephemeral_1h_input_tokens`. A stream's events each hold totals so far, not
+/// increments: use [`anthropic_stream`] on its first and last events rather than adding events.
 pub fn anthropic(body: &Value) -> TokenUsage<'_> {
     let (usage, model) = if body.get("type").and_then(Value::as_str) == Some("message_start") {
         parts(&body["message"], "usage", "model")
     } else {
         parts(body, "usage", "model")
     };
+    anthropic_usage(usage, model)
+}
+
+/// An Anthropic stream's usage from its `message_start` event and its last `message_delta`:
+/// each count the delta gives (its totals so far) replaces the start's; the others (the input
+/// side, on an API whose deltas carry only `output_tokens`) are the start's.
+pub fn anthropic_stream(start: &Value, last_delta: &Value) -> TokenUsage<'static> {
+    let mut usage = start["message"]["usage"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(delta) = last_delta["usage"].as_object() {
+        for (key, value) in delta {
+            if !value.is_null() {
+                usage.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    let model = start["message"]["model"].as_str();
+    anthropic_usage(&Value::Object(usage), model).into_owned()
+}
+
+fn anthropic_usage<'a>(usage: &Value, model: Option<&'a str>) -> TokenUsage<'a> {
     let mut out = TokenUsage::new();
     let read = count(usage, &["cache_read_input_tokens"]);
     let ttl = &usage["cache_creation"];
@@ -120,12 +148,20 @@ pub fn anthropic(body: &Value) -> TokenUsage<'_> {
 
 /// A Gemini `generateContent` response's `usageMetadata` (or the object alone). Gemini counts
 /// thinking tokens (`thoughtsTokenCount`) apart from `candidatesTokenCount`; they are added to
-/// output here, and are the reasoning count. Cached content is part of `promptTokenCount`
-/// already. Audio comes from the `AUDIO` entries of `promptTokensDetails` and
-/// `candidatesTokensDetails`. The model is `modelVersion`.
+/// output here, and are the reasoning count. Tool-use prompt tokens (`toolUsePromptTokenCount`:
+/// grounding, code execution) are billed as input and added to it. Cached content is part of
+/// `promptTokenCount` already. Audio comes from the `AUDIO` entries of `promptTokensDetails`,
+/// `toolUsePromptTokensDetails` and `candidatesTokensDetails`. The model is `modelVersion`.
 pub fn gemini(body: &Value) -> TokenUsage<'_> {
     let (usage, model) = parts(body, "usageMetadata", "modelVersion");
     let mut out = TokenUsage::new();
+    set(
+        &mut out,
+        TokenKind::Input,
+        count(usage, &["toolUsePromptTokenCount"]),
+    );
+    let tool_audio = modality(&usage["toolUsePromptTokensDetails"], "AUDIO");
+    set(&mut out, TokenKind::AudioInput, tool_audio);
     let candidates = count(usage, &["candidatesTokenCount"]);
     let thoughts = count(usage, &["thoughtsTokenCount"]);
     set(

@@ -75,12 +75,15 @@ impl UsageReport for Response {
     }
 }
 
-/// A Responses API stream event's: `response.completed` carries the usage; other events report
-/// nothing.
+/// A Responses API stream event's: the last event (`response.completed`, or
+/// `response.incomplete` or `response.failed`, whose tokens are billed too) carries the
+/// usage; other events report nothing.
 impl UsageReport for ResponseStreamEvent {
     fn usage(&self) -> TokenUsage<'_> {
         match self {
             ResponseStreamEvent::ResponseCompleted(event) => event.response.usage(),
+            ResponseStreamEvent::ResponseIncomplete(event) => event.response.usage(),
+            ResponseStreamEvent::ResponseFailed(event) => event.response.usage(),
             _ => TokenUsage::new(),
         }
     }

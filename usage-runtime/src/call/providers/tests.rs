@@ -48,6 +48,15 @@ fn openai_chat_responses_and_embeddings() {
     // The usage object alone: counts, no model.
     assert_eq!(openai(&chat["usage"]).input_tokens, Some(1117));
     assert_eq!(openai(&chat["usage"]).model, None);
+    // The Responses stream's last event holds the response.
+    for kind in [
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ] {
+        let event = serde_json::json!({"type": kind, "sequence_number": 9, "response": response});
+        assert_eq!(openai(&event), openai(&response), "{kind}");
+    }
     // A stream chunk without usage reports nothing but its model.
     let chunk = serde_json::json!({"model": "o3", "usage": null, "choices": []});
     assert!(!openai(&chunk).has_counts());
@@ -78,6 +87,27 @@ fn anthropic_cache_reads_and_writes_join_input() {
     assert_eq!(anthropic(&start).input_tokens, Some(8248));
     let delta = serde_json::json!({"type": "message_delta", "usage": {"output_tokens": 15}});
     assert_eq!(counts(anthropic(&delta)).0[..2], [None, Some(15)]);
+    // A stream: the start's usage (its output_tokens already 1), deltas with totals so far.
+    let start = serde_json::json!({"type": "message_start", "message": {
+        "model": "claude-sonnet-4-5",
+        "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 1}}});
+    let older = serde_json::json!({"type": "message_delta", "usage": {"output_tokens": 40}});
+    assert_eq!(
+        counts(anthropic_stream(&start, &older)),
+        (
+            [Some(100), Some(40), Some(90), None, None, None, None, None],
+            Some("claude-sonnet-4-5".into())
+        ),
+        "the input from the start, the output the last delta's total, never added"
+    );
+    let current = serde_json::json!({"type": "message_delta", "usage": {
+        "input_tokens": 10, "cache_read_input_tokens": 90,
+        "cache_creation_input_tokens": null, "output_tokens": 40}});
+    assert_eq!(
+        counts(anthropic_stream(&start, &current)).0,
+        [Some(100), Some(40), Some(90), None, None, None, None, None],
+        "a delta with running totals of every count counts each once"
+    );
     // Only the TTL breakdown: the writes are its sum.
     let ttl = serde_json::json!({"input_tokens": 10, "output_tokens": 1,
         "cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 4}});
@@ -106,6 +136,14 @@ fn gemini_thoughts_join_output() {
             ],
             Some("gemini-2.5-flash".into())
         )
+    );
+    let tools = serde_json::json!({"promptTokenCount": 5, "candidatesTokenCount": 2,
+        "toolUsePromptTokenCount": 30,
+        "toolUsePromptTokensDetails": [{"modality": "AUDIO", "tokenCount": 4}]});
+    assert_eq!(
+        counts(gemini(&tools)).0,
+        [Some(35), Some(2), None, None, None, None, Some(4), None],
+        "tool-use prompt tokens are input"
     );
     let text_only = serde_json::json!({"promptTokenCount": 5, "candidatesTokenCount": 2});
     assert_eq!(

@@ -104,6 +104,9 @@ fn per_million(value: &Value) -> Result<Price, String> {
     if !number.is_finite() || number < 0.0 {
         return Err(format!("`{value}` is not a non-negative price"));
     }
+    if number == 0.0 {
+        return Ok(Price::default()); // `-0.0` too, which `{:e}` writes with its sign
+    }
     // `{:e}` writes the shortest digits that round-trip: `2.5e-6`, `1e-5`, `0e0`.
     let text = format!("{number:e}");
     let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
@@ -152,6 +155,7 @@ mod tests {
             ("5e-16", 1),
             ("1.5e-15", 2),
             ("12", 12_000_000_000_000_000),
+            ("-0.0", 0),
         ] {
             let value: Value = serde_json::from_str(json).unwrap();
             assert_eq!(

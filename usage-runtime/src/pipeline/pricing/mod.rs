@@ -303,7 +303,9 @@ impl ModelPrice {
 pub struct PriceTier {
     /// The tier applies to calls with more input tokens than this (inclusive input).
     pub above_input_tokens: u64,
-    /// The tier's rates; a rate it does not give is the base rate of that kind.
+    /// The tier's rates. `input` and `output` are always its own (build a tier from its base,
+    /// `ModelPrice { input, output, ..base }`, to change only some); an optional rate it
+    /// leaves `None` is the base's. The TOML and LiteLLM readers start each tier from its base.
     pub price: ModelPrice,
 }
 
@@ -489,14 +491,31 @@ impl Pricing {
             .map(|(since, price, tiers)| PriceEntry::new(pattern, since, price, tiers))
             .collect();
         entries.sort_by_key(|entry| entry.since);
+        if entries.is_empty() {
+            return Err(error("no price entry".into()));
+        }
         if let Some(pair) = entries
             .windows(2)
             .find(|pair| pair[0].since == pair[1].since)
         {
+            let since = pair[0]
+                .since
+                .map_or("always".to_owned(), |at| at.to_rfc3339());
             return Err(error(format!(
-                "two entries start at the same time ({})",
-                pair[0].id.split(['@', '#']).nth(1).unwrap_or("-")
+                "two entries start at the same time ({since})"
             )));
+        }
+        for entry in &entries {
+            if let Some(pair) = entry
+                .tiers
+                .windows(2)
+                .find(|pair| pair[0].above_input_tokens == pair[1].above_input_tokens)
+            {
+                return Err(error(format!(
+                    "two tiers start above {} input tokens",
+                    pair[0].above_input_tokens
+                )));
+            }
         }
         if is_prefix {
             self.prefixes.retain(|(prefix, _)| prefix != name);

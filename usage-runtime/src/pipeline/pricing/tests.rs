@@ -391,6 +391,14 @@ fn malformed_files_name_the_model_and_the_key() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("same time"), "{err}");
+    let err = Pricing::from_toml("[models]\nm = []").unwrap_err();
+    assert_eq!(err.model(), Some("m"), "{err}");
+    let err = Pricing::from_toml(
+        "[models.m]\ninput = \"1\"\noutput = \"1\"\n\
+         tiers = [{ above_input_tokens = 5, input = \"2\" }, { above_input_tokens = 5, input = \"3\" }]",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("two tiers"), "{err}");
     for (json, field) in [
         (
             r#"{"m": {"input_cost_per_token": "2.5e-06", "output_cost_per_token": 1e-05}}"#,

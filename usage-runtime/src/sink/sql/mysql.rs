@@ -108,7 +108,7 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#;
 
-/// At most this many rows per statement (25 placeholders each, far below MySQL's 65,535).
+/// At most this many rows per statement (26 placeholders each, far below MySQL's 65,535).
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
 
 sql_sink!(
@@ -481,6 +481,7 @@ fn row_bytes(record: &UsageRecord) -> usize {
         + text(record.error_message.as_deref())
         + text(record.tenant_id.as_deref())
         + text(record.model.as_deref())
+        + text(record.price_id.as_deref())
         + serde_json::to_string(&record.attributes).map_or(0, |json| json.len())
 }
 

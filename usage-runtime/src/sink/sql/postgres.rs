@@ -130,9 +130,9 @@ impl Dialect for Postgres {
     const TIME_AS_TEXT: &'static str =
         "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
     const HEX: &'static str = "encode({column}, 'hex')";
-    const COLUMNS_OF: &'static str =
-        "SELECT CAST(column_name AS text) FROM information_schema.columns \
-        WHERE table_schema = current_schema() AND table_name = lower($1)";
+    // The table the search path finds, as `TABLE_EXISTS` does.
+    const COLUMNS_OF: &'static str = "SELECT CAST(attname AS text) FROM pg_attribute \
+        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped";
     const COUNT_TYPE: &'static str = "bigint";
     const SUM_TYPE: &'static str = "bigint NOT NULL DEFAULT 0";
     const LABEL_TYPE: &'static str = "text";
