@@ -85,41 +85,31 @@ fn chat_stream(
 
 #[track_usage(operation = "respond")]
 async fn respond(client: &Client<OpenAIConfig>) -> Result<Response, OpenAIError> {
-    let request: CreateResponse = request(serde_json::json!({
-        "model": "gpt-4.1",
-        "input": "Tell me a three sentence bedtime story about a unicorn."
-    }));
+    let story = "Tell me a three sentence bedtime story about a unicorn.";
+    let request: CreateResponse = request(serde_json::json!({"model": "gpt-4.1", "input": story}));
     client.responses().create(request).await
 }
 
 #[track_usage(operation = "embed")]
 async fn embed(client: &Client<OpenAIConfig>) -> Result<CreateEmbeddingResponse, OpenAIError> {
-    let request: CreateEmbeddingRequest = request(serde_json::json!({
-        "model": "text-embedding-3-small",
-        "input": "The food was delicious and the waiter..."
-    }));
+    let text = "The food was delicious and the waiter...";
+    let model = "text-embedding-3-small";
+    let request: CreateEmbeddingRequest =
+        request(serde_json::json!({"model": model, "input": text}));
     client.embeddings().create(request).await
 }
 
 #[tokio::test]
 async fn async_openai_responses_carry_tokens_model_and_cost() {
     let client = provider().await;
+    // OpenAI's published prices, per million tokens.
     let pricing = Pricing::from_toml(
         r#"
-[models."gpt-4o*"]
-input = "2.50"
-output = "10.00"
-cached_input = "1.25"
-[models."o3*"]
-input = "2"
-output = "8"
-cached_input = "0.50"
-[models."gpt-4.1*"]
-input = "2"
-output = "8"
-[models."text-embedding-3-small"]
-input = "0.02"
-output = "0"
+[models]
+"gpt-4o*" = { input = "2.50", output = "10.00", cached_input = "1.25" }
+"o3*" = { input = "2", output = "8", cached_input = "0.50" }
+"gpt-4.1*" = { input = "2", output = "8" }
+"text-embedding-3-small" = { input = "0.02", output = "0" }
 "#,
     )
     .unwrap();
@@ -133,14 +123,21 @@ output = "0"
     capture.run_async(embed(&client)).await.unwrap();
 
     let records = capture.records();
+    // Operation, model, then input, cached, reasoning and output tokens, and the cost.
     let seen: Vec<_> = records
         .iter()
         .map(|r| {
+            assert_eq!(r.outcome, Outcome::Success);
+            let count = |n: Option<u64>| n.unwrap_or(0);
             (
-                r.operation.as_ref(),
-                r.outcome,
-                r.model.as_deref(),
-                r.token_counts(),
+                (r.operation.as_ref(), r.model.as_deref().unwrap_or("")),
+                [
+                    r.input_tokens,
+                    r.cached_input_tokens,
+                    r.reasoning_tokens,
+                    r.output_tokens,
+                ]
+                .map(count),
                 r.cost_nano_usd,
             )
         })
@@ -150,56 +147,27 @@ output = "0"
         [
             // 93 × 2.50 + 1,024 cached × 1.25 + 46 × 10 = 1,972.5 µUSD.
             (
-                "chat",
-                Outcome::Success,
-                Some("gpt-4o-2024-08-06"),
-                [
-                    Some(1117),
-                    Some(46),
-                    Some(1024),
-                    None,
-                    None,
-                    Some(0),
-                    Some(0),
-                    Some(0)
-                ],
+                ("chat", "gpt-4o-2024-08-06"),
+                [1117, 1024, 0, 46],
                 Some(1_972_500)
             ),
             // 9 × 2 + 1,200 × 8 (1,152 of them reasoning, billed as output) = 9,618 µUSD.
             (
-                "chat.stream",
-                Outcome::Success,
-                Some("o3-2025-04-16"),
-                [
-                    Some(9),
-                    Some(1200),
-                    Some(0),
-                    None,
-                    None,
-                    Some(1152),
-                    Some(0),
-                    Some(0)
-                ],
+                ("chat.stream", "o3-2025-04-16"),
+                [9, 0, 1152, 1200],
                 Some(9_618_000)
             ),
             // 36 × 2 + 87 × 8 = 768 µUSD.
             (
-                "respond",
-                Outcome::Success,
-                Some("gpt-4.1-2025-04-14"),
-                [Some(36), Some(87), Some(0), None, None, Some(0), None, None],
+                ("respond", "gpt-4.1-2025-04-14"),
+                [36, 0, 0, 87],
                 Some(768_000)
             ),
-            // 8 × 0.02 = 0.16 µUSD.
-            (
-                "embed",
-                Outcome::Success,
-                Some("text-embedding-3-small"),
-                [Some(8), None, None, None, None, None, None, None],
-                Some(160)
-            ),
+            // 8 × 0.02 = 0.16 µUSD; an embedding has no output.
+            (("embed", "text-embedding-3-small"), [8, 0, 0, 0], Some(160)),
         ]
     );
+    assert_eq!(records[3].output_tokens, None);
     assert!(records.iter().all(|r| r.price_id.is_some()));
 }
 

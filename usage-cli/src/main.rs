@@ -228,6 +228,18 @@ impl From<Error> for Failure {
     }
 }
 
+/// A range's since and until, each open when `None`.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// `--since` and `--until`, each an age or a time (see [`parse_time`]).
+fn time_range(since: Option<String>, until: Option<String>) -> Result<Range, Failure> {
+    let parse = |text: Option<String>| text.map(|t| parse_time(&t)).transpose();
+    Ok((
+        parse(since).map_err(usage_error)?,
+        parse(until).map_err(usage_error)?,
+    ))
+}
+
 /// An age (`7d`, `12h`, `30m`, `45s`, `2w`) before now, rounded down to the hour, or an
 /// RFC 3339 time.
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -277,11 +289,12 @@ async fn run(command: Command) -> Result<(), Failure> {
             format,
         } => {
             let mut query = Query::new();
+            let (since, until) = time_range(since, until)?;
             if let Some(since) = since {
-                query = query.since(parse_time(&since).map_err(usage_error)?);
+                query = query.since(since);
             }
             if let Some(until) = until {
-                query = query.until(parse_time(&until).map_err(usage_error)?);
+                query = query.until(until);
             }
             if let Some(tenant) = tenant {
                 query = query.tenant(tenant);
@@ -414,16 +427,12 @@ async fn run(command: Command) -> Result<(), Failure> {
         } => {
             let pricing = usage_runtime::Pricing::from_file(&pricing)
                 .map_err(|error| Failure::File(error.to_string()))?;
-            let mut filter = usage_runtime::report::RepriceFilter::new();
-            if let Some(since) = since {
-                filter = filter.since(parse_time(&since).map_err(usage_error)?);
-            }
-            if let Some(until) = until {
-                filter = filter.until(parse_time(&until).map_err(usage_error)?);
-            }
-            if let Some(model) = model {
-                filter = filter.model(model);
-            }
+            let (since, until) = time_range(since, until)?;
+            let filter = usage_runtime::report::RepriceFilter {
+                since,
+                until,
+                model,
+            };
             if !dry_run {
                 // The schema first, so the records have their price ids.
                 connect(&database).await?;

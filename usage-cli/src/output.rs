@@ -94,7 +94,7 @@ pub(crate) fn print_report(report: &Summary, by: &[String], format: Format) {
         }
         Format::Csv => {
             let shown = [true; 14];
-            let mut out = csv::Writer::from_writer(std::io::stdout());
+            let mut out = csv_out();
             let _ = out.write_record(header(&columns, &shown, |(name, _, _)| name));
             for row in &report.rows {
                 let _ = out.write_record(cells(&columns, row, &shown, false));
@@ -157,30 +157,46 @@ fn cells(columns: &[String], row: &ReportRow, shown: &[bool; 14], table: bool) -
     cells
 }
 
+/// `value` as pretty JSON on standard output.
+fn print_json(value: &(impl serde::Serialize + ?Sized)) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("what the commands print serializes")
+    );
+}
+
+/// A CSV writer to standard output.
+fn csv_out() -> csv::Writer<std::io::Stdout> {
+    csv::Writer::from_writer(std::io::stdout())
+}
+
+/// A reprice's CSV columns, as its JSON rows name them.
+const REPRICE_COLUMNS: [&str; 5] = [
+    "model",
+    "tenant",
+    "records",
+    "old_cost_nano_usd",
+    "new_cost_nano_usd",
+];
+
 /// A reprice's changes by model and tenant, and what it read.
 pub(crate) fn print_repriced(repriced: &Repriced, format: Format) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(repriced).expect("a reprice serializes")
-        ),
+        Format::Json => print_json(repriced),
         Format::Csv => {
-            let mut out = csv::Writer::from_writer(std::io::stdout());
-            let _ = out.write_record([
-                "model",
-                "tenant",
-                "records",
-                "old_cost_nano_usd",
-                "new_cost_nano_usd",
-            ]);
+            let mut out = csv_out();
+            let _ = out.write_record(REPRICE_COLUMNS);
             for row in &repriced.rows {
-                let _ = out.write_record([
-                    row.model.clone(),
-                    row.tenant.clone(),
-                    row.records.to_string(),
-                    row.old_cost_nano_usd.to_string(),
-                    row.new_cost_nano_usd.to_string(),
-                ]);
+                let costs = [row.old_cost_nano_usd, row.new_cost_nano_usd].map(|n| n.to_string());
+                let _ = out.write_record(
+                    [
+                        row.model.clone(),
+                        row.tenant.clone(),
+                        row.records.to_string(),
+                    ]
+                    .into_iter()
+                    .chain(costs),
+                );
             }
             let _ = out.flush();
         }
@@ -222,12 +238,9 @@ pub(crate) fn print_repriced(repriced: &Repriced, format: Format) {
 /// The operation catalog, each silent operation marked.
 pub(crate) fn print_operations(operations: &[OperationRow], format: Format) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(operations).expect("rows serialize")
-        ),
+        Format::Json => print_json(operations),
         Format::Csv => {
-            let mut out = csv::Writer::from_writer(std::io::stdout());
+            let mut out = csv_out();
             let _ = out.write_record([
                 "service",
                 "operation",

@@ -148,28 +148,12 @@ impl UsageRecord {
 
     /// Every token count, in [`TokenKind::ALL`](crate::TokenKind::ALL) order.
     pub fn token_counts(&self) -> [Option<u64>; 8] {
-        [
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_input_tokens,
-            self.cache_creation_input_tokens,
-            self.cache_creation_1h_input_tokens,
-            self.reasoning_tokens,
-            self.audio_input_tokens,
-            self.audio_output_tokens,
-        ]
+        crate::call::tokens::token_fields!(counts_of, self)
     }
 
     /// Sets every token count from `usage` (its model aside).
     pub(crate) fn set_token_counts(&mut self, usage: &crate::TokenUsage<'_>) {
-        self.input_tokens = usage.input_tokens;
-        self.output_tokens = usage.output_tokens;
-        self.cached_input_tokens = usage.cached_input_tokens;
-        self.cache_creation_input_tokens = usage.cache_creation_input_tokens;
-        self.cache_creation_1h_input_tokens = usage.cache_creation_1h_input_tokens;
-        self.reasoning_tokens = usage.reasoning_tokens;
-        self.audio_input_tokens = usage.audio_input_tokens;
-        self.audio_output_tokens = usage.audio_output_tokens;
+        crate::call::tokens::token_fields!(copy_counts, self, usage);
     }
 
     /// The token counts (and model) as a [`TokenUsage`](crate::TokenUsage), as pricing reads them.

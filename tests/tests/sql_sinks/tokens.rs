@@ -12,12 +12,8 @@ use crate::backend::{Backend, Db};
 /// `input`, reasoning and audio in `output`).
 #[derive(UsageReport)]
 struct Reply {
-    #[usage(model)]
-    model: &'static str,
     #[usage(input_tokens)]
     input: u64,
-    #[usage(output_tokens)]
-    output: u64,
     #[usage(cache_read_input_tokens)]
     read: u64,
     #[usage(cache_creation_input_tokens)]
@@ -30,6 +26,10 @@ struct Reply {
     audio_in: u64,
     #[usage(audio_output_tokens)]
     audio_out: u64,
+    #[usage(output_tokens)]
+    output: u64,
+    #[usage(model)]
+    model: &'static str,
 }
 
 #[track_usage(operation = "reply")]
@@ -176,7 +176,7 @@ async fn a_database_of_the_previous_schema_gains_the_token_kinds(backend: Backen
     let records = reader.report(&Query::new().distinct_users()).await.unwrap();
     assert_eq!(records.rows[0].reasoning_tokens, 0);
     let refused = reader
-        .reprice(&Pricing::new(), &RepriceFilter::new(), true, |_| {})
+        .reprice(&Pricing::new(), &RepriceFilter::default(), true, |_| {})
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("usage migrate"), "{refused}");

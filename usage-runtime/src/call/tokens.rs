@@ -118,16 +118,7 @@ impl<'a> TokenUsage<'a> {
 
     /// Every count, in [`TokenKind::ALL`] order.
     pub fn counts(&self) -> [Option<u64>; 8] {
-        [
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_input_tokens,
-            self.cache_creation_input_tokens,
-            self.cache_creation_1h_input_tokens,
-            self.reasoning_tokens,
-            self.audio_input_tokens,
-            self.audio_output_tokens,
-        ]
+        token_fields!(counts_of, self)
     }
 
     fn count_mut(&mut self, kind: TokenKind) -> &mut Option<u64> {
@@ -197,22 +188,37 @@ impl<'a> TokenUsage<'a> {
 
     /// The counts, without the model.
     fn without_model<'b>(&self) -> TokenUsage<'b> {
-        let [input, output, cached, creation, creation_1h, reasoning, audio_in, audio_out] =
-            self.counts();
-        TokenUsage {
-            input_tokens: input,
-            output_tokens: output,
-            cached_input_tokens: cached,
-            cache_creation_input_tokens: creation,
-            cache_creation_1h_input_tokens: creation_1h,
-            reasoning_tokens: reasoning,
-            audio_input_tokens: audio_in,
-            audio_output_tokens: audio_out,
-            model: None,
+        let mut counts = TokenUsage {
             saturated: self.saturated,
-        }
+            ..TokenUsage::default()
+        };
+        token_fields!(copy_counts, counts, self);
+        counts
     }
 }
+
+/// The token count fields of [`TokenUsage`] and [`UsageRecord`](crate::UsageRecord), in
+/// [`TokenKind::ALL`] order, handed to `$then` with `$arg`s: the one list both types' counts
+/// are read and copied by.
+macro_rules! token_fields {
+    ($then:ident, $($arg:expr),*) => {
+        $crate::call::tokens::$then!([$($arg),*] input_tokens output_tokens cached_input_tokens
+            cache_creation_input_tokens cache_creation_1h_input_tokens reasoning_tokens
+            audio_input_tokens audio_output_tokens)
+    };
+}
+
+/// `[of.field, ...]`.
+macro_rules! counts_of {
+    ([$of:expr] $($field:ident)*) => { [$($of.$field),*] };
+}
+
+/// `to.field = from.field;` for each field.
+macro_rules! copy_counts {
+    ([$to:expr, $from:expr] $($field:ident)*) => { $($to.$field = $from.$field;)* };
+}
+
+pub(crate) use {copy_counts, counts_of, token_fields};
 
 fn add_count(total: &mut Option<u64>, count: Option<u64>) -> bool {
     let Some(count) = count else {

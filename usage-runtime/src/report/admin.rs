@@ -1,6 +1,8 @@
 //! The catalog and retention, as the CLI runs them.
 
 use super::*;
+use crate::sink::sql::core::prune;
+use crate::sink::sql::reprice::reprice;
 
 /// One operation of the catalog with its calls in a time range.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,25 +109,12 @@ impl Reader {
                 "the records have no price ids yet: the schema predates them; run `usage migrate`",
             ));
         }
-        macro_rules! reprice {
-            ($pool:expr, $dialect:ty) => {{
-                let mut connection = $pool
-                    .acquire()
-                    .await
-                    .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
-                crate::sink::sql::reprice::reprice::<$dialect>(
-                    &mut connection,
-                    &self.config,
-                    pricing,
-                    filter,
-                    dry_run,
-                    &mut progress,
-                )
-                .await
-            }};
-        }
-        on_pool!(self, |pool, Dialect, _kind| reprice!(pool, Dialect))
-            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        let job = (pricing, filter, dry_run);
+        on_pool!(self, |pool, Dialect, _kind| {
+            let mut connection = self.acquire(pool).await?;
+            reprice::<Dialect>(&mut connection, &self.config, job, &mut progress).await
+        })
+        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 
     /// Deletes the records of calls started before the hour `before` falls in, `chunk` rows at a time (calling
@@ -137,24 +126,11 @@ impl Reader {
         chunk: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, Error> {
-        macro_rules! prune {
-            ($pool:expr, $dialect:ty) => {{
-                let mut connection = $pool
-                    .acquire()
-                    .await
-                    .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
-                crate::sink::sql::core::prune::<$dialect>(
-                    &mut connection,
-                    &self.config,
-                    before,
-                    chunk,
-                    None,
-                    &mut progress,
-                )
-                .await
-            }};
-        }
-        on_pool!(self, |pool, Dialect, _kind| prune!(pool, Dialect))
-            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        let bounds = (before, chunk, None);
+        on_pool!(self, |pool, Dialect, _kind| {
+            let mut connection = self.acquire(pool).await?;
+            prune::<Dialect>(&mut connection, &self.config, bounds, &mut progress).await
+        })
+        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 }

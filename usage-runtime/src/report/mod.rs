@@ -186,10 +186,7 @@ impl Reader {
         use crate::sink::sql::dialect::{Arg, Dialect as _};
         let table = self.config.records_table();
         let rows = on_pool!(self, |pool, Dialect, _kind| {
-            let mut connection = pool
-                .acquire()
-                .await
-                .map_err(|error| Error::database(DbStep::Connect, &self.target, error))?;
+            let mut connection = self.acquire(pool).await?;
             Dialect::rows(
                 &mut connection,
                 Dialect::COLUMNS_OF.into(),
@@ -209,6 +206,16 @@ impl Reader {
             .iter()
             .all(|kind| present(kind.name()))
             && present("price_id"))
+    }
+
+    /// A connection of `pool`, or the error naming the connect step.
+    async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, Error> {
+        pool.acquire()
+            .await
+            .map_err(|error| Error::database(DbStep::Connect, &self.target, error))
     }
 
     /// `column` as a report reads it: `0` for a token kind the database's schema does not have

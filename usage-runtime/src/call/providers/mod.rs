@@ -28,6 +28,14 @@ use crate::call::tokens::{TokenKind, TokenUsage};
 #[cfg(feature = "openai")]
 mod openai;
 
+/// OpenAI's names of input, output and their details' objects: in chat completions, then in the
+/// Responses API.
+#[rustfmt::skip]
+const USAGE_NAMES: [[&str; 4]; 2] = [
+    ["prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"],
+    ["input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"],
+];
+
 /// An OpenAI response's usage: a chat completion or its last stream chunk (`prompt_tokens`,
 /// `completion_tokens` and their `_details`), a Responses API response (`input_tokens`,
 /// `output_tokens` and their `_details`) or the stream event that ends one
@@ -40,45 +48,19 @@ pub fn openai(body: &Value) -> TokenUsage<'_> {
     };
     let (usage, model) = parts(body, "usage", "model");
     let mut out = TokenUsage::new();
-    let (input, output, input_details, output_details) = if usage.get("prompt_tokens").is_some() {
-        (
-            "prompt_tokens",
-            "completion_tokens",
-            "prompt_tokens_details",
-            "completion_tokens_details",
-        )
-    } else {
-        (
-            "input_tokens",
-            "output_tokens",
-            "input_tokens_details",
-            "output_tokens_details",
-        )
-    };
+    // Chat completions' names, else the Responses API's.
+    let chat = usage.get("prompt_tokens").is_some();
+    let [input, output, input_details, output_details] = USAGE_NAMES[usize::from(!chat)];
     set(&mut out, TokenKind::Input, count(usage, &[input]));
     set(&mut out, TokenKind::Output, count(usage, &[output]));
-    let input_details = &usage[input_details];
-    let output_details = &usage[output_details];
-    set(
-        &mut out,
-        TokenKind::CachedInput,
-        count(input_details, &["cached_tokens"]),
-    );
-    set(
-        &mut out,
-        TokenKind::AudioInput,
-        count(input_details, &["audio_tokens"]),
-    );
-    set(
-        &mut out,
-        TokenKind::Reasoning,
-        count(output_details, &["reasoning_tokens"]),
-    );
-    set(
-        &mut out,
-        TokenKind::AudioOutput,
-        count(output_details, &["audio_tokens"]),
-    );
+    for (details, key, kind) in [
+        (input_details, "cached_tokens", TokenKind::CachedInput),
+        (input_details, "audio_tokens", TokenKind::AudioInput),
+        (output_details, "reasoning_tokens", TokenKind::Reasoning),
+        (output_details, "audio_tokens", TokenKind::AudioOutput),
+    ] {
+        set(&mut out, kind, count(&usage[details], &[key]));
+    }
     with_model(out, model)
 }
 

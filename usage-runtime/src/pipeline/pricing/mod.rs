@@ -144,25 +144,26 @@ impl fmt::Display for Price {
     }
 }
 
-/// The rates of one price entry (or of one of its tiers), per token kind. A kind without its
-/// own rate is billed at the rate the [module docs](self) name.
+/// The rates of one price entry (or of one of its tiers), per token kind: the input side, then
+/// the output side. A kind without its own rate is billed at the rate the [module docs](self)
+/// name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ModelPrice {
     /// Per million input tokens.
     pub input: Price,
-    /// Per million output tokens.
-    pub output: Price,
     /// Per million input tokens read from a prompt cache.
     pub cached_input: Option<Price>,
     /// Per million input tokens written to a 5-minute prompt cache.
     pub cache_creation: Option<Price>,
     /// Per million input tokens written to a 1-hour prompt cache.
     pub cache_creation_1h: Option<Price>,
-    /// Per million reasoning tokens.
-    pub reasoning: Option<Price>,
     /// Per million audio input tokens.
     pub audio_input: Option<Price>,
+    /// Per million output tokens.
+    pub output: Price,
+    /// Per million reasoning tokens.
+    pub reasoning: Option<Price>,
     /// Per million audio output tokens.
     pub audio_output: Option<Price>,
 }

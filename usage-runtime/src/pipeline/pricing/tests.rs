@@ -307,35 +307,17 @@ output = "10.00"
     // Before the first entry: unpriced, not $0.
     assert_eq!(pricing.cost(&usage, at("2024-05-12T23:59:59Z")), None);
     // The id changes with any rate, and stays with the same rates.
-    let same = Pricing::new()
-        .model_since(
-            "gpt-4o",
-            Some(at("2024-10-01T00:00:00Z")),
-            ModelPrice::new("2.50", "10").unwrap(),
-            vec![],
-        )
-        .unwrap();
-    assert_eq!(
-        same.cost(&usage, at("2025-01-01T00:00:00Z"))
-            .unwrap()
-            .price_id,
-        after.price_id
-    );
-    let changed = Pricing::new()
-        .model_since(
-            "gpt-4o",
-            Some(at("2024-10-01T00:00:00Z")),
-            ModelPrice::new("2.50", "10.01").unwrap(),
-            vec![],
-        )
-        .unwrap();
-    assert_ne!(
-        changed
-            .cost(&usage, at("2025-01-01T00:00:00Z"))
-            .unwrap()
-            .price_id,
-        after.price_id
-    );
+    let id_with = |output: &str| {
+        let since = Some(at("2024-10-01T00:00:00Z"));
+        let price = ModelPrice::new("2.50", output).unwrap();
+        let pricing = Pricing::new()
+            .model_since("gpt-4o", since, price, vec![])
+            .unwrap();
+        let cost = pricing.cost(&usage, at("2025-01-01T00:00:00Z")).unwrap();
+        cost.price_id.to_owned()
+    };
+    assert_eq!(id_with("10"), after.price_id);
+    assert_ne!(id_with("10.01"), after.price_id);
 }
 
 #[test]

@@ -6,13 +6,51 @@ use std::time::Duration;
 
 use crate::error::{DbStep, Error};
 
-/// `scheme://user@host:port/database`: what errors and `Debug` show of a database.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-pub(crate) fn describe(scheme: &str, user: &str, host: &str, port: u16, database: &str) -> String {
-    if user.is_empty() {
-        format!("{scheme}://{host}:{port}/{database}")
-    } else {
-        format!("{scheme}://{user}@{host}:{port}/{database}")
+/// Where a database server is: what errors and `Debug` show of it, and the host resolved
+/// before connecting. A file database has none.
+pub(crate) struct Endpoint<'a> {
+    scheme: &'static str,
+    user: &'a str,
+    host: &'a str,
+    port: u16,
+    database: &'a str,
+}
+
+impl<'a> Endpoint<'a> {
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub(crate) fn new(
+        scheme: &'static str,
+        user: &'a str,
+        (host, port): (&'a str, u16),
+        database: &'a str,
+    ) -> Self {
+        Endpoint {
+            scheme,
+            user,
+            host,
+            port,
+            database,
+        }
+    }
+
+    /// `scheme://user@host:port/database`, never with a password.
+    pub(crate) fn describe(&self) -> String {
+        let Endpoint {
+            scheme,
+            host,
+            port,
+            database,
+            ..
+        } = self;
+        match self.user {
+            "" => format!("{scheme}://{host}:{port}/{database}"),
+            user => format!("{scheme}://{user}@{host}:{port}/{database}"),
+        }
+    }
+
+    /// The host and port to resolve.
+    pub(crate) fn address(&self) -> (String, u16) {
+        (self.host.to_owned(), self.port)
     }
 }
 

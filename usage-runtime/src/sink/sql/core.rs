@@ -57,7 +57,7 @@ impl<D: Dialect> SqlSink<D> {
             reason: error.to_string(),
         })?;
         let sink = SqlSink {
-            target: D::target(url, &options),
+            target: D::endpoint(&options).map_or_else(|| redact_url(url), |at| at.describe()),
             options,
             config,
             pool: None,
@@ -69,7 +69,7 @@ impl<D: Dialect> SqlSink<D> {
     }
 
     async fn resolve(&self) -> Result<(), Error> {
-        match D::address(&self.options) {
+        match D::endpoint(&self.options).map(|at| at.address()) {
             Some((host, port)) => resolve(&host, port, &self.target).await,
             None => Ok(()),
         }
@@ -118,12 +118,12 @@ impl<D: Dialect> SqlSink<D> {
     /// it back and deletes it. Each failure names its step and the database, never the password.
     pub(crate) async fn verify(&self) -> Result<VerifyReport, Error> {
         let mut clock = StepClock::new();
-        if D::address(&self.options).is_some() {
+        if D::endpoint(&self.options).is_some() {
             self.resolve().await?;
             clock.done(DbStep::Resolve);
         }
         let mut connection = self.open().await?;
-        clock.done(match D::address(&self.options) {
+        clock.done(match D::endpoint(&self.options) {
             Some(_) => DbStep::Authenticate,
             None => DbStep::Connect,
         });
@@ -233,7 +233,7 @@ impl<D: Dialect> SqlSink<D> {
         let (pool, _) = self.pool().await?;
         let fail = |error: sqlx::Error| Error::database(DbStep::Write, &self.target, error);
         let mut connection = pool.acquire().await.map_err(fail)?;
-        D::register(&mut *connection, &self.config, service, operations)
+        D::register(&mut *connection, &self.config, (service, operations))
             .await
             .map_err(fail)
     }
@@ -244,16 +244,10 @@ impl<D: Dialect> SqlSink<D> {
             .acquire()
             .await
             .map_err(|error| Error::database(D::connect_step(&error), &self.target, error))?;
-        prune::<D>(
-            &mut *connection,
-            &self.config,
-            before,
-            PRUNE_CHUNK,
-            Some(PRUNE_BUDGET),
-            |_| {},
-        )
-        .await
-        .map_err(|error| Error::database(DbStep::Write, &self.target, error))
+        let bounds = (before, PRUNE_CHUNK, Some(PRUNE_BUDGET));
+        prune::<D>(&mut *connection, &self.config, bounds, |_| {})
+            .await
+            .map_err(|error| Error::database(DbStep::Write, &self.target, error))
     }
 }
 
@@ -303,9 +297,7 @@ async fn write_part<D: Dialect>(
 pub(crate) async fn prune<D: Dialect>(
     connection: &mut Conn<D>,
     config: &SqlConfig,
-    before: DateTime<Utc>,
-    chunk: u64,
-    budget: Option<Duration>,
+    (before, chunk, budget): (DateTime<Utc>, u64, Option<Duration>),
     mut progress: impl FnMut(u64),
 ) -> Result<u64, sqlx::Error> {
     let statement = D::prune_statement(&config.records_table(), chunk.max(1));

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::connect::Endpoint;
 use super::{Migration, SqlConfig};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
@@ -55,8 +56,11 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
 
     /// The public sink's name, for `Debug`.
     const SINK: &'static str;
-    /// The schema, in order.
+    /// The database's own SQL migrations.
     const MIGRATIONS: &'static [Migration];
+    /// The version of each of [`SHARED_CHANGES`](super::SHARED_CHANGES) here: with
+    /// [`MIGRATIONS`](Self::MIGRATIONS), the versions from 1 without a gap.
+    const SHARED_VERSIONS: [i64; 5];
     /// A rollup table: `{prefix}{table}` its name, `{time}` its hour or day column.
     const ROLLUP_TABLE: &'static str;
     /// The operation catalog's table (`{prefix}` the table prefix).
@@ -80,10 +84,12 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const UPGRADE_RESET: Option<&'static str> = None;
 
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error>;
-    /// The database as errors and `Debug` show it, never with a password.
-    fn target(url: &str, options: &Options<Self>) -> String;
-    /// The host and port to resolve before connecting; `None` for a file or a socket.
-    fn address(options: &Options<Self>) -> Option<(String, u16)>;
+    /// The server: what errors and `Debug` show (else the URL without its password), and the
+    /// host resolved before connecting. `None` for a file.
+    fn endpoint(options: &Options<Self>) -> Option<Endpoint<'_>> {
+        let _ = options;
+        None
+    }
     /// Which step a failure to connect belongs to (a refused login is `authenticate`).
     fn connect_step(error: &sqlx::Error) -> DbStep {
         let _ = error;
@@ -213,8 +219,7 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     async fn register(
         connection: &mut Conn<Self>,
         config: &SqlConfig,
-        service: &str,
-        operations: &[&'static Operation],
+        catalog: (&str, &[&'static Operation]),
     ) -> Result<(), sqlx::Error>;
     /// Runs before the records are rolled up at the rollups' migration.
     async fn before_backfill(

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dialect::{first, Arg, Conn, Dialect, MigrationLock};
-use super::{Change, Migration, SqlConfig, LATER_TOKEN_KINDS};
+use super::{Change, Migration, SqlConfig, LATER_TOKEN_KINDS, SHARED_CHANGES};
 use crate::error::{DbStep, Error};
 use crate::record::Outcome;
 use crate::rollup::{Cell, Parts, Rollup, RollupKey, RollupSums, Tier};
@@ -96,7 +96,7 @@ async fn apply<D: Dialect>(
     if !exists::<D>(connection, table).await? {
         D::raw(connection, D::MIGRATIONS_TABLE.replace("{table}", table)).await?;
     }
-    for migration in D::MIGRATIONS {
+    for migration in plan::<D>() {
         if let MigrationLock::EachStep(begin) = D::LOCK {
             D::raw(connection, begin.into()).await?;
         }
@@ -160,6 +160,18 @@ async fn apply<D: Dialect>(
     Ok(())
 }
 
+/// Every migration of `D`, its own and the shared ones, by version.
+fn plan<D: Dialect>() -> Vec<Migration> {
+    let shared = SHARED_CHANGES.into_iter().zip(D::SHARED_VERSIONS);
+    let mut plan: Vec<Migration> = D::MIGRATIONS
+        .iter()
+        .copied()
+        .chain(shared.map(|(change, version)| Migration::new(version, change)))
+        .collect();
+    plan.sort_by_key(|migration| migration.version);
+    plan
+}
+
 /// Adds to `table` each of `columns` (name, type) it does not have yet, so a change that an
 /// earlier one may have made already (the rollups are created in the current shape) is applied
 /// once.
@@ -204,13 +216,13 @@ fn decode(error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error 
     sqlx::Error::Decode(Box::new(error))
 }
 
-pub(super) fn time(text: Option<&str>) -> Result<DateTime<Utc>, sqlx::Error> {
+fn time(text: Option<&str>) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(text.unwrap_or_default())
         .map(|at| at.with_timezone(&Utc))
         .map_err(decode)
 }
 
-pub(super) fn outcome(text: Option<&str>) -> Result<Outcome, sqlx::Error> {
+fn outcome(text: Option<&str>) -> Result<Outcome, sqlx::Error> {
     text.unwrap_or_default().parse().map_err(decode)
 }
 
@@ -236,7 +248,7 @@ fn unhex(text: Option<&str>) -> Vec<u8> {
 }
 
 /// The key of a rollup row read back: its first six columns.
-fn key_of(row: &[Option<String>]) -> Result<RollupKey, sqlx::Error> {
+pub(super) fn key_of(row: &[Option<String>]) -> Result<RollupKey, sqlx::Error> {
     let text = |column: usize| row[column].clone().unwrap_or_default();
     Ok(RollupKey {
         start: time(row[0].as_deref())?,
@@ -443,6 +455,29 @@ async fn fold_histograms<D: Dialect>(
 
 #[cfg(test)]
 mod tests {
+    /// Each database's versions run from 1 without a gap or a repeat, the shared changes in
+    /// their order, so no database skips or reorders a change.
+    #[test]
+    fn every_database_applies_every_change_once_in_order() {
+        fn check<D: super::Dialect>() {
+            let plan = super::plan::<D>();
+            let versions: Vec<i64> = plan.iter().map(|migration| migration.version).collect();
+            assert_eq!(
+                versions,
+                (1..=plan.len() as i64).collect::<Vec<_>>(),
+                "{}",
+                D::SINK
+            );
+            assert!(D::SHARED_VERSIONS.windows(2).all(|pair| pair[0] < pair[1]));
+        }
+        #[cfg(feature = "sqlite")]
+        check::<crate::sink::sql::sqlite::Sqlite3>();
+        #[cfg(feature = "postgres")]
+        check::<crate::sink::sql::postgres::Postgres>();
+        #[cfg(feature = "mysql")]
+        check::<crate::sink::sql::mysql::MySql8>();
+    }
+
     #[test]
     fn counts_and_bytes_read_back_as_text() {
         assert_eq!(super::count(Some("18446744073709551615")), Some(u64::MAX));

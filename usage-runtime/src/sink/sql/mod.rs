@@ -35,6 +35,16 @@ pub(crate) const RECORD_COLUMNS: &str = "id, operation, function, service, insta
     cache_creation_1h_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens, \
     cost_nano_usd, price_id, attributes";
 
+/// The changes every database makes, in order, each at the version its dialect's
+/// `SHARED_VERSIONS` gives (between its own SQL migrations).
+pub(crate) const SHARED_CHANGES: [Change; 5] = [
+    Change::Rollups,
+    Change::Catalog,
+    Change::Daily,
+    Change::Horizon,
+    Change::TokenKinds,
+];
+
 /// The token kinds the first schema did not have, added by [`Change::TokenKinds`].
 pub(crate) const LATER_TOKEN_KINDS: [crate::TokenKind; 5] = [
     crate::TokenKind::CacheCreation,
@@ -186,6 +196,7 @@ impl SqlConfig {
 }
 
 /// One schema change, applied once and recorded in the migrations table.
+#[derive(Clone, Copy)]
 pub(crate) struct Migration {
     pub(crate) version: i64,
     pub(crate) change: Change,
@@ -193,6 +204,7 @@ pub(crate) struct Migration {
 
 /// What a migration does. The changes every database makes are named, so the core applies them
 /// (and rolls up what they need) the same way everywhere from the dialect's table shapes.
+#[derive(Clone, Copy)]
 pub(crate) enum Change {
     /// Statements of the database's own; `{prefix}` stands for the validated table prefix.
     Sql {

@@ -12,9 +12,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, MySql, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::connect::describe;
+use super::connect::Endpoint;
 use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
-use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
@@ -72,9 +72,6 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
 "#,
     ),
-    Migration::new(2, Change::Rollups),
-    Migration::new(3, Change::Catalog),
-    Migration::new(4, Change::Daily),
     // Which write inserted a row, so a batch can tell its new records from replayed ones
     // without a locking read (whose gap locks deadlock concurrent writers).
     Migration::sql(
@@ -90,8 +87,6 @@ CREATE TABLE IF NOT EXISTS {prefix}usage_records (
         "replay counts on records",
         "ALTER TABLE {prefix}usage_records ADD COLUMN replays BIGINT NOT NULL DEFAULT 0",
     ),
-    Migration::new(7, Change::Horizon),
-    Migration::new(8, Change::TokenKinds),
 ];
 
 /// The operation catalog.
@@ -134,6 +129,7 @@ impl Dialect for MySql8 {
 
     const SINK: &'static str = "MySqlSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    const SHARED_VERSIONS: [i64; 5] = [2, 3, 4, 7, 8];
     const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
     const CATALOG_TABLE: &'static str = CATALOG_TABLE;
     // DDL is not transactional in MySQL: a named lock keeps migrators one at a time.
@@ -168,18 +164,15 @@ impl Dialect for MySql8 {
         MySqlConnectOptions::from_str(url)
     }
 
-    fn target(_: &str, options: &Options<Self>) -> String {
-        describe(
+    fn endpoint(options: &Options<Self>) -> Option<Endpoint<'_>> {
+        let server = (options.get_host(), options.get_port());
+        let database = options.get_database().unwrap_or("");
+        Some(Endpoint::new(
             "mysql",
             options.get_username(),
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or(""),
-        )
-    }
-
-    fn address(options: &Options<Self>) -> Option<(String, u16)> {
-        Some((options.get_host().to_owned(), options.get_port()))
+            server,
+            database,
+        ))
     }
 
     /// Access denied (1045) and its relatives are `authenticate`; everything else on the way in
@@ -292,12 +285,9 @@ impl Dialect for MySql8 {
     async fn register(
         connection: &mut MySqlConnection,
         config: &SqlConfig,
-        service: &str,
-        operations: &[&'static Operation],
+        (service, operations): (&str, &[&'static Operation]),
     ) -> Result<(), sqlx::Error> {
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%d %H:%M:%S%.6f")
-            .to_string();
+        let now = Self::time_text(chrono::Utc::now());
         for chunk in operations.chunks(MAX_ROWS_PER_STATEMENT) {
             let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
                 "INSERT INTO {} (operation_key, service, operation, function, file, line, \

@@ -11,10 +11,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
-use super::connect::describe;
+use super::connect::Endpoint;
 use super::dialect::{statements, Dialect, MigrationLock, Options};
 use super::values::{attributes_without_nul, clamp, without_nul};
-use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
@@ -40,11 +40,10 @@ const ROLLUP_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS {prefix}{table} (
     PRIMARY KEY ({time}, service, operation, tenant_id, model, outcome)
 )"#;
 
-const MIGRATIONS: &[Migration] = &[
-    Migration::sql(
-        1,
-        "usage_records",
-        r#"
+const MIGRATIONS: &[Migration] = &[Migration::sql(
+    1,
+    "usage_records",
+    r#"
 CREATE TABLE IF NOT EXISTS {prefix}usage_records (
     id                  uuid        PRIMARY KEY,
     operation           text        NOT NULL,
@@ -74,27 +73,7 @@ CREATE INDEX IF NOT EXISTS {prefix}usage_records_tenant_started_at
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_operation_started_at
     ON {prefix}usage_records (operation, started_at);
 "#,
-    ),
-    Migration::new(2, Change::Rollups),
-    Migration::new(3, Change::Catalog),
-    Migration::new(4, Change::Daily),
-    Migration::new(5, Change::Horizon),
-    Migration::new(6, Change::TokenKinds),
-];
-
-/// The operation catalog.
-const CATALOG_TABLE: &str = r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
-    service    text        NOT NULL,
-    operation  text        NOT NULL,
-    function   text        NOT NULL,
-    file       text        NOT NULL,
-    line       integer     NOT NULL,
-    first_seen timestamptz NOT NULL,
-    last_seen  timestamptz NOT NULL,
-    PRIMARY KEY (service, operation, function)
-);
-"#;
+)];
 
 sql_sink!(
     /// Writes records to PostgreSQL (feature `postgres`).
@@ -116,8 +95,12 @@ impl Dialect for Postgres {
 
     const SINK: &'static str = "PostgresSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    const SHARED_VERSIONS: [i64; 5] = [2, 3, 4, 5, 6];
     const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
-    const CATALOG_TABLE: &'static str = CATALOG_TABLE;
+    const CATALOG_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_operations (\
+     service text NOT NULL, operation text NOT NULL, function text NOT NULL, file text NOT NULL, \
+     line integer NOT NULL, first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL, \
+     PRIMARY KEY (service, operation, function))";
     const LOCK: MigrationLock =
         MigrationLock::OneTransaction("SELECT pg_advisory_xact_lock(hashtext($1))");
     const VERSION: &'static str = "SELECT version()";
@@ -143,18 +126,14 @@ impl Dialect for Postgres {
         PgConnectOptions::from_str(url)
     }
 
-    fn target(_: &str, options: &Options<Self>) -> String {
-        describe(
-            "postgres",
+    /// PostgreSQL's database defaults to the user's name.
+    fn endpoint(options: &Options<Self>) -> Option<Endpoint<'_>> {
+        let (user, server) = (
             options.get_username(),
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or(options.get_username()),
-        )
-    }
-
-    fn address(options: &Options<Self>) -> Option<(String, u16)> {
-        Some((options.get_host().to_owned(), options.get_port()))
+            (options.get_host(), options.get_port()),
+        );
+        let database = options.get_database().unwrap_or(user);
+        Some(Endpoint::new("postgres", user, server, database))
     }
 
     /// Login failures (SQLSTATE class 28) are `authenticate`; everything else on the way in is
@@ -234,8 +213,7 @@ impl Dialect for Postgres {
     async fn register(
         connection: &mut PgConnection,
         config: &SqlConfig,
-        service: &str,
-        operations: &[&'static Operation],
+        (service, operations): (&str, &[&'static Operation]),
     ) -> Result<(), sqlx::Error> {
         let table = config.operations_table();
         let column = |f: fn(&Operation) -> &'static str| -> Vec<String> {

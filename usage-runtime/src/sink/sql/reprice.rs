@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::dialect::{Arg, Conn, Dialect};
-use super::migrate::{count, outcome, time};
+use super::migrate::{count, key_of};
 use super::SqlConfig;
 use crate::pipeline::pricing::Pricing;
 use crate::rollup::{Cell, Rollup, RollupKey, RollupSums, Tier};
@@ -17,9 +17,9 @@ use crate::TokenKind;
 /// Records read per statement (and repriced per transaction).
 const PAGE: usize = 2_000;
 
-/// Which records to reprice: calls started in `[since, until)`, of `model` when given.
+/// Which records to reprice: calls started in `[since, until)`, of `model` when given
+/// (`RepriceFilter::default()` is every record).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RepriceFilter {
     /// Calls started at or after.
     pub since: Option<DateTime<Utc>>,
@@ -27,31 +27,6 @@ pub struct RepriceFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only this model.
     pub model: Option<String>,
-}
-
-impl RepriceFilter {
-    /// Every record.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Calls started at or after `since`.
-    pub fn since(mut self, since: DateTime<Utc>) -> Self {
-        self.since = Some(since);
-        self
-    }
-
-    /// Calls started before `until`.
-    pub fn until(mut self, until: DateTime<Utc>) -> Self {
-        self.until = Some(until);
-        self
-    }
-
-    /// Only `model`.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
 }
 
 /// What a reprice changed (or, in a dry run, would change) for one model and tenant.
@@ -100,9 +75,7 @@ struct Stored {
 pub(crate) async fn reprice<D: Dialect>(
     connection: &mut Conn<D>,
     config: &SqlConfig,
-    pricing: &Pricing,
-    filter: &RepriceFilter,
-    dry_run: bool,
+    (pricing, filter, dry_run): (&Pricing, &RepriceFilter, bool),
     mut progress: impl FnMut(u64),
 ) -> Result<Repriced, sqlx::Error> {
     let records = config.records_table();
@@ -262,19 +235,13 @@ async fn apply<D: Dialect>(
     Ok(applied)
 }
 
+/// A row of the page query: the id, then the rollup key's columns as `key_of` reads them, the
+/// token counts, the cost and the price id.
 fn stored(row: &[Option<String>]) -> Result<Stored, sqlx::Error> {
-    let text = |i: usize| row[i].clone().unwrap_or_default();
     let after_tokens = 7 + TokenKind::ALL.len();
     Ok(Stored {
-        id: text(0),
-        key: RollupKey {
-            start: time(row[1].as_deref())?,
-            service: text(2),
-            operation: text(3),
-            tenant_id: text(4),
-            model: text(5),
-            outcome: outcome(row[6].as_deref())?.as_str(),
-        },
+        id: row[0].clone().unwrap_or_default(),
+        key: key_of(&row[1..])?,
         tokens: std::array::from_fn(|i| count(row[7 + i].as_deref())),
         cost: row[after_tokens]
             .as_deref()

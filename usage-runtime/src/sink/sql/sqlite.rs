@@ -14,9 +14,8 @@ use uuid::Uuid;
 
 use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
 use super::values::clamp;
-use super::{rollup_columns, rollup_sums, sql_sink, Change, Migration, SqlConfig, RECORD_COLUMNS};
+use super::{rollup_columns, rollup_sums, sql_sink, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
-use crate::error::redact_url;
 use crate::record::UsageRecord;
 use crate::rollup::{compact_when, Cell, RollupKey, Tier};
 
@@ -84,26 +83,7 @@ ALTER TABLE {prefix}usage_records ADD COLUMN cost_nano_usd INTEGER;
 CREATE INDEX IF NOT EXISTS {prefix}usage_records_model_started_at ON {prefix}usage_records (model, started_at);
 "#,
     ),
-    Migration::new(3, Change::Rollups),
-    Migration::new(4, Change::Catalog),
-    Migration::new(5, Change::Daily),
-    Migration::new(6, Change::Horizon),
-    Migration::new(7, Change::TokenKinds),
 ];
-
-/// The operation catalog.
-const CATALOG_TABLE: &str = r#"
-CREATE TABLE IF NOT EXISTS {prefix}usage_operations (
-    service    TEXT    NOT NULL,
-    operation  TEXT    NOT NULL,
-    function   TEXT    NOT NULL,
-    file       TEXT    NOT NULL,
-    line       INTEGER NOT NULL,
-    first_seen TEXT    NOT NULL,
-    last_seen  TEXT    NOT NULL,
-    PRIMARY KEY (service, operation, function)
-);
-"#;
 
 sql_sink!(
     /// Writes records to a SQLite database file, creating the file and the schema (feature
@@ -128,8 +108,12 @@ impl Dialect for Sqlite3 {
 
     const SINK: &'static str = "SqliteSink";
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    const SHARED_VERSIONS: [i64; 5] = [3, 4, 5, 6, 7];
     const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
-    const CATALOG_TABLE: &'static str = CATALOG_TABLE;
+    const CATALOG_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_operations (\
+     service TEXT NOT NULL, operation TEXT NOT NULL, function TEXT NOT NULL, file TEXT NOT NULL, \
+     line INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, \
+     PRIMARY KEY (service, operation, function))";
     const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
     const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
     // The write lock from the start: the horizon read first cannot go stale before the insert
@@ -158,14 +142,6 @@ impl Dialect for Sqlite3 {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5)))
-    }
-
-    fn target(url: &str, _: &Options<Self>) -> String {
-        redact_url(url)
-    }
-
-    fn address(_: &Options<Self>) -> Option<(String, u16)> {
-        None
     }
 
     /// One writer: SQLite serialises writes anyway. Kept open so `sqlite::memory:` keeps its
@@ -232,40 +208,6 @@ impl Dialect for Sqlite3 {
         Ok(fresh)
     }
 
-    async fn register(
-        connection: &mut SqliteConnection,
-        config: &SqlConfig,
-        service: &str,
-        operations: &[&'static Operation],
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = connection.begin().await?;
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
-        for chunk in operations.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-                "INSERT INTO {} (service, operation, function, file, line, first_seen, \
-                 last_seen) ",
-                config.operations_table()
-            ));
-            upsert.push_values(chunk, |mut row, op| {
-                row.push_bind(service.to_owned())
-                    .push_bind(op.name())
-                    .push_bind(op.function())
-                    .push_bind(op.file())
-                    .push_bind(i64::from(op.line()))
-                    .push_bind(now.clone())
-                    .push_bind(now.clone());
-            });
-            upsert.push(
-                " ON CONFLICT (service, operation, function) DO UPDATE SET \
-                 file = excluded.file, line = excluded.line, last_seen = excluded.last_seen",
-            );
-            upsert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await
-    }
-
     async fn before_upgrade(
         connection: &mut SqliteConnection,
         config: &SqlConfig,
@@ -328,6 +270,37 @@ impl Dialect for Sqlite3 {
             }
         }
         Ok(())
+    }
+
+    async fn register(
+        connection: &mut SqliteConnection,
+        config: &SqlConfig,
+        (service, operations): (&str, &[&'static Operation]),
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = connection.begin().await?;
+        let now = Self::time_text(chrono::Utc::now());
+        for chunk in operations.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {} (service, operation, function, file, line, first_seen, \
+                 last_seen) ",
+                config.operations_table()
+            ));
+            upsert.push_values(chunk, |mut row, op| {
+                row.push_bind(service.to_owned())
+                    .push_bind(op.name())
+                    .push_bind(op.function())
+                    .push_bind(op.file())
+                    .push_bind(i64::from(op.line()))
+                    .push_bind(now.clone())
+                    .push_bind(now.clone());
+            });
+            upsert.push(
+                " ON CONFLICT (service, operation, function) DO UPDATE SET \
+                 file = excluded.file, line = excluded.line, last_seen = excluded.last_seen",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     statements!();
