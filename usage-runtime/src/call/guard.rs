@@ -301,15 +301,14 @@ impl Drop for PanicSentinel<'_> {
     }
 }
 
+const POLLED_AFTER_COMPLETION: &str = "`Guarded` polled after completion";
+
 impl<F: Future> Future for Guarded<F> {
     type Output = (CallGuard, F::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let guard = this
-            .guard
-            .as_mut()
-            .expect("`Guarded` polled after completion");
+        let guard = this.guard.as_mut().expect(POLLED_AFTER_COMPLETION);
         // This call is innermost for in-body recording during the poll, on whichever thread.
         let poll = guard.poll_in_scope(|| this.future.poll(cx));
         match poll {

@@ -29,6 +29,9 @@ pub(crate) enum Arg<'a> {
     Bytes(&'a [u8]),
 }
 
+/// The rows of one rollup tier.
+pub(crate) type TierRows<'a> = (Tier, &'a BTreeMap<RollupKey, Cell>);
+
 /// How migrators in several processes keep out of each other's way.
 #[allow(dead_code)] // each database uses one
 pub(crate) enum MigrationLock {
@@ -178,7 +181,7 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         rollup: &Rollup,
     ) -> Result<(), sqlx::Error> {
         for (tier, rows) in rollup.tiers() {
-            Self::add_tier(connection, config, tier, rows).await?;
+            Self::add_tier(connection, config, (tier, rows)).await?;
         }
         Ok(())
     }
@@ -188,9 +191,9 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     async fn add_tier(
         connection: &mut Conn<Self>,
         config: &SqlConfig,
-        tier: Tier,
-        rows: &BTreeMap<RollupKey, Cell>,
+        tier_rows: TierRows<'_>,
     ) -> Result<(), sqlx::Error> {
+        let (tier, rows) = tier_rows;
         let mut rollup = Rollup::default();
         *rollup.tier_mut(tier) = rows.clone();
         Self::add_rollup(connection, config, &rollup).await

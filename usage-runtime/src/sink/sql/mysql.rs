@@ -4,7 +4,7 @@
 //! `ON DUPLICATE KEY UPDATE replays = replays + 1` (a stored record keeps its values and counts
 //! the replay; not `INSERT IGNORE`, which would turn rejected values into silent truncation).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -13,12 +13,14 @@ use sqlx::{AssertSqlSafe, MySql, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::connect::Endpoint;
-use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
+use super::dialect::{
+    push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options, TierRows,
+};
 use super::{rollup_columns, rollup_sums, sql_sink, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::error::DbStep;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, RollupKey};
 
 /// A rollup table (`{table}`, its hour or day in the `{time}` column): both tiers have one
 /// shape.
@@ -349,11 +351,9 @@ impl Dialect for MySql8 {
     async fn add_tier(
         connection: &mut MySqlConnection,
         config: &SqlConfig,
-        tier: Tier,
-        rows: &BTreeMap<RollupKey, Cell>,
+        (tier, rows): TierRows<'_>,
     ) -> Result<(), sqlx::Error> {
-        let table = config.tier_table(tier);
-        let time = tier.column();
+        let (table, time) = (config.tier_table(tier), tier.column());
         let rows: Vec<_> = rows
             .iter()
             .map(|(key, cell)| (rollup_key(key), key, cell))

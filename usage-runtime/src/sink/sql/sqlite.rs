@@ -1,7 +1,7 @@
 //! The embedded default: SQLite, in WAL mode, one transaction per batch, multi-row
 //! `INSERT ... ON CONFLICT(id) DO NOTHING` statements.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,12 +12,14 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection as _, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::dialect::{push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options};
+use super::dialect::{
+    push_record, push_rollup, statements, Arg, Dialect, MigrationLock, Options, TierRows,
+};
 use super::values::clamp;
 use super::{rollup_columns, rollup_sums, sql_sink, Migration, SqlConfig, RECORD_COLUMNS};
 use crate::call::catalog::Operation;
 use crate::record::UsageRecord;
-use crate::rollup::{compact_when, Cell, RollupKey, Tier};
+use crate::rollup::{compact_when, RollupKey};
 
 /// Rows per `INSERT` statement: 25 bound values each stays far below SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -110,10 +112,6 @@ impl Dialect for Sqlite3 {
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     const SHARED_VERSIONS: [i64; 5] = [3, 4, 5, 6, 7];
     const ROLLUP_TABLE: &'static str = ROLLUP_TABLE;
-    const CATALOG_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_operations (\
-     service TEXT NOT NULL, operation TEXT NOT NULL, function TEXT NOT NULL, file TEXT NOT NULL, \
-     line INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, \
-     PRIMARY KEY (service, operation, function))";
     const LOCK: MigrationLock = MigrationLock::EachStep("BEGIN IMMEDIATE");
     const VERSION: &'static str = "SELECT 'SQLite ' || sqlite_version()";
     // The write lock from the start: the horizon read first cannot go stale before the insert
@@ -125,6 +123,10 @@ impl Dialect for Sqlite3 {
     const TABLE_EXISTS: &'static str =
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?";
     const MIGRATE_POOL: bool = true;
+    const CATALOG_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS {prefix}usage_operations (\
+     service TEXT NOT NULL, operation TEXT NOT NULL, function TEXT NOT NULL, file TEXT NOT NULL, \
+     line INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, \
+     PRIMARY KEY (service, operation, function))";
     const AS_TEXT: &'static str = "CAST({column} AS TEXT)";
     // Stored as RFC 3339 text already.
     const TIME_AS_TEXT: &'static str = "{column}";
@@ -230,12 +232,10 @@ impl Dialect for Sqlite3 {
     async fn add_tier(
         connection: &mut SqliteConnection,
         config: &SqlConfig,
-        tier: Tier,
-        rows: &BTreeMap<RollupKey, Cell>,
+        (tier, rows): TierRows<'_>,
     ) -> Result<(), sqlx::Error> {
-        let table = config.tier_table(tier);
-        let time = tier.column();
         let rows: Vec<_> = rows.iter().collect();
+        let (table, time) = (config.tier_table(tier), tier.column());
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
                 "INSERT INTO {table} ({time}, {}) ",
@@ -317,13 +317,9 @@ fn insert_statement(table: &str, rows: &[UsageRecord]) -> QueryBuilder<Sqlite> {
     let mut insert: QueryBuilder<Sqlite> =
         QueryBuilder::new(format!("INSERT INTO {table} ({RECORD_COLUMNS}) "));
     insert.push_values(rows, |mut row, record| {
-        push_record!(
-            row,
-            record,
-            started: timestamp_text(record.started_at),
-            duration: i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
-            count: clamp
-        );
+        let started = timestamp_text(record.started_at);
+        let duration = i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX);
+        push_record!(row, record, started: started, duration: duration, count: clamp);
     });
     insert.push(" ON CONFLICT (id) DO NOTHING");
     insert
