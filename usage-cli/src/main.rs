@@ -438,10 +438,12 @@ async fn run(command: Command) -> Result<(), Failure> {
                 connect(&database).await?;
             }
             let reader = database.reader().await?;
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_message("records read");
+            let bar = indicatif::ProgressBar::new(0);
             let repriced = reader
-                .reprice(&pricing, &filter, dry_run, |read| bar.set_position(read))
+                .reprice(&pricing, &filter, dry_run, |read, total| {
+                    bar.set_length(total);
+                    bar.set_position(read);
+                })
                 .await?;
             bar.finish_and_clear();
             output::print_repriced(&repriced, format);

@@ -176,7 +176,7 @@ async fn a_database_of_the_previous_schema_gains_the_token_kinds(backend: Backen
     let records = reader.report(&Query::new().distinct_users()).await.unwrap();
     assert_eq!(records.rows[0].reasoning_tokens, 0);
     let refused = reader
-        .reprice(&Pricing::new(), &RepriceFilter::default(), true, |_| {})
+        .reprice(&Pricing::new(), &RepriceFilter::default(), true, |_, _| {})
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("usage migrate"), "{refused}");
@@ -211,4 +211,17 @@ async fn a_database_of_the_previous_schema_gains_the_token_kinds(backend: Backen
         sums(&db, backend).await,
         [expected.clone(), expected.clone(), expected]
     );
+    // Migrated, it reprices; the progress counts up to every matching record.
+    let reader = Reader::connect_with(&db.url, db.config()).await.unwrap();
+    let mut seen = Vec::new();
+    let repriced = reader
+        .reprice(
+            &Pricing::new(),
+            &RepriceFilter::default(),
+            true,
+            |read, total| seen.push((read, total)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((repriced.records_read, seen.last()), (8, Some(&(8, 8))));
 }

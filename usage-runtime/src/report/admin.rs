@@ -94,13 +94,14 @@ impl Reader {
     /// each changed record with its cost difference added to its hourly and daily rollup rows,
     /// a page at a time in one transaction, so the rollups stay equal to the records. A record
     /// whose model the table does not price is kept as it is. Calls `progress` with the
-    /// records read so far. Hours already pruned keep the costs their rollups have.
+    /// records read so far and how many match. Hours already pruned keep the costs their rollups
+    /// have.
     pub async fn reprice(
         &self,
         pricing: &crate::Pricing,
         filter: &RepriceFilter,
         dry_run: bool,
-        mut progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64, u64),
     ) -> Result<Repriced, Error> {
         if !self.later_kinds {
             return Err(Error::database(

@@ -71,12 +71,12 @@ struct Stored {
 }
 
 /// Reprices the records `filter` matches at `pricing`, writing unless `dry_run`; calls
-/// `progress` with the records read so far.
+/// `progress` with the records read so far and how many match.
 pub(crate) async fn reprice<D: Dialect>(
     connection: &mut Conn<D>,
     config: &SqlConfig,
     (pricing, filter, dry_run): (&Pricing, &RepriceFilter, bool),
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> Result<Repriced, sqlx::Error> {
     let records = config.records_table();
     let mut conditions = vec![
@@ -110,6 +110,17 @@ pub(crate) async fn reprice<D: Dialect>(
         D::as_text("cost_nano_usd"),
         conditions.join(" AND "),
     );
+    let total = {
+        let bound: Vec<Arg<'_>> = args.iter().map(|arg| Arg::Text(arg)).collect();
+        let count = format!(
+            "SELECT {} FROM {records} WHERE {}",
+            D::as_text("COUNT(*)"),
+            conditions.join(" AND ").replacen("{}", ">=", 1)
+        );
+        count_of(super::dialect::first(
+            &D::rows(connection, count, &bound).await?,
+        ))
+    };
     // Only a record still as it was read is changed, so a concurrent reprice or prune never
     // makes a rollup count a difference twice.
     let update = format!(
@@ -176,10 +187,15 @@ pub(crate) async fn reprice<D: Dialect>(
                 .saturating_add(stored.cost.unwrap_or(0));
             row.new_cost_nano_usd = row.new_cost_nano_usd.saturating_add(new_cost);
         }
-        progress(out.records_read);
+        progress(out.records_read, total);
     }
     out.rows = rows.into_values().collect();
     Ok(out)
+}
+
+/// A count read back as text.
+fn count_of(text: Option<&str>) -> u64 {
+    count(text).unwrap_or(0)
 }
 
 /// What `COALESCE` makes of a record without a cost, so one comparison covers both.
