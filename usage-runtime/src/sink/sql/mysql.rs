@@ -354,10 +354,13 @@ impl Dialect for MySql8 {
         (tier, rows): TierRows<'_>,
     ) -> Result<(), sqlx::Error> {
         let (table, time) = (config.tier_table(tier), tier.column());
-        let rows: Vec<_> = rows
+        let mut rows: Vec<_> = rows
             .iter()
             .map(|(key, cell)| (rollup_key(key), key, cell))
             .collect();
+        // In primary key order, as every part's upsert takes its row locks: parts written at
+        // once then wait for each other instead of deadlocking on the gaps between new rows.
+        rows.sort_unstable_by_key(|(id, _, _)| *id);
         for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
             let mut upsert: QueryBuilder<MySql> = QueryBuilder::new(format!(
                 "INSERT INTO {table} (rollup_key, {time}, {}) ",
