@@ -3,6 +3,7 @@
 
 // The folders follow the data flow (see ARCHITECTURE.md): the call on the caller's thread, the
 // pipeline that makes and delivers records, the spool, the sinks, and the read side.
+pub mod budget;
 mod call;
 pub mod error;
 mod pipeline;

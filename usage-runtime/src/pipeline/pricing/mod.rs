@@ -580,12 +580,8 @@ impl Pricing {
     /// Reads and parses a pricing file: LiteLLM's JSON when it ends in `.json`, else TOML.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PricingError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| PricingError {
-            file: Some(path.to_path_buf()),
-            model: None,
-            field: None,
-            reason: format!("cannot read it: {error}"),
-        })?;
+        let text = read_config(path)
+            .map_err(|reason| PricingError::new(Some(path), None, None, reason))?;
         if path.extension().is_some_and(|ext| ext == "json") {
             litellm::parse(&text, Some(path))
         } else {
@@ -668,18 +664,34 @@ impl PricingError {
 
 impl fmt::Display for PricingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid pricing")?;
-        if let Some(file) = &self.file {
-            write!(f, " in {}", file.display())?;
-        }
-        if let Some(model) = &self.model {
-            write!(f, ", model `{model}`")?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, ", field `{field}`")?;
-        }
+        let place = [("model", &self.model), ("field", &self.field)];
+        describe_file_error(f, "pricing", self.file.as_deref(), place)?;
         write!(f, ": {}", self.reason)
     }
+}
+
+/// A configuration file's text, or why it cannot be read.
+pub(crate) fn read_config(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|error| format!("cannot read it: {error}"))
+}
+
+/// `invalid <what> in <file>, <name> `<value>`, ...`: where a configuration file is at fault.
+pub(crate) fn describe_file_error(
+    f: &mut fmt::Formatter<'_>,
+    what: &str,
+    file: Option<&Path>,
+    place: [(&str, &Option<String>); 2],
+) -> fmt::Result {
+    write!(f, "invalid {what}")?;
+    if let Some(file) = file {
+        write!(f, " in {}", file.display())?;
+    }
+    for (name, value) in place {
+        if let Some(value) = value {
+            write!(f, ", {name} `{value}`")?;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for PricingError {}
