@@ -158,16 +158,7 @@ impl UsageRecord {
 
     /// The token counts (and model) as a [`TokenUsage`](crate::TokenUsage), as pricing reads them.
     pub fn token_usage(&self) -> crate::TokenUsage<'_> {
-        let mut usage = crate::TokenUsage::new();
-        for (kind, count) in crate::TokenKind::ALL.into_iter().zip(self.token_counts()) {
-            if let Some(count) = count {
-                usage = usage.with(kind, count);
-            }
-        }
-        match self.model.as_deref() {
-            Some(model) => usage.with_model(model),
-            None => usage,
-        }
+        crate::TokenUsage::from_counts(self.token_counts(), self.model.as_deref())
     }
 }
 

@@ -111,6 +111,18 @@ impl<'a> TokenUsage<'a> {
         }
     }
 
+    /// With these counts, in [`TokenKind::ALL`] order, and `model`.
+    pub(crate) fn from_counts(counts: [Option<u64>; 8], model: Option<&'a str>) -> Self {
+        let mut usage = TokenUsage {
+            model: model.map(Cow::Borrowed),
+            ..TokenUsage::default()
+        };
+        for (kind, count) in TokenKind::ALL.into_iter().zip(counts) {
+            *usage.count_mut(kind) = count;
+        }
+        usage
+    }
+
     /// The count of `kind`.
     pub fn count(&self, kind: TokenKind) -> Option<u64> {
         self.counts()[kind as usize]

@@ -183,25 +183,14 @@ impl Reader {
     ///
     /// [`Change::TokenKinds`]: crate::sink::sql::Change::TokenKinds
     async fn has_later_kinds(&self) -> Result<bool, Error> {
-        use crate::sink::sql::dialect::{Arg, Dialect as _};
+        use crate::sink::sql::dialect::Dialect as _;
         let table = self.config.records_table();
         let rows = on_pool!(self, |pool, Dialect, _kind| {
             let mut connection = self.acquire(pool).await?;
-            Dialect::rows(
-                &mut connection,
-                Dialect::COLUMNS_OF.into(),
-                &[Arg::Text(&table)],
-            )
-            .await
+            Dialect::columns(&mut connection, &table).await
         })
         .map_err(|error| Error::database(DbStep::Read, &self.target, error))?;
-        let present = |name: &str| {
-            rows.iter().any(|row| {
-                row.first()
-                    .and_then(Option::as_deref)
-                    .is_some_and(|c| c.eq_ignore_ascii_case(name))
-            })
-        };
+        let present = |name: &str| rows.iter().any(|column| column == name);
         Ok(crate::sink::sql::LATER_TOKEN_KINDS
             .iter()
             .all(|kind| present(kind.name()))

@@ -150,6 +150,14 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     const SUM_TYPE: &'static str;
     /// A short text column (a record's `price_id`).
     const LABEL_TYPE: &'static str;
+    /// The column names of `table`, lower-case ([`COLUMNS_OF`](Self::COLUMNS_OF)).
+    async fn columns(connection: &mut Conn<Self>, table: &str) -> Result<Vec<String>, sqlx::Error> {
+        let rows = Self::rows(connection, Self::COLUMNS_OF.into(), &[Arg::Text(table)]).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.first()?.as_deref().map(str::to_ascii_lowercase))
+            .collect())
+    }
     /// [`AS_TEXT`](Self::AS_TEXT) of `column`.
     fn as_text(column: &str) -> String {
         Self::AS_TEXT.replace("{column}", column)
@@ -245,14 +253,10 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         config: &SqlConfig,
     ) -> Result<Option<String>, sqlx::Error> {
         let table = config.records_table();
-        let rows = Self::rows(connection, Self::COLUMNS_OF.into(), &[Arg::Text(&table)]).await?;
+        let present = Self::columns(connection, &table).await?;
         let missing: Vec<&str> = super::RECORD_COLUMNS
             .split(", ")
-            .filter(|column| {
-                !rows.iter().any(|row| {
-                    first(std::slice::from_ref(row)).is_some_and(|p| p.eq_ignore_ascii_case(column))
-                })
-            })
+            .filter(|column| !present.iter().any(|p| p == column))
             .collect();
         Ok((!missing.is_empty()).then(|| {
             format!(

@@ -180,11 +180,7 @@ async fn add_missing<D: Dialect>(
     table: &str,
     columns: &[(&str, &str)],
 ) -> Result<(), sqlx::Error> {
-    let rows = D::rows(connection, D::COLUMNS_OF.to_owned(), &[Arg::Text(table)]).await?;
-    let present: Vec<String> = rows
-        .iter()
-        .filter_map(|row| row.first()?.as_deref().map(str::to_ascii_lowercase))
-        .collect();
+    let present = D::columns(connection, table).await?;
     for (name, sql_type) in columns {
         if !present.iter().any(|column| column == name) {
             let sql = format!("ALTER TABLE {table} ADD COLUMN {name} {sql_type}");
@@ -232,7 +228,7 @@ pub(super) fn count(text: Option<&str>) -> Option<u64> {
     Some(value.clamp(0, i128::from(u64::MAX)) as u64)
 }
 
-fn int(text: Option<&str>) -> i64 {
+pub(super) fn int(text: Option<&str>) -> i64 {
     text.and_then(|text| text.split('.').next()?.parse().ok())
         .unwrap_or(0)
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::dialect::{Arg, Conn, Dialect};
-use super::migrate::{count, key_of};
+use super::migrate::{count, int, key_of};
 use super::SqlConfig;
 use crate::pipeline::pricing::Pricing;
 use crate::rollup::{Cell, Rollup, RollupKey, RollupSums, Tier};
@@ -117,9 +117,8 @@ pub(crate) async fn reprice<D: Dialect>(
             D::as_text("COUNT(*)"),
             conditions.join(" AND ").replacen("{}", ">=", 1)
         );
-        count_of(super::dialect::first(
-            &D::rows(connection, count, &bound).await?,
-        ))
+        let rows = D::rows(connection, count, &bound).await?;
+        super::migrate::count(super::dialect::first(&rows)).unwrap_or(0)
     };
     // Only a record still as it was read is changed, so a concurrent reprice or prune never
     // makes a rollup count a difference twice.
@@ -151,12 +150,7 @@ pub(crate) async fn reprice<D: Dialect>(
         let mut changes = Vec::new();
         for row in &page {
             let stored = stored(row)?;
-            let mut usage = crate::TokenUsage::new().with_model(stored.key.model.as_str());
-            for (kind, count) in TokenKind::ALL.into_iter().zip(stored.tokens) {
-                if let Some(count) = count {
-                    usage = usage.with(kind, count);
-                }
-            }
+            let usage = crate::TokenUsage::from_counts(stored.tokens, Some(&stored.key.model));
             let Some(cost) = pricing.cost(&usage, stored.key.start) else {
                 out.records_without_price += 1;
                 continue;
@@ -191,11 +185,6 @@ pub(crate) async fn reprice<D: Dialect>(
     }
     out.rows = rows.into_values().collect();
     Ok(out)
-}
-
-/// A count read back as text.
-fn count_of(text: Option<&str>) -> u64 {
-    count(text).unwrap_or(0)
 }
 
 /// What `COALESCE` makes of a record without a cost, so one comparison covers both.
@@ -259,9 +248,7 @@ fn stored(row: &[Option<String>]) -> Result<Stored, sqlx::Error> {
         id: row[0].clone().unwrap_or_default(),
         key: key_of(&row[1..])?,
         tokens: std::array::from_fn(|i| count(row[7 + i].as_deref())),
-        cost: row[after_tokens]
-            .as_deref()
-            .and_then(|cost| cost.split('.').next()?.parse().ok()),
+        cost: row[after_tokens].as_deref().map(|cost| int(Some(cost))),
         price_id: row[after_tokens + 1].clone(),
     })
 }
